@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine (README "Quick start"):
+#   make demo   - teacher in, student out, report (the main job, on the embedded MNIST data)
+#   make test   - the test suite (what CI runs)
+# The virtual environment is built on first use. CPU installs pin torch==2.13.0 (an unpinned torch
+# pulls a multi-GB CUDA build); GPU users: `pip install -e .[dev]` into an env with your own torch.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fewstep-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast setup clean-venv
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints-cpu.txt torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints-cpu.txt -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fewstep demo
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,215 @@
+"""The ``fewstep`` command line. Bad arguments and bad files end in one line on stderr and a
+non-zero exit, never a traceback (set FEWSTEP_DEBUG=1 to see tracebacks)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .errors import FewstepError
+
+
+class ArgError(FewstepError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse's default prints usage too)
+        raise ArgError(message)
+
+
+# -- argument types ------------------------------------------------------------------------------
+def _int_at_least(lo):
+    def parse(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+
+    return parse
+
+
+def _float_range(lo=None, hi=None, lo_open=False):
+    def parse(s):
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+        if v != v or v in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"must be finite, got {s!r}")
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {hi}, got {v}")
+        return v
+
+    return parse
+
+
+def _int_list(s):
+    try:
+        vals = [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {s!r}")
+    return vals
+
+
+def _float_list(s):
+    try:
+        vals = [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+    if not vals or any(v != v or v < 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected non-negative numbers, got {s!r}")
+    return vals
+
+
+def _str_list(choices):
+    def parse(s):
+        vals = [v.strip() for v in s.split(",") if v.strip()]
+        bad = [v for v in vals if v not in choices]
+        if not vals or bad:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {sorted(choices)}, got {s!r}")
+        return vals
+
+    return parse
+
+
+# -- shared flags --------------------------------------------------------------------------------
+def _add_common(p, data=True, out=True):
+    if data:
+        p.add_argument("--data", help="dataset: mnist | digits | toy2d[:8gaussians|moons] | folder:PATH")
+    if out:
+        p.add_argument("--out", help="output folder (or file, where noted)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default 0)")
+    p.add_argument("--threads", type=_int_at_least(0), default=0, help="torch CPU threads (0 = torch default)")
+
+
+def _add_train(p):
+    p.add_argument("--max-iters", type=_int_at_least(1), help="training iterations")
+    p.add_argument("--batch-size", type=_int_at_least(1), help="batch size")
+    p.add_argument("--lr", type=_float_range(0, lo_open=True), help="learning rate")
+    p.add_argument("--ckpt-every", type=_int_at_least(0), help="checkpoint every N iterations (0 = at the end)")
+    p.add_argument("--keep", type=_int_at_least(1), default=2, help="checkpoints kept (default 2)")
+    p.add_argument("--eval-every", type=_int_at_least(0), help="evaluate every N iterations (0 = at the end)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/latest (falls back to older good ones)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_sampling(p):
+    from .samplers import GRIDS, SAMPLERS
+
+    p.add_argument("--model", required=True, help="model folder, training output folder, or shipped teacher name")
+    p.add_argument("--steps", type=_int_at_least(1), help="network evaluations (NFE) to spend per sample")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the model's own)")
+    p.add_argument("--grid", choices=GRIDS, help="time grid (default: the model's own)")
+    p.add_argument("--cfg", type=_float_range(0), help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--n", type=_int_at_least(1), help="number of samples")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast sampling")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="fewstep", description="Distil diffusion models into 1-4 step generators.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train-teacher", help="train a diffusion teacher")
+    t.add_argument("--preset", default=None, help="teacher preset (mnist | digits | toy2d; default: --data's)")
+    _add_common(t)
+    _add_train(t)
+
+    f = sub.add_parser("train-features", help="train the feature classifier behind FD / class accuracy")
+    _add_common(f)
+    f.add_argument("--iters", type=_int_at_least(1), default=1500)
+
+    s = sub.add_parser("sample", help="write a PNG grid of samples")
+    _add_sampling(s)
+    _add_common(s, data=False)
+
+    e = sub.add_parser("eval", help="measure FD, class accuracy, precision/recall, speed (JSON)")
+    _add_sampling(e)
+    _add_common(e)
+    e.add_argument("--seeds", type=_int_at_least(1), default=1, help="generation seeds to average")
+    e.add_argument("--features", help="feature-net folder (default: the shipped one for --data)")
+
+    b = sub.add_parser("bench", help="run a benchmark sweep into benchmarks/results/<name>.json")
+    from .samplers import SAMPLERS as _S
+
+    b.add_argument("--model", required=True, help="model folder or shipped teacher name")
+    b.add_argument("--name", required=True, help="results file name (benchmarks/results/<name>.json)")
+    b.add_argument("--samplers", type=_str_list(set(_S) - {"multistep", "ancestral"}), default=["euler", "heun", "dpmpp2m"])
+    b.add_argument("--nfe", type=_int_list, default=[1, 2, 4, 8, 16, 32, 64])
+    b.add_argument("--cfg", type=_float_list, default=[1.0])
+    b.add_argument("--seeds", type=_int_at_least(1), default=3, help="seeds for rows up to --seeds-max-nfe")
+    b.add_argument("--seeds-max-nfe", type=_int_at_least(1), default=8, help="above this NFE, 1 seed")
+    b.add_argument("--n", type=_int_at_least(10), default=1000)
+    b.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    b.add_argument("--results-dir", default="benchmarks/results")
+    _add_common(b, data=True, out=False)
+    return p
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_train_teacher(a):
+    from .commands import train_teacher
+
+    return train_teacher(a)
+
+
+def cmd_train_features(a):
+    from .commands import train_features
+
+    return train_features(a)
+
+
+def cmd_sample(a):
+    from .commands import sample_grid
+
+    return sample_grid(a)
+
+
+def cmd_eval(a):
+    from .commands import evaluate
+
+    return evaluate(a)
+
+
+def cmd_bench(a):
+    from .commands import bench
+
+    return bench(a)
+
+
+COMMANDS = {"train-teacher": cmd_train_teacher, "train-features": cmd_train_features, "sample": cmd_sample,
+            "eval": cmd_eval, "bench": cmd_bench}
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "threads", 0):
+            import torch
+
+            torch.set_num_threads(args.threads)
+        return COMMANDS[args.command](args) or 0
+    except KeyboardInterrupt:
+        print("fewstep: interrupted", file=sys.stderr)
+        return 130
+    except (FewstepError, ValueError, OSError) as e:
+        if os.environ.get("FEWSTEP_DEBUG"):
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"fewstep: error: {msg}", file=sys.stderr)
+        return 2 if isinstance(e, ArgError) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The method contract (DESIGN.md). The trainer knows only this interface.
+
+A method owns its networks, optimizers and update schedule. ``step`` does its own backward and
+optimizer calls through ``ctx.update(...)`` so alternating updates stay readable; the context
+applies the LR warm-up, gradient clipping and the non-finite guard uniformly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..noise.precond import Denoiser
+
+
+@dataclass
+class SamplingSpec:
+    sampler: str = "heun"  # a key of fewstep.samplers.SAMPLERS
+    steps: int = 18  # grid steps (Heun: NFE = 2 steps - 1)
+    grid: str = "karras"
+    cfg: float = 1.0  # CFG scale, 1 = none
+    sigmas: list | None = None  # an explicit sigma_hat grid overrides grid/steps (few-step students)
+
+
+class Method:
+    name: str = "method"
+
+    def networks(self) -> dict[str, nn.Module]:
+        """Every network whose weights are saved and restored (trainable and auxiliary)."""
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def step(self, batch: dict, it: int, ctx) -> dict:
+        """One training iteration; returns scalars to log (tensors or floats)."""
+        raise NotImplementedError
+
+    def generator(self, net: nn.Module | None = None) -> Denoiser:
+        """The model being produced, optionally with ``net`` (e.g. its EMA) in place of its network."""
+        raise NotImplementedError
+
+    def ema_network(self) -> str | None:
+        """Name (in networks()) of the network whose EMA is kept and evaluated; None for none."""
+        return None
+
+    def default_sampling(self) -> SamplingSpec:
+        return SamplingSpec()
+
+    def config(self) -> dict:
+        return {"method": self.name}

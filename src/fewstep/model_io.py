@@ -1,0 +1,64 @@
+"""Saving and loading a Denoiser as a model folder: ``config.json`` + ``model.safetensors``.
+
+A model folder is self-describing: the architecture config, the noise process, the
+parameterisation and how to sample it. Shipped teachers live in ``fewstep/assets/teachers/<name>``
+and load by name (``load_denoiser("mnist")``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import CheckpointError, FewstepError
+from .nets import build_net
+from .noise import process_from_config
+from .noise.precond import Denoiser
+from .train.checkpoint import atomic_dir, load_state_strict, load_tensors, read_json, save_tensors, write_json
+
+ASSETS = Path(__file__).parent / "assets"
+SHIPPED_TEACHERS = ASSETS / "teachers"
+
+
+def denoiser_config(den: Denoiser) -> dict:
+    return {"arch": den.net.config(), "process": den.process.config(), "param": den.param,
+            "sigma_data": den.sigma_data}
+
+
+def build_denoiser(cfg: dict) -> Denoiser:
+    try:
+        return Denoiser(build_net(cfg["arch"]), process_from_config(cfg["process"]), cfg["param"],
+                        cfg.get("sigma_data", 0.5))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"model config is invalid: {e}") from None
+
+
+def save_denoiser(den: Denoiser, path, extra: dict | None = None) -> Path:
+    cfg = {"format": "fewstep-model-v1", **denoiser_config(den), **(extra or {})}
+
+    def write(tmp: Path):
+        write_json(cfg, tmp / "config.json")
+        save_tensors(den.net.state_dict(), tmp / "model.safetensors")
+
+    return atomic_dir(Path(path), write)
+
+
+def resolve_model_dir(spec: str) -> Path:
+    """A model folder path, or the name of a shipped teacher."""
+    p = Path(spec)
+    if p.is_dir():
+        if (p / "model" / "config.json").is_file() and not (p / "config.json").is_file():
+            return p / "model"  # a training output folder: use its final model
+        return p
+    shipped = SHIPPED_TEACHERS / spec
+    if "/" not in spec and shipped.is_dir():
+        return shipped
+    names = sorted(d.name for d in SHIPPED_TEACHERS.iterdir()) if SHIPPED_TEACHERS.is_dir() else []
+    raise FewstepError(f"model {spec!r} is neither a folder nor a shipped teacher (shipped: {', '.join(names) or 'none'})")
+
+
+def load_denoiser(spec: str) -> tuple[Denoiser, dict]:
+    d = resolve_model_dir(spec)
+    cfg = read_json(d / "config.json")
+    den = build_denoiser(cfg)
+    load_state_strict(den.net, load_tensors(d / "model.safetensors"), d / "model.safetensors")
+    den.eval()
+    return den, cfg

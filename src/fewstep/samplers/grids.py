@@ -1,0 +1,69 @@
+"""Time grids for sampling, as *normalised noise levels* sigma_hat = sigma(t)/alpha(t), descending.
+
+Samplers consume sigma_hat grids so that one sampler serves every noise process; the process maps
+each level back to its native time for the network (noise/base.py). A grid ends at 0 (the clean
+sample) unless ``final_zero=False``. ``n`` is the number of steps (grid has n + 1 points).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..noise import NoiseProcess
+
+GRIDS = ("karras", "uniform", "trailing")
+
+
+def _range(process: NoiseProcess, sh_min, sh_max):
+    lo = float(process.sigma_hat(torch.tensor(process.t_min))) if sh_min is None else sh_min
+    hi = float(process.sigma_hat(torch.tensor(process.t_max))) if sh_max is None else sh_max
+    if not math.isfinite(hi):  # flow at t = 1: cap the top for grids that need a finite value
+        hi = float(process.sigma_hat(torch.tensor(process.t_max - 1e-3)))
+    return max(lo, 1e-6), hi
+
+
+def _finish(sh: torch.Tensor, final_zero: bool) -> torch.Tensor:
+    sh = sh.to(torch.float64)
+    return torch.cat([sh, sh.new_zeros(1)]) if final_zero else sh
+
+
+def karras(process: NoiseProcess, n: int, rho: float = 7.0, sh_min=None, sh_max=None, final_zero=True):
+    """EDM Eq. 5: sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho."""
+    lo, hi = _range(process, sh_min, sh_max)
+    if n == 1:
+        return _finish(torch.tensor([hi]), final_zero)
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    sh = (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+    return _finish(sh, final_zero)
+
+
+def uniform(process: NoiseProcess, n: int, final_zero=True):
+    """Native times evenly spaced from t_max down to t_min (n points), then the clean end."""
+    t = torch.linspace(process.t_max, process.t_min, n, dtype=torch.float64) if n > 1 \
+        else torch.tensor([process.t_max], dtype=torch.float64)
+    return _finish(process.sigma_hat(t), final_zero)
+
+
+def trailing(process: NoiseProcess, n: int, final_zero=True):
+    """'trailing' spacing (Lin et al. 2024, Table 2; diffusers timestep_spacing='trailing'):
+    native times t_max, t_max - L/n, ..., L/n with L = t_max - t_min (+ 1 for discrete VP), so the
+    first step always starts at the noisiest time. For 1000-step VP: n=4 -> 999, 749, 499, 249."""
+    from ..noise import VPDiscrete
+
+    if isinstance(process, VPDiscrete):
+        T = process.num_train_timesteps
+        t = torch.round(torch.arange(T, 0, -T / n, dtype=torch.float64)[:n]) - 1
+    else:
+        span = process.t_max - process.t_min
+        t = process.t_max - torch.arange(n, dtype=torch.float64) * span / n
+    return _finish(process.sigma_hat(t), final_zero)
+
+
+def make_grid(kind: str, process: NoiseProcess, n: int, **kw) -> torch.Tensor:
+    if n < 1:
+        raise ValueError(f"number of steps must be >= 1, got {n}")
+    fns = {"karras": karras, "uniform": uniform, "trailing": trailing}
+    if kind not in fns:
+        raise ValueError(f"unknown grid {kind!r}; expected one of {GRIDS}")
+    return fns[kind](process, n, **kw)

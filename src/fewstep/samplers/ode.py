@@ -1,0 +1,98 @@
+"""Deterministic probability-flow ODE samplers, written over (alpha, sigma) so they serve every
+noise process. ``sigmas`` is a descending sigma_hat grid (grids.py); a final 0 returns the clean
+sample. No ``no_grad`` here: methods unroll these with gradients; callers add no_grad for inference.
+
+``denoiser.raw(x, t, cond) -> (x0, eps)`` is all a sampler needs (Denoiser, Guided).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..noise.base import _bcast
+
+
+def coeffs(process, sh: float):
+    """(t, alpha, sigma) at normalised level sh; sh = 0 is the clean end (alpha 1, sigma 0)."""
+    if sh == 0:
+        return None, 1.0, 0.0
+    t = process.t_from_sigma_hat(torch.tensor(sh, dtype=torch.float64))
+    return t, float(process.alpha(t)), float(process.sigma(t))
+
+
+def initial_noise(process, sigmas, shape, generator: torch.Generator | None = None, device=None):
+    """x at the first grid level: sigma(t_0) z (the alpha(t_0) x0 part is negligible by design)."""
+    _, _, s0 = coeffs(process, float(sigmas[0]))
+    return s0 * torch.randn(shape, generator=generator).to(device or "cpu")
+
+
+def _eval(denoiser, x, t, cond):
+    tt = torch.full((x.shape[0],), float(t), device=x.device)
+    return denoiser.raw(x, tt, cond)
+
+
+def ddim_step(x0, eps, a_next, s_next):
+    """DDIM (Song et al. 2021, Eq. 12, eta = 0): x_next = a' x0 + s' eps. Equals Euler in sigma_hat."""
+    return a_next * x0 + s_next * eps
+
+
+def euler(denoiser, x, sigmas, cond=None, callback=None):
+    """Euler on the PF-ODE in sigma_hat (EDM Alg. 1 without churn) == DDIM: 1 NFE per step."""
+    proc = denoiser.process
+    for i in range(len(sigmas) - 1):
+        t, _, _ = coeffs(proc, float(sigmas[i]))
+        _, a1, s1 = coeffs(proc, float(sigmas[i + 1]))
+        x0, eps = _eval(denoiser, x, t, cond)
+        x = ddim_step(x0, eps, a1, s1)
+        if callback is not None:
+            callback(i, x, x0)
+    return x
+
+
+def heun(denoiser, x, sigmas, cond=None, callback=None):
+    """Heun's 2nd-order method, EDM Alg. 2 (no churn), in the normalised variable y = x/alpha:
+    dy/dsh = eps(y). The last step to sh = 0 is Euler. NFE = 2 n - 1 for an n-step grid ending at 0.
+    A step starting where alpha = 0 (flow at t = 1) cannot be taken in y and falls back to DDIM."""
+    proc = denoiser.process
+    for i in range(len(sigmas) - 1):
+        sh0, sh1 = float(sigmas[i]), float(sigmas[i + 1])
+        t0, a0, s0 = coeffs(proc, sh0)
+        t1, a1, s1 = coeffs(proc, sh1)
+        x0, eps = _eval(denoiser, x, t0, cond)
+        if sh1 == 0 or a0 == 0 or not math.isfinite(sh0):
+            x = ddim_step(x0, eps, a1, s1)
+        else:
+            y1 = x / a0 + (sh1 - sh0) * eps  # Euler predictor (EDM Alg. 2, line 5-6)
+            x1 = a1 * y1
+            _, eps1 = _eval(denoiser, x1, t1, cond)
+            x = a1 * (x / a0 + (sh1 - sh0) * 0.5 * (eps + eps1))  # trapezoidal corrector (line 8)
+        if callback is not None:
+            callback(i, x, x0)
+    return x
+
+
+def dpmpp_2m(denoiser, x, sigmas, cond=None, callback=None):
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) in lambda = -log sigma_hat; first and final steps
+    are first order (as in k-diffusion and diffusers' lower_order_final). 1 NFE per step."""
+    proc = denoiser.process
+    x0_prev, h_prev = None, None
+    for i in range(len(sigmas) - 1):
+        sh0, sh1 = float(sigmas[i]), float(sigmas[i + 1])
+        t0, a0, s0 = coeffs(proc, sh0)
+        _, a1, s1 = coeffs(proc, sh1)
+        x0, eps = _eval(denoiser, x, t0, cond)
+        if sh1 == 0 or a0 == 0 or not math.isfinite(sh0):
+            x = ddim_step(x0, eps, a1, s1)
+            h = None
+        else:
+            h = math.log(sh0) - math.log(sh1)  # lambda_{i+1} - lambda_i
+            D = x0
+            if x0_prev is not None and h_prev is not None:
+                r = h_prev / h
+                D = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev  # Alg. 2, line 6
+            x = (s1 / s0) * x - a1 * math.expm1(-h) * D  # data-prediction exponential integrator
+        x0_prev, h_prev = x0, h
+        if callback is not None:
+            callback(i, x, x0)
+    return x

@@ -1,0 +1,31 @@
+"""Exponential moving average of a network's weights."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class EMA:
+    def __init__(self, net: nn.Module, decay: float, warmup: bool = True):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay, self.warmup, self.num_updates = decay, warmup, 0
+        self.net = copy.deepcopy(net).eval().requires_grad_(False)
+
+    def current_decay(self) -> float:
+        # Warm-up (as in timm / diffusers EMAModel): early averages forget the random init quickly.
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+
+    @torch.no_grad()
+    def update(self, net: nn.Module) -> None:
+        d = self.current_decay()
+        for e, p in zip(self.net.state_dict().values(), net.state_dict().values()):
+            if e.is_floating_point():
+                e.lerp_(p.detach(), 1 - d)
+            else:
+                e.copy_(p)
+        self.num_updates += 1

@@ -1,0 +1,66 @@
+"""The per-update context a method calls, with the non-finite guard (skip the step, say so)."""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+
+class StepContext:
+    """Handed to ``Method.step``: the seeded generator, autocast, and ``update``.
+
+    ``update(loss, opt_name)`` = backward, non-finite check on loss and gradients, grad-norm clip,
+    LR warm-up, optimizer step, zero grads. A non-finite loss or gradient skips the update (weights
+    and optimizer moments untouched) and records it; the trainer stops after too many in a row.
+    """
+
+    def __init__(self, optimizers: dict, rng: torch.Generator, grad_clip: float, warmup: int,
+                 bf16: bool, device_type: str = "cpu"):
+        self.optimizers, self.rng, self.grad_clip, self.warmup = optimizers, rng, grad_clip, warmup
+        self.bf16, self.device_type = bf16, device_type
+        self.it = 0
+        self.skipped: list[str] = []
+        self.grad_norms: dict[str, float] = {}
+        self.inject_nonfinite_at: set[int] = set()  # test hook: poison the loss at these iterations
+        for opt in optimizers.values():
+            for g in opt.param_groups:
+                g.setdefault("initial_lr", g["lr"])
+
+    def begin(self, it: int) -> None:
+        self.it, self.skipped, self.grad_norms = it, [], {}
+
+    def autocast(self):
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=torch.bfloat16)
+
+    def lr_factor(self) -> float:
+        return min(1.0, (self.it + 1) / self.warmup) if self.warmup > 0 else 1.0
+
+    def update(self, loss: torch.Tensor, opt_name: str, retain_graph: bool = False) -> bool:
+        opt = self.optimizers[opt_name]
+        loss = loss.mean()
+        if self.it in self.inject_nonfinite_at:
+            loss = loss * float("nan")
+        params = [p for g in opt.param_groups for p in g["params"]]
+        if not torch.isfinite(loss):
+            return self._skip(opt, params, opt_name, "loss")
+        loss.backward(retain_graph=retain_graph)
+        grads = [p for p in params if p.grad is not None]
+        clip = self.grad_clip if self.grad_clip > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(grads, clip) if grads else torch.tensor(0.0)
+        if not torch.isfinite(norm):
+            return self._skip(opt, params, opt_name, "gradient")
+        self.grad_norms[opt_name] = float(norm)
+        for g in opt.param_groups:
+            g["lr"] = g["initial_lr"] * self.lr_factor()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return True
+
+    def _skip(self, opt, params, name, what) -> bool:
+        for p in params:
+            p.grad = None
+        self.skipped.append(f"{name}: non-finite {what}")
+        return False

@@ -1,0 +1,247 @@
+"""The one generic training loop (DESIGN.md): data -> Method.step -> EMA -> log/eval/checkpoint.
+
+It knows nothing about any particular method. Resume restores every network, its EMA, every
+optimizer, the RNG states and the data position (= the iteration, see data.BatchSampler), so an
+interrupted and resumed run ends with the same weights as an uninterrupted one on CPU.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.base import ArrayDataset, BatchSampler
+from ..errors import CheckpointError, FewstepError
+from ..methods.base import Method
+from .checkpoint import (atomic_dir, load_state_strict, load_tensors, optimizer_from_tensors,
+                         optimizer_to_tensors, point_latest, read_json, save_tensors, write_json)
+from .ema import EMA
+from .guards import StepContext
+
+
+@dataclass
+class TrainConfig:
+    out: str  # output folder: checkpoints/, latest, model/, metrics.jsonl
+    max_iters: int = 1000
+    batch_size: int = 128
+    seed: int = 0
+    ckpt_every: int = 0  # save a resumable checkpoint every N iterations (0 = only at the end)
+    keep: int = 2  # complete checkpoints kept (older ones pruned after a new one is complete)
+    eval_every: int = 0  # run the evaluator every N iterations (0 = only at the end)
+    log_every: int = 10
+    ema_decay: float = 0.999  # 0 disables the EMA
+    grad_clip: float = 1.0  # max global grad norm per optimizer (0 = no clipping)
+    warmup: int = 0  # linear LR warm-up iterations
+    bf16: bool = False  # bf16 autocast for forward passes (weights and optimizer stay fp32)
+    max_skips: int = 20  # consecutive non-finite iterations before the run saves and stops
+    progress: bool = True
+    threads: int = 0  # torch CPU threads (0 = leave torch's default)
+
+    def __post_init__(self):
+        for name in ("max_iters", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("ckpt_every", "eval_every", "warmup", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.keep < 1:
+            raise ValueError(f"keep must be >= 1, got {self.keep}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.log_every < 1 or self.max_skips < 1:
+            raise ValueError("log_every and max_skips must be >= 1")
+
+
+class Trainer:
+    def __init__(self, method: Method, data: ArrayDataset, cfg: TrainConfig, run_config: dict | None = None,
+                 evaluator=None, final_model_extra: dict | None = None, on_log=None):
+        self.method, self.data, self.cfg = method, data, cfg
+        self.run_config = run_config or {}
+        self.evaluator, self.final_model_extra, self.on_log = evaluator, final_model_extra or {}, on_log
+        self.out = Path(cfg.out)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.sampler = BatchSampler(len(data), cfg.batch_size, cfg.seed)
+        ema_name = method.ema_network()
+        self.ema = EMA(method.networks()[ema_name], cfg.ema_decay) if (ema_name and cfg.ema_decay > 0) else None
+        self.ctx = StepContext(method.optimizers(), self.rng, cfg.grad_clip, cfg.warmup, cfg.bf16)
+        self.it, self.consecutive_skips, self.train_s = 0, 0, 0.0
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _write_checkpoint(self, tmp: Path) -> None:
+        write_json({"format": "fewstep-checkpoint-v1", "run": self.run_config, "method": self.method.config(),
+                    "train": asdict(self.cfg)}, tmp / "config.json")
+        for name, net in self.method.networks().items():
+            save_tensors(net.state_dict(), tmp / f"{name}.safetensors")
+        if self.ema is not None:
+            save_tensors(self.ema.net.state_dict(), tmp / "ema.safetensors")
+        tensors, scalars = {}, {}
+        for name, opt in self.method.optimizers().items():
+            t, s = optimizer_to_tensors(name, opt)
+            tensors.update(t)
+            scalars[name] = s
+        save_tensors(tensors, tmp / "optim.safetensors")
+        write_json(scalars, tmp / "optim.json")
+        save_tensors({"torch": torch.get_rng_state(), "method": self.rng.get_state()}, tmp / "rng.safetensors")
+        write_json({"iteration": self.it, "data_position": self.it, "train_s": self.train_s,
+                    "ema_updates": self.ema.num_updates if self.ema else 0,
+                    "consecutive_skips": self.consecutive_skips}, tmp / "trainer_state.json")
+
+    def save_checkpoint(self) -> Path:
+        path = atomic_dir(self.out / "checkpoints" / f"{self.it:08d}", self._write_checkpoint)
+        point_latest(self.out, path)
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        ckpts = sorted(p for p in (self.out / "checkpoints").iterdir() if p.is_dir() and p.name.isdigit())
+        for old in ckpts[:-self.cfg.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, path: Path) -> None:
+        for name, net in self.method.networks().items():
+            f = path / f"{name}.safetensors"
+            load_state_strict(net, load_tensors(f), f)
+        if self.ema is not None:
+            load_state_strict(self.ema.net, load_tensors(path / "ema.safetensors"), path / "ema.safetensors")
+        tensors = load_tensors(path / "optim.safetensors")
+        scalars = read_json(path / "optim.json")
+        for name, opt in self.method.optimizers().items():
+            optimizer_from_tensors(name, opt, tensors, scalars.get(name, {}), path / "optim.safetensors")
+        rng = load_tensors(path / "rng.safetensors", check_finite=False)
+        torch.set_rng_state(rng["torch"])
+        self.rng.set_state(rng["method"])
+        state = read_json(path / "trainer_state.json")
+        self.it, self.train_s = int(state["iteration"]), float(state.get("train_s", 0.0))
+        self.consecutive_skips = int(state.get("consecutive_skips", 0))
+        if self.ema is not None:
+            self.ema.num_updates = int(state.get("ema_updates", 0))
+
+    def candidates(self) -> list[Path]:
+        """Checkpoints to resume from, best first: ``latest``, then the others newest first."""
+        ck = self.out / "checkpoints"
+        found = sorted((p for p in ck.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True) if ck.is_dir() else []
+        latest = self.out / "latest"
+        if latest.is_symlink() and latest.resolve() in [p.resolve() for p in found]:
+            first = latest.resolve()
+            found = [first] + [p for p in found if p.resolve() != first]
+        return found
+
+    def resume(self) -> bool:
+        """Load the newest good checkpoint; fall back past corrupt ones, saying so. False if none."""
+        for path in self.candidates():
+            try:
+                self.load_checkpoint(path)
+            except CheckpointError as e:
+                self.log_line(f"warning: checkpoint {path.name} is unusable ({e}); trying an older one")
+                continue
+            self.log_line(f"resumed from {path} at iteration {self.it}")
+            self._truncate_metrics()
+            return True
+        return False
+
+    def _truncate_metrics(self) -> None:
+        """Drop log rows written after the checkpoint we resumed from (they will be recomputed)."""
+        log = self.out / "metrics.jsonl"
+        if not log.exists():
+            return
+        keep = []
+        for line in log.read_text().splitlines():
+            try:
+                if json.loads(line).get("it", 0) <= self.it:
+                    keep.append(line)
+            except json.JSONDecodeError:
+                continue
+        log.write_text("".join(l + "\n" for l in keep))
+
+    # -- logging ----------------------------------------------------------------------------------
+    def log_line(self, msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    def log_metrics(self, row: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.on_log is not None:
+            self.on_log(row)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def eval_generator(self):
+        return self.method.generator(self.ema.net if self.ema is not None else None)
+
+    def run_eval(self) -> dict:
+        if self.evaluator is None:
+            return {}
+        with torch.no_grad():
+            res = self.evaluator(self.eval_generator(), self.it)
+        self.log_metrics({"it": self.it, "kind": "eval", **res})
+        return res
+
+    def train(self, resume: bool = False) -> dict:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume and not self.resume():
+            self.log_line("no checkpoint to resume from; starting fresh")
+        bar = None
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.max_iters, initial=self.it, desc=f"train {self.method.name}", dynamic_ncols=True,
+                       file=sys.stderr)
+        last = {}
+        while self.it < cfg.max_iters:
+            t0 = time.perf_counter()
+            batch = self.data.batch(self.sampler.indices(self.it))
+            self.ctx.begin(self.it)
+            for net in self.method.networks().values():
+                net.train()
+            logs = self.method.step(batch, self.it, self.ctx)
+            if self.ctx.skipped:
+                self.consecutive_skips += 1
+                self.log_metrics({"it": self.it, "kind": "skip", "reasons": self.ctx.skipped})
+                self.log_line(f"iteration {self.it}: skipped update ({'; '.join(self.ctx.skipped)})")
+            else:
+                self.consecutive_skips = 0
+            if self.ema is not None:
+                self.ema.update(self.method.networks()[self.method.ema_network()])
+            self.it += 1
+            self.train_s += time.perf_counter() - t0
+            if self.consecutive_skips >= cfg.max_skips:
+                path = self.save_checkpoint()
+                raise FewstepError(f"{cfg.max_skips} consecutive iterations had non-finite losses or gradients; "
+                                   f"saved {path} and stopped (lower the LR or check the data)")
+            if self.it % cfg.log_every == 0 or self.it == cfg.max_iters:
+                last = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in logs.items()}
+                self.log_metrics({"it": self.it, "kind": "train", "train_s": round(self.train_s, 2), **last,
+                                  **{f"grad_norm/{k}": v for k, v in self.ctx.grad_norms.items()}})
+            if bar is not None:
+                bar.update(1)
+                if self.it % cfg.log_every == 0:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in last.items()})
+            if cfg.eval_every and self.it % cfg.eval_every == 0 and self.it < cfg.max_iters:
+                res = self.run_eval()
+                if bar is not None and res:
+                    bar.write(f"eval @ {self.it}: " + ", ".join(f"{k} {v:.4g}" for k, v in res.items()
+                                                              if isinstance(v, (int, float))))
+            if cfg.ckpt_every and self.it % cfg.ckpt_every == 0 and self.it < cfg.max_iters:
+                self.save_checkpoint()
+        if bar is not None:
+            bar.close()
+        self.save_checkpoint()
+        final = self.run_eval()
+        self.save_final_model()
+        return {"iterations": self.it, "train_s": self.train_s, **final}
+
+    def save_final_model(self) -> Path:
+        from ..model_io import save_denoiser
+
+        info = {"training": {"iterations": self.it, "train_s": round(self.train_s, 1), **self.run_config},
+                **self.final_model_extra}
+        return save_denoiser(self.eval_generator(), self.out / "model", info)
