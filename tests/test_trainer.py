@@ -81,7 +81,10 @@ def test_teacher_learns_toy2d(tmp_path):
     spec = SamplingSpec("heun", 10, "karras")
     t = toy_trainer(tmp_path, 300)
     labels = test.labels
-    before = fd(generate(t.method.generator(), len(test), spec, (2,), labels, seed=0), test.x)
+    from fewstep.metrics.features import PointFeatures
+
+    f = PointFeatures().features
+    before = fd(f(generate(t.method.generator(), len(test), spec, (2,), labels, seed=0)), f(test.x))
     t.train()
-    after = fd(generate(t.eval_generator(), len(test), spec, (2,), labels, seed=0), test.x)
-    assert after < 0.1 * before and after < 0.05, (before, after)
+    after = fd(f(generate(t.eval_generator(), len(test), spec, (2,), labels, seed=0)), f(test.x))
+    assert after < 0.1 * before, (before, after)

@@ -91,13 +91,26 @@ def write_results(path: Path, results: dict) -> None:
     tmp.replace(path)
 
 
+def student_row(den, mcfg, test, feats, ref_feats, seeds, bf16):
+    """One row for a distilled student at its own sampling (its NFE), with cost from its config."""
+    spec = SamplingSpec(**mcfg["sampling"])
+    row = bench_row(den, spec, test, feats, ref_feats, len(test), seeds, bf16, method=mcfg["method"]["method"])
+    row["images_per_s"], row["images_per_s_timed"] = time_row(den, spec, test, bf16), True
+    training = mcfg.get("training", {})
+    row.update(train_s=training.get("train_s"), iterations=training.get("iterations"), command=training.get("command"),
+               ema=bool(training.get("distill", {}).get("ema_decay", 0)))
+    return row
+
+
 def run_bench(a, command: str):
     from .data import load_dataset
     from .metrics.features import load_features
     from .model_io import load_denoiser, resolve_model_dir
     from .report import results_table
 
-    den, mcfg = load_denoiser(a.model)
+    models = [m for m in a.model.split(",") if m]
+    loaded = [load_denoiser(m) for m in models]
+    den, mcfg = loaded[0]
     data = a.data or mcfg.get("data", {}).get("name")
     if not data:
         raise FewstepError("--data is required (the model does not record its dataset)")
@@ -110,41 +123,57 @@ def run_bench(a, command: str):
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{a.name}.json"
     key = {"model": str(a.model), "samplers": a.samplers, "nfe": a.nfe, "cfg": a.cfg, "seeds": a.seeds,
-           "seeds_max_nfe": a.seeds_max_nfe, "n": a.n, "bf16": a.bf16}
+           "seeds_max_nfe": a.seeds_max_nfe, "n": a.n, "bf16": a.bf16, "baseline": a.baseline}
     old = json.loads(path.read_text()) if path.exists() else {}
-    done = {}
-    if old.get("bench_args") == key and not old.get("complete", False):
-        done = {(r["sampler"], r["steps"], r["cfg"], r["dtype"]): r for r in old.get("rows", [])}
-    training = mcfg.get("training", {})
+    resume = old.get("bench_args") == key and not old.get("complete", False)
+    done = {_row_key(r): r for r in old.get("rows", [])} if resume else {}
+    students = [(m, d, c) for m, (d, c) in zip(models, loaded) if "method" in c]
+    teachers = [(m, d, c) for m, (d, c) in zip(models, loaded) if "method" not in c]
+    teacher_dir = students[0][2].get("teacher") if students and not teachers else str(resolve_model_dir(teachers[0][0]))
+    tcfg = load_denoiser(teacher_dir)[1] if teacher_dir else mcfg
+    training = tcfg.get("training", {})
     results = {
         "benchmark": data, "command": command, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(), "git_commit": git_commit(),
-        "teacher": {"checkpoint": str(resolve_model_dir(a.model)), "train_s": training.get("train_s"),
+        "teacher": {"checkpoint": teacher_dir, "train_s": training.get("train_s"),
                     "iterations": training.get("iterations"), "command": training.get("command")},
-        "floor": {"fd": old.get("floor", {}).get("fd") if done else None},
+        "floor": {"fd": old.get("floor", {}).get("fd") if resume else None},
         "bench_args": key, "complete": False, "rows": [],
     }
     t0 = time.perf_counter()
+    if a.baseline:
+        base = json.loads(Path(a.baseline).read_text())
+        results["floor"] = base["floor"]
+        results["baseline_from"] = {"file": a.baseline, "created": base.get("created"), "git_commit": base.get("git_commit")}
+        results["rows"] = [dict(r, from_baseline=True) for r in base["rows"]]
     if results["floor"]["fd"] is None:
         results["floor"]["fd"] = real_floor(train, test, feats)
-    plan = list(sweep_rows(a.samplers, a.nfe, a.cfg))
-    # bf16 sampling is checked against fp32 on one row (BENCHMARKS.md): same FD or it is not used.
-    check = ("dpmpp2m", steps_for_nfe("dpmpp2m", 8), a.cfg[0]) if a.bf16 else None
-    todo = [(s, k, c, a.bf16) for s, k, c in plan] + ([(*check, False)] if check else [])
     from tqdm.auto import tqdm
 
+    todo = []
+    for m, d, c in teachers:
+        plan = list(sweep_rows(a.samplers, a.nfe, a.cfg))
+        # bf16 sampling is checked against fp32 on one row (BENCHMARKS.md): same FD or it is not used.
+        check = [("dpmpp2m", steps_for_nfe("dpmpp2m", 8), a.cfg[0], False)] if a.bf16 else []
+        todo += [("teacher", d, c, s, k, cf, bf) for s, k, cf, bf in [(*p, a.bf16) for p in plan] + check]
+    todo += [("student", d, c, None, None, None, a.bf16) for m, d, c in students]
     timed: dict = {}
-    for sampler, steps, cfg, bf16 in tqdm(todo, desc=f"bench {a.name}", dynamic_ncols=True):
+    for kind, d, c, sampler, steps, cfg, bf16 in tqdm(todo, desc=f"bench {a.name}", dynamic_ncols=True):
+        if kind == "student":
+            k = (c["method"]["method"], c["sampling"]["steps"], "student", "bf16" if bf16 else "fp32")
+            row = done.get(k) or student_row(d, c, test, feats, ref_feats, a.seeds, bf16)
+            results["rows"].append(row)
+            write_results(path, results)
+            continue
         spec = SamplingSpec(sampler, steps, "karras", cfg)
-        nfe = nfe_of(sampler, steps) * (1 if cfg == 1.0 else 2)
-        dkey = (sampler, steps, cfg, "bf16" if bf16 else "fp32")
+        dkey = ("teacher", sampler, steps, cfg, "bf16" if bf16 else "fp32")
         if dkey in done:
             row = done[dkey]
         else:
             seeds = a.seeds if nfe_of(sampler, steps) <= a.seeds_max_nfe else 1
-            row = bench_row(den, spec, test, feats, ref_feats, len(test), seeds, bf16)
+            row = bench_row(d, spec, test, feats, ref_feats, len(test), seeds, bf16)
             if nfe_of(sampler, steps) <= SPEED_MAX_NFE:
-                row["images_per_s"] = time_row(den, spec, test, bf16)
+                row["images_per_s"] = time_row(d, spec, test, bf16)
                 row["images_per_s_timed"] = True
             row.update(train_s=None, iterations=None)
         if row.get("images_per_s_timed"):
@@ -161,3 +190,9 @@ def run_bench(a, command: str):
     path.with_suffix(".md").write_text(table + "\n")
     print(table)
     print(f"wrote {path}")
+
+
+def _row_key(r):
+    if r["method"] == "teacher":
+        return ("teacher", r["sampler"], r["steps"], r["cfg"], r["dtype"])
+    return (r["method"], r["steps"], "student", r["dtype"])

@@ -130,6 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(f)
     f.add_argument("--iters", type=_int_at_least(1), default=1500)
 
+    d = sub.add_parser("distill", help="distil a teacher into a few-step student")
+    d.add_argument("--teacher", required=True, help="teacher model folder or shipped teacher name (e.g. mnist)")
+    d.add_argument("--method", required=True, help="distillation method (dmd | dmd2)")
+    d.add_argument("--nfe", type=_int_at_least(1), default=1, help="student steps (1, 2, 4, ...)")
+    d.add_argument("--ema-decay", type=_float_range(0, 0.9999), help="generator EMA decay (0 = off)")
+    d.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a method config field")
+    _add_common(d)
+    _add_train(d)
+
+    m = sub.add_parser("demo", help="the main job: shipped MNIST teacher -> 1-step DMD2 student -> report.html")
+    m.add_argument("--teacher", default="mnist", help="teacher (default: the shipped MNIST teacher)")
+    m.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    m.add_argument("--max-iters", type=_int_at_least(1), default=600, help="distillation iterations (default 600)")
+    m.add_argument("--eval-every", type=_int_at_least(0), default=200)
+    m.add_argument("--n", type=_int_at_least(100), default=1000, help="held-out images for FD (default 1000)")
+    m.add_argument("--seeds", type=_int_at_least(1), default=3)
+    m.add_argument("--no-progress", action="store_true")
+    m.add_argument("--seed", type=_int_at_least(0), default=0)
+    m.add_argument("--threads", type=_int_at_least(0), default=0)
+
     s = sub.add_parser("sample", help="write a PNG grid of samples")
     _add_sampling(s)
     _add_common(s, data=False)
@@ -143,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run a benchmark sweep into benchmarks/results/<name>.json")
     from .samplers import SAMPLERS as _S
 
-    b.add_argument("--model", required=True, help="model folder or shipped teacher name")
+    b.add_argument("--model", required=True, help="model folder(s) or shipped teacher name, comma-separated; "
+                   "a teacher gets the sampler sweep, a distilled student one row at its own sampling")
     b.add_argument("--name", required=True, help="results file name (benchmarks/results/<name>.json)")
     b.add_argument("--samplers", type=_str_list(set(_S) - {"multistep", "ancestral"}), default=["euler", "heun", "dpmpp2m"])
     b.add_argument("--nfe", type=_int_list, default=[1, 2, 4, 8, 16, 32, 64])
@@ -153,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--n", type=_int_at_least(10), default=1000)
     b.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     b.add_argument("--results-dir", default="benchmarks/results")
+    b.add_argument("--baseline", help="results file whose floor and teacher rows are reused (not recomputed)")
     _add_common(b, data=True, out=False)
     return p
 
@@ -168,6 +190,21 @@ def cmd_train_features(a):
     from .commands import train_features
 
     return train_features(a)
+
+
+def cmd_distill(a):
+    from .commands import distill
+    from .methods.registry import method_names
+
+    if a.method not in method_names():
+        raise ArgError(f"argument --method: unknown method {a.method!r} (choose from {', '.join(method_names())})")
+    distill(a)
+
+
+def cmd_demo(a):
+    from .demo import run_demo
+
+    run_demo(a)
 
 
 def cmd_sample(a):
@@ -188,7 +225,7 @@ def cmd_bench(a):
     return bench(a)
 
 
-COMMANDS = {"train-teacher": cmd_train_teacher, "train-features": cmd_train_features, "sample": cmd_sample,
+COMMANDS = {"train-teacher": cmd_train_teacher, "distill": cmd_distill, "demo": cmd_demo, "train-features": cmd_train_features, "sample": cmd_sample,
             "eval": cmd_eval, "bench": cmd_bench}
 
 

@@ -211,3 +211,65 @@ def bench(a):
     from .bench import run_bench
 
     return run_bench(a, command_line())
+
+
+# -- distill ----------------------------------------------------------------------------------------
+def build_distillation(a):
+    """(method, train set, test set, DistillConfig, teacher dir) from CLI args."""
+    from .config import distill_preset
+    from .data import load_dataset
+    from .methods.registry import get_method
+    from .model_io import load_denoiser, resolve_model_dir
+
+    teacher, tcfg = load_denoiser(a.teacher)
+    data = a.data or tcfg.get("data", {}).get("name")
+    if not data:
+        raise FewstepError("--data is required (the teacher does not record its dataset)")
+    train, test = load_dataset(data, "train"), load_dataset(data, "test")
+    dcfg = distill_preset(a.method, data)
+    for field, flag in (("max_iters", a.max_iters), ("batch_size", a.batch_size), ("ckpt_every", a.ckpt_every),
+                        ("eval_every", a.eval_every), ("bf16", a.bf16), ("ema_decay", a.ema_decay)):
+        if flag is not None:
+            setattr(dcfg, field, flag)
+    mcfg = dict(dcfg.method_cfg, nfe=a.nfe)
+    if a.lr is not None:
+        mcfg.update(gen_lr=a.lr, critic_lr=a.lr)
+    for kv in a.set or []:
+        k, _, v = kv.partition("=")
+        mcfg[k] = json.loads(v) if v[:1] in "[{0123456789-tfn" else v
+    cls = get_method(dcfg.method)
+    try:
+        method_cfg = cls.Config(**mcfg)
+    except TypeError as e:
+        raise FewstepError(f"bad --set for method {dcfg.method}: {e}") from None
+    method = cls(teacher, method_cfg, shape=train.shape, num_classes=train.num_classes)
+    return method, train, test, dcfg, resolve_model_dir(a.teacher)
+
+
+def distill(a):
+    from .metrics.collapse import CollapseMonitor, with_collapse_monitor
+    from .train.checkpoint import read_json
+    from .train.loop import Trainer, TrainConfig
+
+    out = _need_out(a)
+    method, train, test, dcfg, teacher_dir = build_distillation(a)
+    if a.resume and (out / "latest").exists():
+        prev = read_json(out / "latest" / "config.json").get("run", {})
+        if prev.get("method") not in (None, method.name) or prev.get("nfe") not in (None, a.nfe):
+            raise FewstepError(f"{out} holds a {prev.get('method')} run with nfe {prev.get('nfe')}; "
+                               f"refusing to resume it as {method.name} with nfe {a.nfe}")
+    method.prepare(out / "cache")
+    evaluator = _maybe_evaluator(train.name, test, method.default_sampling(), dcfg.eval_n, a.seed)
+    if evaluator is not None:
+        evaluator = with_collapse_monitor(evaluator, CollapseMonitor(test.x, test.labels))
+    tcfg = TrainConfig(out=str(out), max_iters=dcfg.max_iters, batch_size=dcfg.batch_size, seed=a.seed,
+                       ckpt_every=dcfg.ckpt_every, keep=a.keep, eval_every=dcfg.eval_every,
+                       ema_decay=dcfg.ema_decay, warmup=dcfg.warmup, bf16=dcfg.bf16, progress=not a.no_progress,
+                       threads=a.threads, grad_clip=0.0)
+    run = {"command": command_line(), "method": method.name, "nfe": a.nfe, "teacher": str(teacher_dir),
+           "distill": asdict(dcfg)}
+    extra = {"data": {"name": train.name, "shape": list(train.shape), "num_classes": train.num_classes},
+             "sampling": asdict(method.default_sampling()), "teacher": str(teacher_dir), "method": method.config()}
+    res = Trainer(method, train, tcfg, run, evaluator, extra).train(resume=a.resume)
+    print(json.dumps({"model": str(out / "model"), **{k: v for k, v in res.items() if isinstance(v, (int, float))}}))
+    return res

@@ -72,3 +72,43 @@ def teacher_preset(name: str) -> TeacherConfig:
     if name not in TEACHER_PRESETS:
         raise ValueError(f"unknown teacher preset {name!r}; expected one of {sorted(TEACHER_PRESETS)}")
     return copy.deepcopy(TEACHER_PRESETS[name])
+
+
+# -- distillation ---------------------------------------------------------------------------------
+@dataclass
+class DistillConfig:
+    method: str = "dmd2"  # registry name (fewstep.methods.registry)
+    method_cfg: dict = field(default_factory=dict)  # fields of the method's Config dataclass
+    max_iters: int = 600
+    batch_size: int = 64
+    warmup: int = 0
+    ema_decay: float = 0.99  # generator EMA (evaluate the EMA: the raw DMD generator's FD swings, NOTES.md)
+    bf16: bool = True
+    eval_every: int = 200
+    eval_n: int = 500
+    ckpt_every: int = 100
+
+
+# Presets by "<method>-<data>". The MNIST DMD2 preset follows what a CPU prototype found to work
+# (NOTES.md): Adam betas (0, 0.999), LR 3e-4 for both networks, critic 5x per generator update.
+DISTILL_PRESETS: dict[str, DistillConfig] = {
+    "dmd2-mnist": DistillConfig("dmd2", {"gen_lr": 3e-4, "critic_lr": 3e-4, "betas": (0.0, 0.999), "weight_decay": 0.0,
+                                         "gen_every": 5}, max_iters=800),
+    "dmd-mnist": DistillConfig("dmd", {"gen_lr": 3e-4, "critic_lr": 3e-4, "betas": (0.0, 0.999), "weight_decay": 0.0,
+                                       "regression_pairs": 1000}, max_iters=400),
+    "dmd2-digits": DistillConfig("dmd2", {"gen_lr": 3e-4, "critic_lr": 3e-4, "betas": (0.0, 0.999), "weight_decay": 0.0},
+                                 max_iters=400),
+    "dmd-digits": DistillConfig("dmd", {"gen_lr": 3e-4, "critic_lr": 3e-4, "betas": (0.0, 0.999), "weight_decay": 0.0},
+                                max_iters=200),
+    "dmd2-toy2d": DistillConfig("dmd2", {"gen_lr": 1e-3, "critic_lr": 1e-3, "betas": (0.0, 0.999), "weight_decay": 0.0,
+                                         "gen_every": 5}, max_iters=1500, batch_size=256, bf16=False, eval_n=2000),
+    "dmd-toy2d": DistillConfig("dmd", {"gen_lr": 1e-3, "critic_lr": 1e-3, "betas": (0.0, 0.999), "weight_decay": 0.0},
+                               max_iters=500, batch_size=256, bf16=False, eval_n=2000),
+}
+
+
+def distill_preset(method: str, data: str) -> DistillConfig:
+    key = f"{method}-{data.split(':')[0]}"
+    if key in DISTILL_PRESETS:
+        return copy.deepcopy(DISTILL_PRESETS[key])
+    return DistillConfig(method)  # the method's own (paper) defaults

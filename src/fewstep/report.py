@@ -23,3 +23,71 @@ def results_table(results: dict) -> str:
     lines.append("")
     lines.append("`*` images/s scaled from the same sampler's timed row (NFE <= 8) by NFE.")
     return "\n".join(lines)
+
+
+def _png_b64(fig) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def fd_vs_nfe_plot(teacher_rows: list[dict], student_rows: list[dict], floor: float | None) -> str:
+    """FD against NFE (log-log): one line per teacher sampler, one marker per student. Base64 PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for sampler in sorted({r["sampler"] for r in teacher_rows}):
+        rows = sorted((r for r in teacher_rows if r["sampler"] == sampler), key=lambda r: r["nfe"])
+        ax.plot([r["nfe"] for r in rows], [r["fd"] for r in rows], "o-", label=f"teacher, {sampler}")
+    for r in student_rows:
+        ax.plot([r["nfe"]], [r["fd"]], "*", markersize=14, label=f"{r['method']} student, {r['nfe']} step")
+    if floor is not None:
+        ax.axhline(floor, color="grey", ls="--", lw=1, label="real-vs-real floor")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("network evaluations per image (NFE)")
+    ax.set_ylabel("FD (lower is better)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    out = _png_b64(fig)
+    plt.close(fig)
+    return out
+
+
+def file_b64(path) -> str:
+    import base64
+    from pathlib import Path
+
+    return base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def html_report(title: str, intro: str, plot_b64: str, grids: list[tuple[str, str]], tables: list[tuple[str, list, list]],
+                notes: list[str]) -> str:
+    """A self-contained HTML page (images inlined as base64)."""
+    import html
+
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
+             "th{background:#f3f3f3}.grids{display:flex;gap:18px;flex-wrap:wrap}.grids figure{margin:0}"
+             "img.grid{image-rendering:pixelated;width:300px}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1><p>{intro}</p>",
+             f"<h2>Quality against cost</h2><img src='data:image/png;base64,{plot_b64}'>"]
+    for caption, header, rows in tables:
+        parts.append(f"<h2>{html.escape(caption)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+                     + "</tr>")
+        for row in rows:
+            parts.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
+        parts.append("</table>")
+    parts.append("<h2>Samples</h2><div class='grids'>")
+    for caption, b64 in grids:
+        parts.append(f"<figure><img class='grid' src='data:image/png;base64,{b64}'><figcaption>{html.escape(caption)}"
+                     "</figcaption></figure>")
+    parts.append("</div><h2>Notes</h2><ul>" + "".join(f"<li>{n}</li>" for n in notes) + "</ul></body></html>")
+    return "".join(parts)

@@ -41,6 +41,9 @@ class Method:
         """The model being produced, optionally with ``net`` (e.g. its EMA) in place of its network."""
         raise NotImplementedError
 
+    def prepare(self, cache_dir) -> None:
+        """One-off work before training (e.g. caching teacher ODE pairs); must be deterministic."""
+
     def ema_network(self) -> str | None:
         """Name (in networks()) of the network whose EMA is kept and evaluated; None for none."""
         return None

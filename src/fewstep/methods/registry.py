@@ -13,9 +13,18 @@ def register(name: str):
     return deco
 
 
-def get_method(name: str) -> type:
-    from . import teacher  # noqa: F401  (registers)
+def _load_all() -> None:
+    from . import teacher  # noqa: F401  (each import registers its methods)
+    from .distribution_matching import dmd, dmd2  # noqa: F401
 
+
+def get_method(name: str) -> type:
+    _load_all()
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
     return METHODS[name]
+
+
+def method_names() -> list[str]:
+    _load_all()
+    return sorted(n for n in METHODS if n != "teacher")

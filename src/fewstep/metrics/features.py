@@ -40,12 +40,21 @@ class FeatureNet(nn.Module):
 
 
 class PointFeatures(nn.Module):
-    """Identity features for low-dimensional point data (FD in data space)."""
+    """Features for low-dimensional point data: the point itself plus fixed random Fourier features
+    (Rahimi & Recht 2007) at length scale ``bandwidth``. A Gaussian fit of the raw 2-D points cannot
+    tell 8 modes from one blob of the same covariance; the Fourier features make FD see the modes."""
 
     num_classes = 0
 
+    def __init__(self, dim: int = 2, n_features: int = 64, bandwidth: float = 0.2, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("W", torch.randn(dim, n_features, generator=g) / bandwidth)
+        self.register_buffer("b", 2 * torch.pi * torch.rand(n_features, generator=g))
+
     def features(self, x):
-        return x.flatten(1)
+        x = x.flatten(1)
+        return torch.cat([x, torch.cos(x @ self.W + self.b)], dim=1)
 
 
 def _shift(x: torch.Tensor, g: torch.Generator, pad: int = 2) -> torch.Tensor:

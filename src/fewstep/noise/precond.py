@@ -53,6 +53,13 @@ class Denoiser(nn.Module):
     def forward(self, x, t, cond=None):
         return self.raw(x, t, cond)[0]
 
+    def bottleneck(self, x, t, cond=None):
+        """The architecture's mid-block features at (x, t) (DMD2's GAN head reads these)."""
+        t, a, s = self._coeffs(t, x)
+        c_noise = self.process.c_noise(t).to(device=x.device, dtype=torch.float32)
+        c_in = 1 / torch.sqrt(a * a * self.sigma_data ** 2 + s * s) if self.param == "edm" else torch.ones_like(a)
+        return self.net(_bcast(c_in, x) * x, c_noise, cond, return_bottleneck=True)[1]
+
     def predict(self, kind: str, x, t, cond=None):
         x0, eps = self.raw(x, t, cond)
         _, a, s = self._coeffs(t, x)

@@ -38,7 +38,8 @@ class StepContext:
     def lr_factor(self) -> float:
         return min(1.0, (self.it + 1) / self.warmup) if self.warmup > 0 else 1.0
 
-    def update(self, loss: torch.Tensor, opt_name: str, retain_graph: bool = False) -> bool:
+    def update(self, loss: torch.Tensor, opt_name: str, clip: float | None = None, retain_graph: bool = False) -> bool:
+        """Step optimizer ``opt_name`` on the mean of ``loss``; ``clip`` overrides the run's grad clip."""
         opt = self.optimizers[opt_name]
         loss = loss.mean()
         if self.it in self.inject_nonfinite_at:
@@ -48,7 +49,8 @@ class StepContext:
             return self._skip(opt, params, opt_name, "loss")
         loss.backward(retain_graph=retain_graph)
         grads = [p for p in params if p.grad is not None]
-        clip = self.grad_clip if self.grad_clip > 0 else math.inf
+        clip = self.grad_clip if clip is None else clip
+        clip = clip if clip > 0 else math.inf
         norm = torch.nn.utils.clip_grad_norm_(grads, clip) if grads else torch.tensor(0.0)
         if not torch.isfinite(norm):
             return self._skip(opt, params, opt_name, "gradient")

@@ -182,6 +182,8 @@ class Trainer:
         with torch.no_grad():
             res = self.evaluator(self.eval_generator(), self.it)
         self.log_metrics({"it": self.it, "kind": "eval", **res})
+        for w in res.get("warnings", []):
+            self.log_line(f"warning @ {self.it}: {w}")
         return res
 
     def train(self, resume: bool = False) -> dict:
@@ -227,6 +229,8 @@ class Trainer:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in last.items()})
             if cfg.eval_every and self.it % cfg.eval_every == 0 and self.it < cfg.max_iters:
                 res = self.run_eval()
+                if bar is not None and res.get("warnings"):
+                    bar.set_description(f"train {self.method.name} [COLLAPSE?]")
                 if bar is not None and res:
                     bar.write(f"eval @ {self.it}: " + ", ".join(f"{k} {v:.4g}" for k, v in res.items()
                                                               if isinstance(v, (int, float))))

@@ -1,0 +1,139 @@
+"""``fewstep demo``: the main job. From the shipped MNIST teacher, distil a 1-step DMD2 student,
+measure teacher and student on the same metric, and write a self-contained report.html.
+Every stage caches its result in the output folder, so re-running resumes where it stopped."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from argparse import Namespace
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .errors import FewstepError
+
+DEMO_TEACHER_CURVE = {"euler": [1, 2, 4, 8, 16], "dpmpp2m": [1, 2, 4, 8, 16], "heun": [3, 7, 15]}
+
+
+def _cached(path: Path, compute):
+    if path.is_file():
+        return json.loads(path.read_text())
+    val = compute()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(val, indent=2))
+    tmp.replace(path)
+    return val
+
+
+def run_demo(a) -> Path:
+    from .bench import bench_row, real_floor, time_row
+    from .commands import distill, save_grid
+    from .data import load_dataset
+    from .methods.base import SamplingSpec
+    from .metrics.evaluate import generate
+    from .metrics.features import load_features
+    from .model_io import load_denoiser
+    from .report import fd_vs_nfe_plot, file_b64, html_report
+    from .samplers import steps_for_nfe
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = lambda m: print(f"[demo] {m}", file=sys.stderr, flush=True)
+    teacher, tcfg = load_denoiser(a.teacher)
+    data = tcfg["data"]["name"]
+    train, test = load_dataset(data, "train"), load_dataset(data, "test")
+    test = type(test)(test.name, test.x[: a.n], test.labels[: a.n], test.num_classes)
+    feats = load_features(data)
+    ref = feats.features(test.x)
+
+    log(f"1/4 distilling a 1-step DMD2 student from teacher {a.teacher!r} into {out / 'student'} "
+        f"({a.max_iters} iterations; re-running resumes)")
+    student_dir = out / "student"
+    if not (student_dir / "model" / "config.json").is_file() or _iters_done(student_dir) < a.max_iters:
+        t0 = time.perf_counter()
+        distill(Namespace(teacher=a.teacher, method="dmd2", nfe=1, out=str(student_dir), data=None, seed=a.seed,
+                          threads=0, max_iters=a.max_iters, batch_size=None, lr=None, ckpt_every=50, keep=2,
+                          eval_every=a.eval_every, resume=True, bf16=None, no_progress=a.no_progress, ema_decay=None,
+                          set=None))
+        log(f"distillation took {time.perf_counter() - t0:.0f} s")
+    student, scfg = load_denoiser(str(student_dir / "model"))
+    sspec = SamplingSpec(**scfg["sampling"])
+
+    log("2/4 measuring the teacher's samplers (FD against NFE)")
+    from tqdm.auto import tqdm
+
+    def teacher_curve():
+        rows = []
+        plan = [(s, n) for s, nfes in DEMO_TEACHER_CURVE.items() for n in nfes]
+        for sampler, nfe in tqdm(plan, desc="teacher curve", disable=a.no_progress):
+            spec = SamplingSpec(sampler, steps_for_nfe(sampler, nfe), "karras", 1.0)
+            rows.append(bench_row(teacher, spec, test, feats, ref, len(test), 1, True))
+        return {"floor": real_floor(train, test, feats), "rows": rows}
+
+    curve = _cached(out / "teacher_curve.json", teacher_curve)
+    best = min(curve["rows"], key=lambda r: r["fd"])
+
+    log("3/4 measuring the student and the speed-up")
+
+    def student_eval():
+        row = bench_row(student, sspec, test, feats, ref, len(test), a.seeds, True, method="dmd2")
+        best_spec = SamplingSpec(best["sampler"], best["steps"], "karras", 1.0)
+        row["images_per_s"] = time_row(student, sspec, test, True)
+        return {"student": row, "teacher_best_images_per_s": time_row(teacher, best_spec, test, True),
+                "train_s": _train_s(student_dir), "iterations": _iters_done(student_dir)}
+
+    ev = _cached(out / "student_eval.json", student_eval)
+
+    log("4/4 writing sample grids and report.html")
+    labels = torch.arange(100) % 10
+    grids = {}
+    for name, den, spec in (("teacher_1", teacher, SamplingSpec("euler", 1, "karras")),
+                            ("teacher_best", teacher, SamplingSpec(best["sampler"], best["steps"], "karras")),
+                            ("student_1", student, sspec)):
+        path = out / f"grid_{name}.png"
+        save_grid(generate(den, 100, spec, train.shape, labels, seed=0, bf16=True), path)
+        grids[name] = path
+    s, t1 = ev["student"], next(r for r in curve["rows"] if r["sampler"] == "euler" and r["nfe"] == 1)
+    speedup = s["images_per_s"] / ev["teacher_best_images_per_s"]
+    plot = fd_vs_nfe_plot(curve["rows"], [s], curve["floor"])
+    fmt = lambda v, d=2: f"{v:.{d}f}"
+    tables = [("Quality (FD on classifier features; lower is better)", ["model", "sampler", "NFE", "FD", "class acc"],
+               [["teacher", t1["sampler"], t1["nfe"], fmt(t1["fd"]), fmt(t1["class_acc"], 3)],
+                ["teacher (best here)", best["sampler"], best["nfe"], fmt(best["fd"]), fmt(best["class_acc"], 3)],
+                ["DMD2 student", "1 step", s["nfe"], f"{fmt(s['fd'])} ± {fmt(s['fd_std'])}", fmt(s["class_acc"], 3)],
+                ["real data (floor)", "-", "-", fmt(curve["floor"]), "-"]]),
+              ("Speed (batch 256, bf16, this machine)", ["model", "NFE", "images/s", "speed-up"],
+               [["teacher (best FD)", best["nfe"], fmt(ev["teacher_best_images_per_s"], 0), "1.0x"],
+                ["DMD2 student", s["nfe"], fmt(s["images_per_s"], 0), f"{speedup:.1f}x"]]),
+              ("Distillation cost", ["iterations", "wall time (s)"], [[ev["iterations"], fmt(ev["train_s"] or 0, 0)]])]
+    intro = (f"Teacher <code>{a.teacher}</code> ({data}); student distilled with DMD2 (Yin et al. 2024) to one network "
+             f"evaluation. FD over {len(test)} held-out images, student averaged over {a.seeds} seeds.")
+    notes = [f"The student reaches FD {fmt(s['fd'])} at 1 NFE; the teacher needs {best['nfe']} NFE for its best "
+             f"FD {fmt(best['fd'])} in this sweep, and scores {fmt(t1['fd'])} at 1 NFE.",
+             "Teacher curve: 1 seed per point; NFE up to 16 (the full sweep is benchmarks/results/teacher_mnist.json).",
+             f"Run: <code>{' '.join(sys.argv)}</code>; outputs in <code>{out}</code>."]
+    page = html_report("fewstep demo: a 1-step MNIST generator from a diffusion teacher", intro, plot,
+                       [("teacher, 1 NFE", file_b64(grids["teacher_1"])),
+                        (f"teacher, {best['sampler']} {best['nfe']} NFE", file_b64(grids["teacher_best"])),
+                        ("DMD2 student, 1 NFE", file_b64(grids["student_1"]))], tables, notes)
+    report = out / "report.html"
+    tmp = report.with_suffix(".tmp")
+    tmp.write_text(page)
+    tmp.replace(report)
+    summary = {"report": str(report.resolve()), "student_fd": s["fd"], "teacher_best_fd": best["fd"],
+               "teacher_best_nfe": best["nfe"], "speedup": speedup}
+    print(json.dumps(summary))
+    log(f"done: open {report.resolve()}")
+    return report
+
+
+def _iters_done(run_dir: Path) -> int:
+    p = run_dir / "latest" / "trainer_state.json"
+    return json.loads(p.read_text())["iteration"] if p.is_file() else 0
+
+
+def _train_s(run_dir: Path):
+    p = run_dir / "latest" / "trainer_state.json"
+    return json.loads(p.read_text()).get("train_s") if p.is_file() else None

@@ -1,0 +1,138 @@
+"""DMD2 (Yin et al. 2024, "Improved Distribution Matching Distillation").
+
+On top of DMD (dmd.py), following tianweiy/DMD2 main/edm/*:
+* no regression loss; two time-scale update rule: the critic (fake score + GAN head) updates every
+  iteration and the generator every ``gen_every``-th (Sec. 4.2; dfake_gen_update_ratio = 5).
+  ``schedule="exclusive"`` is NVlabs/FastGen's alternation (generator iterations skip the critic);
+* a GAN: a small head on the fake score's bottleneck features classifies noised real vs generated
+  samples (Sec. 4.3). Critic: softplus(D(fake)) + softplus(-D(real)) x 1e-2; generator:
+  softplus(-D(G(z))) x 3e-3 (ImageNet-64 weights). The generator's GAN gradient flows through the
+  frozen fake score to x_hat but never updates it;
+* multi-step students trained with backward simulation (Sec. 4.5): see ``student_sample``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...noise.precond import Denoiser
+from ..registry import register
+from .dmd import DMDConfig, DistributionMatchingBase
+
+
+@dataclass
+class DMD2Config(DMDConfig):
+    gen_every: int = 5  # DMD2 dfake_gen_update_ratio (5 ImageNet/SDXL, 10 SD1.5)
+    regression_weight: float = 0.0  # DMD2 drops DMD's regression loss
+    gan_gen_weight: float = 3e-3  # DMD2 ImageNet-64 gen_cls_loss_weight
+    gan_disc_weight: float = 1e-2  # guidance_cls_loss_weight; larger collapses the fake score (DMD2 #73)
+    gan_index_max: float = 1.0  # diffusion GAN: tau uniform over this fraction of the Karras grid
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.gan_gen_weight < 0 or self.gan_disc_weight < 0 or not 0 < self.gan_index_max <= 1:
+            raise ValueError("GAN weights must be >= 0 and gan_index_max in (0, 1]")
+
+
+class DiscriminatorHead(nn.Module):
+    """DMD2's cls_pred_branch: stride-2 k4 conv + GroupNorm + SiLU, pooled, 1x1 conv to a logit.
+    Pooling instead of a second fixed-stride conv lets one head fit any bottleneck resolution.
+    Vectors (MLP bottlenecks) get a two-layer MLP head."""
+
+    def __init__(self, feat_shape):
+        super().__init__()
+        c = feat_shape[0]
+        if len(feat_shape) == 3:
+            self.body = nn.Sequential(nn.Conv2d(c, c, 4, stride=2, padding=1), nn.GroupNorm(min(32, c // 4), c), nn.SiLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, 1, 1), nn.Flatten())
+        else:
+            self.body = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 1))
+
+    def forward(self, feats):
+        return self.body(feats).squeeze(1)
+
+
+@register("dmd2")
+class DMD2(DistributionMatchingBase):
+    Config = DMD2Config
+
+    def __init__(self, teacher: Denoiser, cfg=None, shape=None, num_classes: int = 0):
+        with torch.no_grad():  # probe the bottleneck's shape to size the head
+            n = 2
+            x = torch.zeros((n, *shape))
+            cond = torch.zeros(n, dtype=torch.long) if num_classes else None
+            feats = teacher.bottleneck(x, torch.ones(n), cond)
+        self.head = DiscriminatorHead(tuple(feats.shape[1:]))
+        super().__init__(teacher, cfg, shape, num_classes)
+
+    def networks(self):
+        return {**super().networks(), "disc": self.head}
+
+    def critic_parameters(self):
+        return list(self.fake.net.parameters()) + list(self.head.parameters())
+
+    def gan_logits(self, x, cond, rng):
+        t = self.sample_levels(x.shape[0], rng, 0.0, self.cfg.gan_index_max)
+        x_t = self.process.add_noise(x, self.noise(x.shape, rng), t)
+        return self.head(self.fake.bottleneck(x_t, t, cond).float())
+
+    def generator_update(self, cond, n, ctx, logs):
+        c = self.cfg
+        self.fake.requires_grad_(False)
+        self.head.requires_grad_(False)
+        try:
+            with ctx.autocast():
+                x_hat = self.student_sample(cond, ctx.rng, n)
+                l_dm, grad = self.dm_generator_loss(x_hat, cond, ctx.rng)
+                loss = l_dm
+                if c.gan_gen_weight > 0:
+                    l_gan = F.softplus(-self.gan_logits(x_hat, cond, ctx.rng))
+                    loss = loss + c.gan_gen_weight * l_gan
+                    logs["loss_gen_gan"] = l_gan.mean()
+                if c.regression_weight > 0:
+                    reg = self.regression_loss(ctx.rng)
+                    loss = loss.mean() + c.regression_weight * reg.mean()
+                    logs["loss_reg"] = reg.mean()
+            ctx.update(loss, "generator", clip=c.gen_grad_clip)
+        finally:
+            self.fake.requires_grad_(True)
+            self.head.requires_grad_(True)
+        logs.update(loss_dm=l_dm.mean(), dm_grad_abs=grad.abs().mean())
+        return x_hat.detach()
+
+    def critic_update(self, x_fake, x_real, cond, ctx, logs):
+        c = self.cfg
+        with ctx.autocast():
+            l_fake = self.fake_score_loss(x_fake, cond, ctx.rng)
+            loss = l_fake
+            if c.gan_disc_weight > 0:
+                d_fake = self.gan_logits(x_fake, cond, ctx.rng)
+                d_real = self.gan_logits(x_real, cond, ctx.rng)
+                l_d = F.softplus(d_fake) + F.softplus(-d_real)
+                loss = loss + c.gan_disc_weight * l_d
+                logs.update(loss_disc=l_d.mean(), d_real=torch.sigmoid(d_real).mean(), d_fake=torch.sigmoid(d_fake).mean())
+        ctx.update(loss, "critic", clip=c.critic_grad_clip)
+        logs["loss_fake"] = l_fake.mean()
+
+    def step(self, batch, it, ctx):
+        cond = batch.get("labels")
+        n = batch["x"].shape[0]
+        logs = {}
+        if it < self.cfg.regression_warmup:  # optional regression warm start (DMD2 one-step SDXL)
+            with ctx.autocast():
+                reg = self.regression_loss(ctx.rng)
+            ctx.update(reg, "generator", clip=self.cfg.gen_grad_clip)
+            return {"loss_reg": reg.mean()}
+        x_fake = None
+        gen_it = self.is_generator_iteration(it)
+        if gen_it:
+            x_fake = self.generator_update(cond, n, ctx, logs)
+        if not gen_it or self.cfg.schedule == "official":
+            if x_fake is None:
+                with torch.no_grad(), ctx.autocast():
+                    x_fake = self.student_sample(cond, ctx.rng, n).float()
+            self.critic_update(x_fake.float(), batch["x"], cond, ctx, logs)
+        return logs

@@ -1,0 +1,49 @@
+"""The main job end to end on a tiny (untrained) MNIST-shaped teacher: distil, measure, report."""
+import json
+
+import pytest
+import torch
+
+from fewstep.cli import main
+from fewstep.model_io import build_denoiser, save_denoiser
+
+
+@pytest.fixture
+def tiny_mnist_teacher(tmp_path):
+    torch.manual_seed(0)
+    den = build_denoiser({"arch": {"arch": "unet", "in_channels": 1, "image_size": 28, "channels": 8,
+                                   "ch_mult": [1, 2], "num_res_blocks": 1, "attn_levels": [], "num_classes": 10,
+                                   "time_scale": 1000.0},
+                          "process": {"family": "edm"}, "param": "edm"})
+    return save_denoiser(den, tmp_path / "teacher", {"data": {"name": "mnist", "shape": [1, 28, 28], "num_classes": 10},
+                                                     "sampling": {"sampler": "heun", "steps": 4, "grid": "karras"}})
+
+
+def test_distill_cli_resumes_and_refuses_a_different_method(tiny_mnist_teacher, tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["distill", "--teacher", str(tiny_mnist_teacher), "--method", "dmd2", "--nfe", "2", "--out", str(out),
+            "--max-iters", "3", "--batch-size", "8", "--eval-every", "0", "--no-progress"]
+    assert main(args) == 0
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    assert cfg["sampling"]["sampler"] == "multistep" and len(cfg["sampling"]["sigmas"]) == 3
+    assert main(args[:-5] + ["--max-iters", "5", "--batch-size", "8", "--resume", "--no-progress"]) == 0
+    assert json.loads((out / "latest" / "trainer_state.json").read_text())["iteration"] == 5
+    capsys.readouterr()
+    assert main(["distill", "--teacher", str(tiny_mnist_teacher), "--method", "dmd", "--nfe", "2", "--out", str(out),
+                 "--resume", "--no-progress"]) == 1
+    assert "refusing to resume" in capsys.readouterr().err
+    assert main(["distill", "--teacher", str(tiny_mnist_teacher), "--method", "nope", "--out", str(out)]) == 2
+
+
+def test_demo_writes_a_self_contained_report(tiny_mnist_teacher, tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--teacher", str(tiny_mnist_teacher), "--out", str(out), "--max-iters", "2", "--n", "100",
+            "--seeds", "1", "--eval-every", "0", "--no-progress"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "src='http" not in page
+    assert summary["speedup"] > 0 and (out / "grid_student_1.png").is_file()
+    mtime = (out / "teacher_curve.json").stat().st_mtime
+    assert main(argv) == 0  # re-running reuses every finished stage
+    assert (out / "teacher_curve.json").stat().st_mtime == mtime
