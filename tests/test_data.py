@@ -71,3 +71,10 @@ def test_bad_data_specs(tmp_path):
     (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.png"}\n')
     with pytest.raises(ValueError, match="line 1"):
         load_dataset(f"folder:{tmp_path}", resolution=5)
+
+
+def test_class_balanced_labels_keep_the_split_balance():
+    te = load_dataset("mnist", "test")  # stored sorted by class
+    for n in (100, 500, 1000, 2500):
+        counts = torch.bincount(te.class_balanced_labels(n), minlength=10)
+        assert counts.tolist() == [n // 10] * 10, n

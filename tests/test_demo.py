@@ -47,3 +47,34 @@ def test_demo_writes_a_self_contained_report(tiny_mnist_teacher, tmp_path, capsy
     mtime = (out / "teacher_curve.json").stat().st_mtime
     assert main(argv) == 0  # re-running reuses every finished stage
     assert (out / "teacher_curve.json").stat().st_mtime == mtime
+
+
+def test_bench_writes_the_results_schema_and_resumes(tiny_mnist_teacher, tmp_path, capsys):
+    res_dir = tmp_path / "results"
+    argv = ["bench", "--model", str(tiny_mnist_teacher), "--name", "t", "--nfe", "1,2,4", "--cfg", "1,2",
+            "--samplers", "euler,heun,dpmpp2m", "--seeds", "2", "--n", "100", "--results-dir", str(res_dir)]
+    assert main(argv) == 0
+    res = json.loads((res_dir / "t.json").read_text())
+    for key in ("benchmark", "command", "created", "machine", "git_commit", "teacher", "floor", "rows"):
+        assert key in res
+    assert res["complete"] and res["floor"]["fd"] > 0
+    rows = res["rows"]
+    for r in rows:
+        for key in ("method", "sampler", "nfe", "cfg", "fd", "fd_std", "class_acc", "precision", "recall",
+                    "images_per_s", "train_s", "iterations"):
+            assert key in r
+    guided = [r for r in rows if r["cfg"] == 2.0]
+    assert guided and all(r["nfe"] % 2 == 0 for r in guided)  # CFG counted honestly
+    assert {r["nfe"] for r in rows if r["sampler"] == "heun" and r["cfg"] == 1.0} == {3}
+    assert any(r["dtype"] == "fp32" for r in rows)
+    assert all(r["seeds"] == 2 for r in rows)
+    # a student row reuses the teacher rows of a baseline file
+    out = tmp_path / "s"
+    assert main(["distill", "--teacher", str(tiny_mnist_teacher), "--method", "dmd2", "--out", str(out),
+                 "--max-iters", "2", "--batch-size", "8", "--eval-every", "0", "--no-progress"]) == 0
+    assert main(["bench", "--model", str(out), "--name", "s", "--n", "100", "--seeds", "1", "--results-dir",
+                 str(res_dir), "--baseline", str(res_dir / "t.json")]) == 0
+    res2 = json.loads((res_dir / "s.json").read_text())
+    student = [r for r in res2["rows"] if r["method"] == "dmd2"]
+    assert len(student) == 1 and student[0]["nfe"] == 1 and student[0]["iterations"] == 2
+    assert len(res2["rows"]) == len(rows) + 1 and res2["floor"] == res["floor"]

@@ -133,34 +133,58 @@ def test_backward_simulation_uses_student_levels():
     assert any(p.grad is not None for p in m.G.net.parameters())
 
 
+@pytest.fixture(scope="module")
+def toy_teacher(tmp_path_factory):
+    """An unconditional 8-Gaussians teacher: one Euler step can only return the global mean."""
+    from fewstep.data import load_dataset
+    from fewstep.methods.teacher import DenoisingTeacher, TeacherMethodConfig
+    from fewstep.model_io import build_denoiser
+    from fewstep.noise import TimeSampler
+    from fewstep.train.loop import Trainer, TrainConfig
+
+    torch.manual_seed(0)
+    den = build_denoiser({"arch": {"arch": "mlp", "dim": 2, "hidden": 128, "depth": 3, "num_classes": 0,
+                                   "time_scale": 1000.0}, "process": {"family": "edm"}, "param": "edm"})
+    method = DenoisingTeacher(den, TeacherMethodConfig(lr=2e-3, time_sampler=TimeSampler("lognormal", -0.5, 1.5)))
+    tr = Trainer(method, load_dataset("toy2d", "train"),
+                 TrainConfig(out=str(tmp_path_factory.mktemp("teacher")), max_iters=500, batch_size=512,
+                             ema_decay=0.99, warmup=10, progress=False))
+    tr.train()
+    return tr.eval_generator()
+
+
+def _toy_fd(den, spec):
+    from fewstep.data import load_dataset
+    from fewstep.metrics.evaluate import generate
+    from fewstep.metrics.features import PointFeatures
+    from fewstep.metrics.fid import fd
+
+    test = load_dataset("toy2d", "test")
+    f = PointFeatures().features
+    return fd(f(generate(den, len(test), spec, (2,), None, seed=1)), f(test.x))
+
+
 @pytest.mark.slow
-def test_one_step_dmd2_student_beats_teacher_one_step_on_toy2d(tmp_path):
-    """End to end: teacher trained briefly, DMD2 1-step student distilled; student@1 << teacher@1."""
+@pytest.mark.parametrize("cls,cfg", [
+    (DMD2, DMD2Config(gen_lr=1e-3, critic_lr=1e-3, betas=(0.0, 0.999), weight_decay=0.0)),
+    (DMD, DMDConfig(gen_lr=1e-3, critic_lr=1e-3, betas=(0.0, 0.999), weight_decay=0.0, regression_pairs=500,
+                    regression_batch=128)),
+], ids=["dmd2", "dmd"])
+def test_one_step_student_beats_teacher_one_step_on_toy2d(toy_teacher, cls, cfg, tmp_path):
+    """End to end: the 1-step student learns the 8 modes the teacher's single step cannot reach,
+    and lands near the teacher's 40-step Heun quality."""
     from fewstep.data import load_dataset
     from fewstep.methods.base import SamplingSpec
-    from fewstep.metrics.evaluate import generate
-    from fewstep.metrics.fid import fd
     from fewstep.train.loop import Trainer, TrainConfig
-    from helpers import toy_trainer
 
-    tt = toy_trainer(tmp_path / "teacher", 400)
-    tt.train()
-    teacher = tt.eval_generator()
-    train, test = load_dataset("toy2d", "train"), load_dataset("toy2d", "test")
-
-    from fewstep.metrics.features import PointFeatures
-
-    feats = PointFeatures()
-
-    def fd_of(den, spec):
-        return fd(feats.features(generate(den, len(test), spec, (2,), test.labels, seed=1)), feats.features(test.x))
-
-    teacher_1 = fd_of(teacher, SamplingSpec("euler", 1, "karras"))
-    m = DMD2(teacher, DMD2Config(gen_lr=1e-3, critic_lr=1e-3, betas=(0.0, 0.999), weight_decay=0.0), shape=(2,),
-             num_classes=8)
-    cfg = TrainConfig(out=str(tmp_path / "student"), max_iters=300, batch_size=256, ema_decay=0.95, progress=False,
-                      grad_clip=0.0)
-    tr = Trainer(m, train, cfg)
+    m = cls(toy_teacher, cfg, shape=(2,), num_classes=0)
+    m.prepare(tmp_path / "cache")
+    tr = Trainer(m, load_dataset("toy2d", "train"),
+                 TrainConfig(out=str(tmp_path / "student"), max_iters=300, batch_size=256, ema_decay=0.95,
+                             progress=False, grad_clip=0.0))
     tr.train()
-    student_1 = fd_of(tr.eval_generator(), m.default_sampling())
+    teacher_1 = _toy_fd(toy_teacher, SamplingSpec("euler", 1, "karras"))
+    teacher_40 = _toy_fd(toy_teacher, SamplingSpec("heun", 40, "karras"))
+    student_1 = _toy_fd(tr.eval_generator(), m.default_sampling())
     assert student_1 < 0.1 * teacher_1, (student_1, teacher_1)
+    assert student_1 < 3 * teacher_40, (student_1, teacher_40)

@@ -51,12 +51,13 @@ def real_floor(train, test, feats) -> float:
 
 
 def sweep_rows(samplers, nfes, cfgs):
-    """(sampler, steps, cfg) for each requested row, skipping NFE a sampler cannot hit or repeats."""
+    """(sampler, steps, cfg) for each requested row, skipping NFE a sampler cannot hit or repeats.
+    NFE is the total per image: a guided row (cfg != 1) spends 2 per step, so it gets half the steps."""
     seen = set()
     for cfg in cfgs:
         for sampler in samplers:
             for nfe in nfes:
-                steps = steps_for_nfe(sampler, nfe)
+                steps = steps_for_nfe(sampler, nfe if cfg == 1.0 else nfe // 2)
                 if steps is None or (sampler, steps, cfg) in seen:
                     continue
                 seen.add((sampler, steps, cfg))
@@ -170,9 +171,10 @@ def run_bench(a, command: str):
         if dkey in done:
             row = done[dkey]
         else:
-            seeds = a.seeds if nfe_of(sampler, steps) <= a.seeds_max_nfe else 1
+            total_nfe = nfe_of(sampler, steps) * (1 if cfg == 1.0 else 2)
+            seeds = a.seeds if total_nfe <= a.seeds_max_nfe else 1
             row = bench_row(d, spec, test, feats, ref_feats, len(test), seeds, bf16)
-            if nfe_of(sampler, steps) <= SPEED_MAX_NFE:
+            if total_nfe <= SPEED_MAX_NFE:
                 row["images_per_s"] = time_row(d, spec, test, bf16)
                 row["images_per_s_timed"] = True
             row.update(train_s=None, iterations=None)

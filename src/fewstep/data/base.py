@@ -34,7 +34,8 @@ class ArrayDataset:
         if self.labels is None:
             return None
         reps = -(-n // len(self))
-        return self.labels.repeat(reps)[:n].clone()
+        pool = self.labels.sort().values.repeat_interleave(reps)  # every class in proportion
+        return pool[(torch.arange(n) * len(pool)) // n].clone()
 
 
 class BatchSampler:
