@@ -78,3 +78,10 @@ def test_class_balanced_labels_keep_the_split_balance():
     for n in (100, 500, 1000, 2500):
         counts = torch.bincount(te.class_balanced_labels(n), minlength=10)
         assert counts.tolist() == [n // 10] * 10, n
+
+
+def test_subset_is_class_balanced():
+    te = load_dataset("mnist", "test")
+    sub = te.subset(200)
+    assert torch.bincount(sub.labels).tolist() == [20] * 10 and sub.x.shape == (200, 1, 28, 28)
+    assert te.subset(5000) is te

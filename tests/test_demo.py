@@ -51,8 +51,8 @@ def test_demo_writes_a_self_contained_report(tiny_mnist_teacher, tmp_path, capsy
 
 def test_bench_writes_the_results_schema_and_resumes(tiny_mnist_teacher, tmp_path, capsys):
     res_dir = tmp_path / "results"
-    argv = ["bench", "--model", str(tiny_mnist_teacher), "--name", "t", "--nfe", "1,2,4", "--cfg", "1,2",
-            "--samplers", "euler,heun,dpmpp2m", "--seeds", "2", "--n", "100", "--results-dir", str(res_dir)]
+    argv = ["bench", "--model", str(tiny_mnist_teacher), "--name", "t", "--nfe", "1,4", "--cfg", "1,2",
+            "--samplers", "euler,heun", "--seeds", "2", "--n", "100", "--results-dir", str(res_dir)]
     assert main(argv) == 0
     res = json.loads((res_dir / "t.json").read_text())
     for key in ("benchmark", "command", "created", "machine", "git_commit", "teacher", "floor", "rows"):

@@ -188,3 +188,19 @@ def test_one_step_student_beats_teacher_one_step_on_toy2d(toy_teacher, cls, cfg,
     student_1 = _toy_fd(tr.eval_generator(), m.default_sampling())
     assert student_1 < 0.1 * teacher_1, (student_1, teacher_1)
     assert student_1 < 3 * teacher_40, (student_1, teacher_40)
+
+
+def test_collapse_monitor_flags_a_constant_generator():
+    from fewstep.data import load_dataset
+    from fewstep.metrics.collapse import CollapseMonitor
+    from fewstep.metrics.evaluate import collapse_signals
+
+    te = load_dataset("digits", "test")
+    mon = CollapseMonitor(te.x, te.labels)
+    assert mon.check(collapse_signals(te.x, te.labels)) == []
+    constant = te.x[:1].expand_as(te.x)
+    warnings = mon.check(collapse_signals(constant, te.labels))
+    assert any("collapsed" in w for w in warnings)
+    solid = torch.full_like(te.x, -1.0)  # static / solid-colour output (METHODS.md pitfalls)
+    warnings = mon.check(collapse_signals(solid, te.labels))
+    assert any("std" in w for w in warnings) and any("mean" in w for w in warnings)

@@ -116,8 +116,7 @@ def run_bench(a, command: str):
     if not data:
         raise FewstepError("--data is required (the model does not record its dataset)")
     train, test = load_dataset(data, "train"), load_dataset(data, "test")
-    if a.n != len(test):
-        test = type(test)(test.name, test.x[: a.n], None if test.labels is None else test.labels[: a.n], test.num_classes)
+    test = test.subset(a.n)
     feats = load_features(data)
     ref_feats = feats.features(test.x)
     out_dir = Path(a.results_dir)

@@ -95,8 +95,8 @@ def _spec_from(a, model_cfg):
 
     spec = SamplingSpec(**model_cfg.get("sampling", {}))
     if a.sampler:
-        spec.sampler = spec.sampler if a.sampler == spec.sampler else a.sampler
-        if spec.sigmas is not None and a.sampler not in ("multistep",):
+        spec.sampler = a.sampler
+        if a.sampler != "multistep":  # an explicit student grid only fits the student's own sampler
             spec.sigmas = None
     if a.grid:
         spec.grid, spec.sigmas = a.grid, None
@@ -190,6 +190,7 @@ def evaluate(a):
     test = load_dataset(data, "test")
     feats = load_features(data, a.features)
     n = a.n or len(test)
+    test = test.subset(n)
     labels = test.class_balanced_labels(n)
     ref_feats = feats.features(test.x)
     rows, nfe = [], None

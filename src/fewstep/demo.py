@@ -44,7 +44,7 @@ def run_demo(a) -> Path:
     teacher, tcfg = load_denoiser(a.teacher)
     data = tcfg["data"]["name"]
     train, test = load_dataset(data, "train"), load_dataset(data, "test")
-    test = type(test)(test.name, test.x[: a.n], test.labels[: a.n], test.num_classes)
+    test = test.subset(a.n)
     feats = load_features(data)
     ref = feats.features(test.x)
 

@@ -29,6 +29,19 @@ class ArrayDataset:
             out["captions"] = [self.captions[i] for i in idx.tolist()]
         return out
 
+    def subset(self, n: int) -> "ArrayDataset":
+        """The first n items in a class-balanced order (every class in proportion), for evaluation."""
+        if n >= len(self):
+            return self
+        if self.labels is None:
+            idx = torch.arange(n)
+        else:
+            order = self.labels.argsort(stable=True)
+            idx = order[(torch.arange(n) * len(order)) // n]
+        caps = None if self.captions is None else [self.captions[i] for i in idx.tolist()]
+        return ArrayDataset(self.name, self.x[idx], None if self.labels is None else self.labels[idx],
+                            self.num_classes, caps, dict(self.meta))
+
     def class_balanced_labels(self, n: int) -> torch.Tensor | None:
         """Labels with the same class balance as this split, for generating n samples."""
         if self.labels is None:

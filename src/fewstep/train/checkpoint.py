@@ -24,7 +24,18 @@ from torch import nn
 
 from ..errors import CheckpointError
 
-PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2; torch.save's zip container
+PICKLE_MAGIC = tuple(b"\x80" + bytes([p]) for p in range(2, 6)) + (b"PK\x03\x04",)  # pickle >= 2; torch.save zip
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """An 8-byte little-endian header length that fits the file, followed by a JSON object."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 8 + n <= size and head[8:9] == b"{"
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -42,7 +53,7 @@ def load_tensors(path: Path | str, check_finite: bool = True) -> dict[str, torch
         raise CheckpointError(f"{path}: file not found")
     with open(path, "rb") as f:
         head = f.read(8)
-    if any(head.startswith(m) for m in PICKLE_MAGIC):
+    if not _looks_like_safetensors(path) and any(head.startswith(m) for m in PICKLE_MAGIC):
         raise CheckpointError(f"{path}: looks like a pickle / torch.save file; refusing to load it "
                               "(pickles can execute code) - only safetensors are accepted")
     try:

@@ -180,9 +180,7 @@ class DistributionMatchingBase(Method):
         idx = torch.randint(0, self.pairs["x0"].shape[0], (self.cfg.regression_batch,), generator=rng)
         z, y = self.pairs["noise"][idx], self.pairs["x0"][idx]
         cond = self.pairs["labels"][idx] if self.num_classes else None
-        s0 = self.student_sigmas[0]
-        _, _, sig0 = coeffs(self.process, float(s0))
-        t0, _, _ = coeffs(self.process, float(s0))
+        t0, _, sig0 = coeffs(self.process, float(self.student_sigmas[0]))
         out = self.G(sig0 * z, torch.full((z.shape[0],), float(t0)), cond)
         return ((out.float() - y) ** 2).flatten(1).mean(1)
 
