@@ -94,3 +94,15 @@ def test_model_folder_round_trip(tmp_path):
     x, t = torch.randn(5, 2), torch.full((5,), 1.0)
     assert cfg["note"] == 1
     assert torch.equal(back(x, t), den(x, t))
+
+
+def test_shipped_mnist_teacher_loads_by_name_and_records_its_training():
+    from fewstep.methods.base import SamplingSpec
+    from fewstep.metrics.evaluate import generate
+
+    den, cfg = load_denoiser("mnist")
+    training = cfg["training"]
+    assert training["command"].startswith("fewstep train-teacher") and training["iterations"] > 0
+    assert training["train_s"] > 0
+    x = generate(den, 10, SamplingSpec("euler", 2, "karras"), (1, 28, 28), torch.arange(10), seed=0)
+    assert x.shape == (10, 1, 28, 28) and torch.isfinite(x).all()

@@ -68,6 +68,14 @@ def test_bench_writes_the_results_schema_and_resumes(tiny_mnist_teacher, tmp_pat
     assert {r["nfe"] for r in rows if r["sampler"] == "heun" and r["cfg"] == 1.0} == {3}
     assert any(r["dtype"] == "fp32" for r in rows)
     assert all(r["seeds"] == 2 for r in rows)
+    # an interrupted sweep resumes: finished rows are reused as they are
+    partial = dict(res, complete=False, rows=rows[:2])
+    partial["rows"][0] = dict(rows[0], fd=-1.0)  # marker: must survive the resume untouched
+    (res_dir / "t.json").write_text(json.dumps(partial))
+    assert main(argv) == 0
+    resumed = json.loads((res_dir / "t.json").read_text())
+    assert resumed["complete"] and resumed["rows"][0]["fd"] == -1.0 and len(resumed["rows"]) == len(rows)
+    (res_dir / "t.json").write_text(json.dumps(res))
     # a student row reuses the teacher rows of a baseline file
     out = tmp_path / "s"
     assert main(["distill", "--teacher", str(tiny_mnist_teacher), "--method", "dmd2", "--out", str(out),

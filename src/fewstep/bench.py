@@ -97,6 +97,7 @@ def student_row(den, mcfg, test, feats, ref_feats, seeds, bf16):
     spec = SamplingSpec(**mcfg["sampling"])
     row = bench_row(den, spec, test, feats, ref_feats, len(test), seeds, bf16, method=mcfg["method"]["method"])
     row["images_per_s"], row["images_per_s_timed"] = time_row(den, spec, test, bf16), True
+    row["threads"] = torch.get_num_threads()
     training = mcfg.get("training", {})
     row.update(train_s=training.get("train_s"), iterations=training.get("iterations"), command=training.get("command"),
                ema=bool(training.get("distill", {}).get("ema_decay", 0)))
@@ -169,13 +170,15 @@ def run_bench(a, command: str):
         dkey = ("teacher", sampler, steps, cfg, "bf16" if bf16 else "fp32")
         if dkey in done:
             row = done[dkey]
+            if row.get("images_per_s_timed") and row.get("threads") != torch.get_num_threads():
+                row["images_per_s"], row["threads"] = time_row(d, spec, test, bf16), torch.get_num_threads()
         else:
             total_nfe = nfe_of(sampler, steps) * (1 if cfg == 1.0 else 2)
             seeds = a.seeds if total_nfe <= a.seeds_max_nfe else 1
             row = bench_row(d, spec, test, feats, ref_feats, len(test), seeds, bf16)
             if total_nfe <= SPEED_MAX_NFE:
                 row["images_per_s"] = time_row(d, spec, test, bf16)
-                row["images_per_s_timed"] = True
+                row["images_per_s_timed"], row["threads"] = True, torch.get_num_threads()
             row.update(train_s=None, iterations=None)
         if row.get("images_per_s_timed"):
             timed[(sampler, cfg, bf16)] = (row["nfe"], row["images_per_s"])
