@@ -17,7 +17,7 @@ def results_table(results: dict) -> str:
         acc = r.get("class_acc")
         lines.append(
             f"| {r['method']} | {r.get('sampler', '-')}{'' if r.get('dtype', 'bf16') == 'bf16' else ' (fp32)'} | "
-            f"{_fmt(r['nfe'], 0)} | {_fmt(r.get('cfg'), 1)} | {_fmt(r.get('fd'))} ± {_fmt(r.get('fd_std'))} | "
+            f"{_fmt(r['nfe'], 0)} | {_fmt(r.get('cfg'), 2)} | {_fmt(r.get('fd'))} ± {_fmt(r.get('fd_std'))} | "
             f"{'-' if acc is None else f'{acc:.3f}'} | {_fmt(r.get('precision'), 3)} | {_fmt(r.get('recall'), 3)} | "
             f"{ips_s} | {r.get('seeds', 1)} |")
     lines.append("")
