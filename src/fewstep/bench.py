@@ -98,6 +98,8 @@ def student_row(den, mcfg, test, feats, ref_feats, seeds, bf16):
     row = bench_row(den, spec, test, feats, ref_feats, len(test), seeds, bf16, method=mcfg["method"]["method"])
     row["images_per_s"], row["images_per_s_timed"] = time_row(den, spec, test, bf16), True
     row["threads"] = torch.get_num_threads()
+    row["real_cfg"] = mcfg["method"].get("real_cfg", 1.0)  # guidance distilled into the student
+    row["model"] = mcfg.get("training", {}).get("command")
     training = mcfg.get("training", {})
     row.update(train_s=training.get("train_s"), iterations=training.get("iterations"), command=training.get("command"),
                ema=bool(training.get("distill", {}).get("ema_decay", 0)))
