@@ -236,8 +236,13 @@ def build_distillation(a):
     if a.lr is not None:
         mcfg.update(gen_lr=a.lr, critic_lr=a.lr)
     for kv in a.set or []:
-        k, _, v = kv.partition("=")
-        mcfg[k] = json.loads(v) if v[:1] in "[{0123456789-tfn" else v
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise FewstepError(f"--set expects FIELD=VALUE, got {kv!r}")
+        try:
+            mcfg[k] = json.loads(v)  # numbers, booleans, lists
+        except json.JSONDecodeError:
+            mcfg[k] = v  # plain strings such as schedule=exclusive
     cls = get_method(dcfg.method)
     try:
         method_cfg = cls.Config(**mcfg)
