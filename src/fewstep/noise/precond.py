@@ -36,18 +36,27 @@ class Denoiser(nn.Module):
         s = self.process.sigma(t).to(device=x.device, dtype=torch.float32)
         return t, a, s
 
-    def raw(self, x, t, cond=None):
-        """(x0, eps) predicted at (x, t)."""
+    def _net_inputs(self, x, t):
+        """(t, alpha, sigma, net input, c_noise): EDM scales the input by c_in; other kinds feed x as is."""
         t, a, s = self._coeffs(t, x)
         c_noise = self.process.c_noise(t).to(device=x.device, dtype=torch.float32)
         if self.param == "edm":
             sd = self.sigma_data
+            x_in = _bcast(1 / torch.sqrt(a * a * sd * sd + s * s), x) * x
+        else:
+            x_in = x
+        return t, a, s, x_in, c_noise
+
+    def raw(self, x, t, cond=None):
+        """(x0, eps) predicted at (x, t)."""
+        t, a, s, x_in, c_noise = self._net_inputs(x, t)
+        out = self.net(x_in, c_noise, cond).to(x.dtype)
+        if self.param == "edm":
+            sd = self.sigma_data
             norm = torch.sqrt(a * a * sd * sd + s * s)
-            c_in, c_skip, c_out = 1 / norm, a * sd * sd / norm ** 2, s * sd / norm
-            F = self.net(_bcast(c_in, x) * x, c_noise, cond)
-            x0 = _bcast(c_skip, x) * x + _bcast(c_out, x) * F.to(x.dtype)
+            c_skip, c_out = a * sd * sd / norm ** 2, s * sd / norm
+            x0 = _bcast(c_skip, x) * x + _bcast(c_out, x) * out
             return x0, (x - _bcast(a, x) * x0) / _bcast(s, x)
-        out = self.net(x, c_noise, cond).to(x.dtype)
         return to_x0_eps(self.param, out, x, a, s)
 
     def forward(self, x, t, cond=None):
@@ -55,10 +64,8 @@ class Denoiser(nn.Module):
 
     def bottleneck(self, x, t, cond=None):
         """The architecture's mid-block features at (x, t) (DMD2's GAN head reads these)."""
-        t, a, s = self._coeffs(t, x)
-        c_noise = self.process.c_noise(t).to(device=x.device, dtype=torch.float32)
-        c_in = 1 / torch.sqrt(a * a * self.sigma_data ** 2 + s * s) if self.param == "edm" else torch.ones_like(a)
-        return self.net(_bcast(c_in, x) * x, c_noise, cond, return_bottleneck=True)[1]
+        _, _, _, x_in, c_noise = self._net_inputs(x, t)
+        return self.net(x_in, c_noise, cond, return_bottleneck=True)[1]
 
     def predict(self, kind: str, x, t, cond=None):
         x0, eps = self.raw(x, t, cond)

@@ -190,6 +190,13 @@ class DistributionMatchingBase(Method):
     def pair_spec(self) -> SamplingSpec:
         return SamplingSpec("dpmpp2m", self.cfg.regression_steps, "karras", self.cfg.real_cfg)
 
+    def regression_warmup_step(self, ctx) -> dict:
+        """Regression-only generator update (the optional warm start, DMD2 one-step SDXL)."""
+        with ctx.autocast():
+            reg = self.regression_loss(ctx.rng)
+        ctx.update(reg, "generator", clip=self.cfg.gen_grad_clip)
+        return {"loss_reg": reg.mean()}
+
     def is_generator_iteration(self, it: int) -> bool:
         return it % self.cfg.gen_every == 0
 
@@ -212,10 +219,7 @@ class DMD(DistributionMatchingBase):
         n = batch["x"].shape[0]
         logs = {}
         if it < self.cfg.regression_warmup:
-            with ctx.autocast():
-                reg = self.regression_loss(ctx.rng)
-            ctx.update(reg, "generator", clip=self.cfg.gen_grad_clip)
-            return {"loss_reg": reg.mean()}
+            return self.regression_warmup_step(ctx)
         with ctx.autocast():
             x_hat = self.student_sample(cond, ctx.rng, n)
             l_dm, grad = self.dm_generator_loss(x_hat, cond, ctx.rng)

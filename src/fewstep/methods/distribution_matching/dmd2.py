@@ -121,11 +121,8 @@ class DMD2(DistributionMatchingBase):
         cond = batch.get("labels")
         n = batch["x"].shape[0]
         logs = {}
-        if it < self.cfg.regression_warmup:  # optional regression warm start (DMD2 one-step SDXL)
-            with ctx.autocast():
-                reg = self.regression_loss(ctx.rng)
-            ctx.update(reg, "generator", clip=self.cfg.gen_grad_clip)
-            return {"loss_reg": reg.mean()}
+        if it < self.cfg.regression_warmup:
+            return self.regression_warmup_step(ctx)
         x_fake = None
         gen_it = self.is_generator_iteration(it)
         if gen_it:
