@@ -25,3 +25,36 @@ def toy_trainer(out, max_iters, seed=0, ckpt_every=0, batch_size=256, lr=2e-3, *
 
 def state(module):
     return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def train_toy_teacher(out, num_classes=0, iters=500):
+    """A toy2d (8 Gaussians) EDM teacher. Unconditional, one Euler step can only return the global mean."""
+    torch.manual_seed(0)
+    den = build_denoiser({"arch": {"arch": "mlp", "dim": 2, "hidden": 128, "depth": 3, "num_classes": num_classes,
+                                   "time_scale": 1000.0}, "process": {"family": "edm"}, "param": "edm"})
+    method = DenoisingTeacher(den, TeacherMethodConfig(lr=2e-3, time_sampler=TimeSampler("lognormal", -0.5, 1.5)))
+    tr = Trainer(method, load_dataset("toy2d", "train"),
+                 TrainConfig(out=str(out), max_iters=iters, batch_size=512, ema_decay=0.99, warmup=10, progress=False))
+    tr.train()
+    return tr.eval_generator().eval().requires_grad_(False)
+
+
+def toy_fd(den, spec, labels=False):
+    """FD on the toy2d test set (random-Fourier point features)."""
+    from fewstep.metrics.evaluate import generate
+    from fewstep.metrics.features import PointFeatures
+    from fewstep.metrics.fid import fd
+
+    test = load_dataset("toy2d", "test")
+    f = PointFeatures().features
+    return fd(f(generate(den, len(test), spec, (2,), test.labels if labels else None, seed=1)), f(test.x))
+
+
+def train_student(method, out, iters, batch_size=256, ema_decay=0.95):
+    """Prepare and train a distillation method on toy2d; returns the evaluated (EMA) generator."""
+    method.prepare(f"{out}/cache")
+    tr = Trainer(method, load_dataset("toy2d", "train"),
+                 TrainConfig(out=str(out), max_iters=iters, batch_size=batch_size, ema_decay=ema_decay,
+                             progress=False, grad_clip=0.0))
+    tr.train()
+    return tr.eval_generator()

@@ -5,7 +5,7 @@ import torch
 from fewstep.methods.distribution_matching.dmd import DMD, DMDConfig, dm_gradient, dm_loss
 from fewstep.methods.distribution_matching.dmd2 import DMD2, DMD2Config
 from fewstep.train.guards import StepContext
-from helpers import state, toy_denoiser
+from helpers import state, toy_denoiser, toy_fd as _toy_fd
 
 
 def _ctx(method, seed=0):
@@ -131,37 +131,6 @@ def test_backward_simulation_uses_student_levels():
     out = m.student_sample(torch.arange(4), torch.Generator().manual_seed(0), 4, stage=3)
     out.sum().backward()  # gradient reaches G through the last call only
     assert any(p.grad is not None for p in m.G.net.parameters())
-
-
-@pytest.fixture(scope="module")
-def toy_teacher(tmp_path_factory):
-    """An unconditional 8-Gaussians teacher: one Euler step can only return the global mean."""
-    from fewstep.data import load_dataset
-    from fewstep.methods.teacher import DenoisingTeacher, TeacherMethodConfig
-    from fewstep.model_io import build_denoiser
-    from fewstep.noise import TimeSampler
-    from fewstep.train.loop import Trainer, TrainConfig
-
-    torch.manual_seed(0)
-    den = build_denoiser({"arch": {"arch": "mlp", "dim": 2, "hidden": 128, "depth": 3, "num_classes": 0,
-                                   "time_scale": 1000.0}, "process": {"family": "edm"}, "param": "edm"})
-    method = DenoisingTeacher(den, TeacherMethodConfig(lr=2e-3, time_sampler=TimeSampler("lognormal", -0.5, 1.5)))
-    tr = Trainer(method, load_dataset("toy2d", "train"),
-                 TrainConfig(out=str(tmp_path_factory.mktemp("teacher")), max_iters=500, batch_size=512,
-                             ema_decay=0.99, warmup=10, progress=False))
-    tr.train()
-    return tr.eval_generator()
-
-
-def _toy_fd(den, spec):
-    from fewstep.data import load_dataset
-    from fewstep.metrics.evaluate import generate
-    from fewstep.metrics.features import PointFeatures
-    from fewstep.metrics.fid import fd
-
-    test = load_dataset("toy2d", "test")
-    f = PointFeatures().features
-    return fd(f(generate(den, len(test), spec, (2,), None, seed=1)), f(test.x))
 
 
 @pytest.mark.slow

@@ -92,10 +92,16 @@ def write_results(path: Path, results: dict) -> None:
     tmp.replace(path)
 
 
-def student_row(den, mcfg, test, feats, ref_feats, seeds, bf16):
-    """One row for a distilled student at its own sampling (its NFE), with cost from its config."""
-    spec = SamplingSpec(**mcfg["sampling"])
+def student_specs(mcfg) -> list[dict]:
+    """The sampling specs a student is measured at: its own, then any others its method lists."""
+    return mcfg.get("sampling_options") or [mcfg["sampling"]]
+
+
+def student_row(den, mcfg, test, feats, ref_feats, seeds, bf16, spec_dict=None, model=None):
+    """One row for a distilled student at one of its samplings, with cost from its config."""
+    spec = SamplingSpec(**(spec_dict or mcfg["sampling"]))
     row = bench_row(den, spec, test, feats, ref_feats, len(test), seeds, bf16, method=mcfg["method"]["method"])
+    row["run"] = model
     row["images_per_s"], row["images_per_s_timed"] = time_row(den, spec, test, bf16), True
     row["threads"] = torch.get_num_threads()
     row["real_cfg"] = mcfg["method"].get("real_cfg", 1.0)  # guidance distilled into the student
@@ -125,7 +131,7 @@ def run_bench(a, command: str):
     out_dir = Path(a.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{a.name}.json"
-    key = {"model": str(a.model), "samplers": a.samplers, "nfe": a.nfe, "cfg": a.cfg, "seeds": a.seeds,
+    key = {"model": str(a.model), "samplers": a.samplers, "nfe": a.nfe, "cfg": a.cfg, "grid": a.grid, "seeds": a.seeds,
            "seeds_max_nfe": a.seeds_max_nfe, "n": a.n, "bf16": a.bf16, "baseline": a.baseline}
     old = json.loads(path.read_text()) if path.exists() else {}
     resume = old.get("bench_args") == key and not old.get("complete", False)
@@ -159,17 +165,18 @@ def run_bench(a, command: str):
         # bf16 sampling is checked against fp32 on one row (BENCHMARKS.md): same FD or it is not used.
         check = [("dpmpp2m", steps_for_nfe("dpmpp2m", 8), a.cfg[0], False)] if a.bf16 else []
         todo += [("teacher", d, c, s, k, cf, bf) for s, k, cf, bf in [(*p, a.bf16) for p in plan] + check]
-    todo += [("student", d, c, None, None, None, a.bf16) for m, d, c in students]
+    todo += [("student", d, c, m, spec, None, a.bf16) for m, d, c in students for spec in student_specs(c)]
     timed: dict = {}
     for kind, d, c, sampler, steps, cfg, bf16 in tqdm(todo, desc=f"bench {a.name}", dynamic_ncols=True):
         if kind == "student":
-            k = (c["method"]["method"], c["sampling"]["steps"], "student", "bf16" if bf16 else "fp32")
-            row = done.get(k) or student_row(d, c, test, feats, ref_feats, a.seeds, bf16)
+            model, sdict = sampler, steps
+            k = (c["method"]["method"], sdict["sampler"], sdict["steps"], "student", "bf16" if bf16 else "fp32", model)
+            row = done.get(k) or student_row(d, c, test, feats, ref_feats, a.seeds, bf16, sdict, model)
             results["rows"].append(row)
             write_results(path, results)
             continue
-        spec = SamplingSpec(sampler, steps, "karras", cfg)
-        dkey = ("teacher", sampler, steps, cfg, "bf16" if bf16 else "fp32")
+        spec = SamplingSpec(sampler, steps, a.grid, cfg)
+        dkey = ("teacher", sampler, steps, cfg, "bf16" if bf16 else "fp32", a.grid)
         if dkey in done:
             row = done[dkey]
             if row.get("images_per_s_timed") and row.get("threads") != torch.get_num_threads():
@@ -200,5 +207,5 @@ def run_bench(a, command: str):
 
 def _row_key(r):
     if r["method"] == "teacher":
-        return ("teacher", r["sampler"], r["steps"], r["cfg"], r["dtype"])
-    return (r["method"], r["steps"], "student", r["dtype"])
+        return ("teacher", r["sampler"], r["steps"], r["cfg"], r["dtype"], r.get("grid", "karras"))
+    return (r["method"], r["sampler"], r["steps"], "student", r["dtype"], r.get("run"))

@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("distill", help="distil a teacher into a few-step student")
     d.add_argument("--teacher", required=True, help="teacher model folder or shipped teacher name (e.g. mnist)")
-    d.add_argument("--method", required=True, help="distillation method (dmd | dmd2)")
+    d.add_argument("--method", required=True,
+                   help="distillation method (dmd | dmd2 | progressive | cd | lcm | reflow | instaflow | guidance_distill)")
     d.add_argument("--nfe", type=_int_at_least(1), default=1, help="student steps (1, 2, 4, ...)")
     d.add_argument("--ema-decay", type=_float_range(0, 0.9999), help="generator EMA decay (0 = off)")
     d.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a method config field")
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--features", help="feature-net folder (default: the shipped one for --data)")
 
     b = sub.add_parser("bench", help="run a benchmark sweep into benchmarks/results/<name>.json")
-    from .samplers import SAMPLERS as _S
+    from .samplers import GRIDS, SAMPLERS as _S
 
     b.add_argument("--model", required=True, help="model folder(s) or shipped teacher name, comma-separated; "
                    "a teacher gets the sampler sweep, a distilled student one row at its own sampling")
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--samplers", type=_str_list(set(_S) - {"multistep", "ancestral"}), default=["euler", "heun", "dpmpp2m"])
     b.add_argument("--nfe", type=_int_list, default=[1, 2, 4, 8, 16, 32, 64])
     b.add_argument("--cfg", type=_float_list, default=[1.0])
+    b.add_argument("--grid", choices=GRIDS, default="karras", help="time grid of the teacher rows")
     b.add_argument("--seeds", type=_int_at_least(1), default=3, help="seeds for rows up to --seeds-max-nfe")
     b.add_argument("--seeds-max-nfe", type=_int_at_least(1), default=8, help="above this NFE, 1 seed")
     b.add_argument("--n", type=_int_at_least(10), default=1000)

@@ -233,8 +233,10 @@ def build_distillation(a):
         if flag is not None:
             setattr(dcfg, field, flag)
     mcfg = dict(dcfg.method_cfg, nfe=a.nfe)
-    if a.lr is not None:
-        mcfg.update(gen_lr=a.lr, critic_lr=a.lr)
+    cls = get_method(dcfg.method)
+    if a.lr is not None:  # one LR for every network the method trains
+        lr_fields = [f for f in ("gen_lr", "critic_lr", "lr") if f in cls.Config.__dataclass_fields__]
+        mcfg.update({f: a.lr for f in lr_fields})
     for kv in a.set or []:
         k, sep, v = kv.partition("=")
         if not sep or not k:
@@ -243,12 +245,14 @@ def build_distillation(a):
             mcfg[k] = json.loads(v)  # numbers, booleans, lists
         except json.JSONDecodeError:
             mcfg[k] = v  # plain strings such as schedule=exclusive
-    cls = get_method(dcfg.method)
     try:
         method_cfg = cls.Config(**mcfg)
     except TypeError as e:
         raise FewstepError(f"bad --set for method {dcfg.method}: {e}") from None
-    method = cls(teacher, method_cfg, shape=train.shape, num_classes=train.num_classes)
+    try:
+        method = cls(teacher, method_cfg, shape=train.shape, num_classes=train.num_classes)
+    except ValueError as e:
+        raise FewstepError(f"{dcfg.method}: {e}") from None
     return method, train, test, dcfg, resolve_model_dir(a.teacher)
 
 
@@ -275,7 +279,8 @@ def distill(a):
     run = {"command": command_line(), "method": method.name, "nfe": a.nfe, "teacher": str(teacher_dir),
            "distill": asdict(dcfg)}
     extra = {"data": {"name": train.name, "shape": list(train.shape), "num_classes": train.num_classes},
-             "sampling": asdict(method.default_sampling()), "teacher": str(teacher_dir), "method": method.config()}
+             "sampling": asdict(method.default_sampling()), "teacher": str(teacher_dir), "method": method.config(),
+             "sampling_options": [asdict(s) for s in method.sampling_options()]}
     res = Trainer(method, train, tcfg, run, evaluator, extra).train(resume=a.resume)
     print(json.dumps({"model": str(out / "model"), **{k: v for k, v in res.items() if isinstance(v, (int, float))}}))
     return res

@@ -20,13 +20,13 @@ SHIPPED_TEACHERS = ASSETS / "teachers"
 
 def denoiser_config(den: Denoiser) -> dict:
     return {"arch": den.net.config(), "process": den.process.config(), "param": den.param,
-            "sigma_data": den.sigma_data}
+            "sigma_data": den.sigma_data, "boundary": den.boundary}
 
 
 def build_denoiser(cfg: dict) -> Denoiser:
     try:
         return Denoiser(build_net(cfg["arch"]), process_from_config(cfg["process"]), cfg["param"],
-                        cfg.get("sigma_data", 0.5))
+                        cfg.get("sigma_data", 0.5), cfg.get("boundary"))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"model config is invalid: {e}") from None
 

@@ -16,8 +16,10 @@ def results_table(results: dict) -> str:
         ips_s = "-" if ips is None else f"{ips:.0f}" + ("" if r.get("images_per_s_timed", True) else "*")
         acc = r.get("class_acc")
         name = r["method"] + (f" (real CFG {r['real_cfg']:g})" if r.get("real_cfg", 1.0) != 1.0 else "")
+        name += f" `{r['run'].rstrip('/').split('/')[-1]}`" if r.get("run") else ""
+        sampler = r.get("sampler", "-") + (f"/{r['grid']}" if r.get("grid", "karras") not in ("karras", None) else "")
         lines.append(
-            f"| {name} | {r.get('sampler', '-')}{'' if r.get('dtype', 'bf16') == 'bf16' else ' (fp32)'} | "
+            f"| {name} | {sampler}{'' if r.get('dtype', 'bf16') == 'bf16' else ' (fp32)'} | "
             f"{_fmt(r['nfe'], 0)} | {_fmt(r.get('cfg'), 2)} | {_fmt(r.get('fd'))} ± {_fmt(r.get('fd_std'))} | "
             f"{'-' if acc is None else f'{acc:.3f}'} | {_fmt(r.get('precision'), 3)} | {_fmt(r.get('recall'), 3)} | "
             f"{ips_s} | {r.get('seeds', 1)} |")

@@ -41,6 +41,9 @@ class Method:
         """The model being produced, optionally with ``net`` (e.g. its EMA) in place of its network."""
         raise NotImplementedError
 
+    def plan(self, max_iters: int) -> None:
+        """Told the run's length before training (methods with their own LR schedule use it)."""
+
     def prepare(self, cache_dir) -> None:
         """One-off work before training (e.g. caching teacher ODE pairs); must be deterministic."""
 
@@ -50,6 +53,10 @@ class Method:
 
     def default_sampling(self) -> SamplingSpec:
         return SamplingSpec()
+
+    def sampling_options(self) -> list[SamplingSpec]:
+        """Every way the produced model is meant to be sampled (benchmarks measure each); the default first."""
+        return [self.default_sampling()]
 
     def config(self) -> dict:
         return {"method": self.name}

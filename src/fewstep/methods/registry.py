@@ -16,6 +16,7 @@ def register(name: str):
 def _load_all() -> None:
     from . import teacher  # noqa: F401  (each import registers its methods)
     from .distribution_matching import dmd, dmd2  # noqa: F401
+    from .trajectory import consistency, guidance_distill, progressive, reflow  # noqa: F401
 
 
 def get_method(name: str) -> type:

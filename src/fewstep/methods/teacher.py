@@ -70,7 +70,7 @@ class DenoisingTeacher(Method):
         return "net"
 
     def generator(self, net=None):
-        return self.den if net is None else Denoiser(net, self.den.process, self.den.param, self.den.sigma_data)
+        return self.den if net is None else self.den.like(net)
 
     def step(self, batch, it, ctx):
         x0 = batch["x"]

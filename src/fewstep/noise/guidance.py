@@ -7,6 +7,8 @@ one: convert at their boundaries with ``scale_from_meng(w) = w + 1``.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -33,20 +35,55 @@ class Guided(nn.Module):
     def raw(self, x, t, cond=None):
         if self.scale == 1.0 or cond is None:
             return self.denoiser.raw(x, t, cond)
-        from ..nets.cond import cat_cond, null_like
+        return cfg_raw(self.denoiser, x, t, cond, self.scale)
 
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(x.shape[0])
-        x0, eps = self.denoiser.raw(torch.cat([x, x]), torch.cat([t, t]), cat_cond(cond, null_like(cond)))
-        (x0_c, x0_u), (e_c, e_u) = x0.chunk(2), eps.chunk(2)
-        w = self.scale
-        return x0_u + w * (x0_c - x0_u), e_u + w * (e_c - e_u)
+    def forward(self, x, t, cond=None):
+        return self.raw(x, t, cond)[0]
+
+
+def cfg_raw(denoiser, x, t, cond, scale):
+    """Guided (x0, eps) with a scalar or per-sample (B,) scale, both branches in one batched call."""
+    from ..nets.cond import cat_cond, null_like
+    from .base import _bcast
+
+    t = torch.as_tensor(t, device=x.device)
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    x0, eps = denoiser.raw(torch.cat([x, x]), torch.cat([t, t]), cat_cond(cond, null_like(cond)))
+    (x0_c, x0_u), (e_c, e_u) = x0.chunk(2), eps.chunk(2)
+    w = _bcast(torch.as_tensor(scale, dtype=x0.dtype, device=x.device), x0_c)
+    return x0_u + w * (x0_c - x0_u), e_u + w * (e_c - e_u)
+
+
+def with_scale(cond, scale, n: int, device=None):
+    """``cond`` with the guidance scale set as ``extra['w']`` (a float or (B,) tensor) for students that
+    embed it (LCM, guidance distillation). Labels stay labels; a missing condition becomes Cond()."""
+    from ..nets.cond import Cond
+
+    w = torch.as_tensor(scale, dtype=torch.float32, device=device)
+    w = w.expand(n) if w.ndim == 0 else w
+    if cond is None or torch.is_tensor(cond):
+        return Cond(labels=cond, extra={"w": w})
+    return replace(cond, extra={**cond.extra, "w": w})
+
+
+class ScaleEmbedded(nn.Module):
+    """A guidance-embedding student at a fixed CFG scale: one network evaluation per call."""
+
+    def __init__(self, denoiser: nn.Module, scale: float):
+        super().__init__()
+        self.denoiser, self.scale, self.process, self.nfe_per_call = denoiser, float(scale), denoiser.process, 1
+
+    def raw(self, x, t, cond=None):
+        return self.denoiser.raw(x, t, with_scale(cond, self.scale, x.shape[0], x.device))
 
     def forward(self, x, t, cond=None):
         return self.raw(x, t, cond)[0]
 
 
 def guided(denoiser: nn.Module, scale: float) -> nn.Module:
-    """The CFG wrapper; scale 1 returns the denoiser itself."""
+    """The CFG wrapper; scale 1 returns the denoiser itself. A student that embeds the guidance scale
+    gets it as an input instead (one evaluation, the scale it was distilled for)."""
+    if getattr(denoiser, "embeds_guidance", False):
+        return ScaleEmbedded(denoiser, scale)
     return denoiser if float(scale) == 1.0 else Guided(denoiser, scale)

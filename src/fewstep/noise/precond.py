@@ -10,6 +10,15 @@ Parameterisations (``param``):
              ``c_out = s sd / sqrt(a^2 sd^2 + s^2)`` (the EDM formulas for a = 1, written for any path).
 * ``eps`` / ``v`` / ``x0`` / ``flow`` - the raw network output is that prediction kind (VP teachers
              are eps or v; SD3/Flux are flow); the input is not rescaled.
+
+Consistency students add a boundary condition f(x, t_min) = x (``boundary``):
+* ``cm``  - Song et al. 2023, App. C (openai/consistency_models): in y = x / alpha and sh = sigma/alpha,
+            ``c_skip = sd^2 / ((sh - sh_min)^2 + sd^2)``, ``c_out = (sh - sh_min) sd / sqrt(sh^2 + sd^2)``
+            on the EDM-preconditioned network output (needs ``param='edm'``).
+* ``lcm`` - Luo et al. 2023 (diffusers LCMScheduler): ``f = c_skip y + c_out x0_hat`` around any
+            parameterisation, ``c_skip = sd^2 / ((10 tau)^2 + sd^2)``, ``c_out = 10 tau / sqrt((10 tau)^2 + sd^2)``
+            with tau the time on a 0..1000 scale (SD's timestep index); as in diffusers, c_out lacks CM's
+            sd factor (diffusers #8547).
 """
 from __future__ import annotations
 
@@ -19,14 +28,30 @@ from torch import nn
 from .base import NoiseProcess, _bcast, to_x0_eps, from_x0_eps
 
 PARAMS = ("edm", "eps", "v", "x0", "flow")
+BOUNDARIES = (None, "cm", "lcm")
 
 
 class Denoiser(nn.Module):
-    def __init__(self, net: nn.Module, process: NoiseProcess, param: str = "edm", sigma_data: float = 0.5):
+    def __init__(self, net: nn.Module, process: NoiseProcess, param: str = "edm", sigma_data: float = 0.5,
+                 boundary: str | None = None):
         super().__init__()
         if param not in PARAMS:
             raise ValueError(f"denoiser parameterisation must be one of {PARAMS}, got {param!r}")
+        if boundary not in BOUNDARIES:
+            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+        if boundary == "cm" and param != "edm":
+            raise ValueError("the 'cm' boundary parameterisation needs param='edm'")
         self.net, self.process, self.param, self.sigma_data = net, process, param, sigma_data
+        self.boundary = boundary
+
+    @property
+    def embeds_guidance(self) -> bool:
+        """True for students that take the CFG scale as an input (cond.extra['w'])."""
+        return getattr(getattr(self.net, "cfg", None), "w_dim", 0) > 0
+
+    def like(self, net: nn.Module) -> "Denoiser":
+        """The same denoiser around another network (e.g. its EMA)."""
+        return Denoiser(net, self.process, self.param, self.sigma_data, self.boundary)
 
     def _coeffs(self, t, x):
         t = torch.as_tensor(t, device=x.device)
@@ -51,13 +76,39 @@ class Denoiser(nn.Module):
         """(x0, eps) predicted at (x, t)."""
         t, a, s, x_in, c_noise = self._net_inputs(x, t)
         out = self.net(x_in, c_noise, cond).to(x.dtype)
+        if self.boundary == "cm":
+            return self._with_eps(self._cm_x0(out, x, t, a, s), x, a, s)
         if self.param == "edm":
             sd = self.sigma_data
             norm = torch.sqrt(a * a * sd * sd + s * s)
             c_skip, c_out = a * sd * sd / norm ** 2, s * sd / norm
             x0 = _bcast(c_skip, x) * x + _bcast(c_out, x) * out
-            return x0, (x - _bcast(a, x) * x0) / _bcast(s, x)
-        return to_x0_eps(self.param, out, x, a, s)
+            x0_eps = (x0, (x - _bcast(a, x) * x0) / _bcast(s, x))
+        else:
+            x0_eps = to_x0_eps(self.param, out, x, a, s)
+        if self.boundary == "lcm":
+            return self._with_eps(self._lcm_x0(x0_eps[0], x, t, a), x, a, s)
+        return x0_eps
+
+    @staticmethod
+    def _with_eps(x0, x, a, s):
+        return x0, (x - _bcast(a, x) * x0) / _bcast(s, x)
+
+    def _cm_x0(self, out, x, t, a, s):
+        sd = self.sigma_data
+        sh = s / a
+        sh_min = float(self.process.sigma_hat(torch.tensor(self.process.t_min)))
+        c_skip = sd * sd / ((sh - sh_min) ** 2 + sd * sd)
+        c_out = (sh - sh_min) * sd / torch.sqrt(sh * sh + sd * sd)
+        return _bcast(c_skip / a, x) * x + _bcast(c_out, x) * out
+
+    def _lcm_x0(self, x0_hat, x, t, a):
+        p = self.process
+        tau = 10.0 * 1000.0 * (t.float() - p.t_min) / (p.t_max - p.t_min)  # timestep_scaling 10
+        sd = self.sigma_data
+        c_skip = sd * sd / (tau * tau + sd * sd)
+        c_out = tau / torch.sqrt(tau * tau + sd * sd)
+        return _bcast(c_skip / a, x) * x + _bcast(c_out, x) * x0_hat
 
     def forward(self, x, t, cond=None):
         return self.raw(x, t, cond)[0]

@@ -12,7 +12,7 @@ import torch
 
 from ..noise import NoiseProcess
 
-GRIDS = ("karras", "uniform", "trailing")
+GRIDS = ("karras", "uniform", "trailing", "nested", "flow")
 
 
 def _range(process: NoiseProcess, sh_min, sh_max):
@@ -60,10 +60,40 @@ def trailing(process: NoiseProcess, n: int, final_zero=True):
     return _finish(process.sigma_hat(t), final_zero)
 
 
+def nested(process: NoiseProcess, n: int, rho: float = 7.0, final_zero=True):
+    """Halving-friendly Karras ramp: sigma(u) at u = i/n, i = 0..n-1, then the clean end, with
+    sigma(u) = (smax^(1/rho) + u (smin^(1/rho) - smax^(1/rho)))^rho. nested(n) is every other point of
+    nested(2n), so a student step spans exactly two teacher steps (progressive distillation)."""
+    lo, hi = _range(process, None, None)
+    u = torch.arange(n, dtype=torch.float64) / n
+    return _finish((hi ** (1 / rho) + u * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho, final_zero)
+
+
+def flow(process: NoiseProcess, n: int, final_zero=True):
+    """Uniform steps in rectified-flow time tau = sh / (1 + sh) from the process's top level to 0:
+    Euler in tau on x_tau = (1 - tau) x0 + tau eps (InstaFlow / SD3 sampling) is DDIM on these levels."""
+    _, hi = _range(process, None, None)
+    tau = (hi / (1 + hi)) * (1 - torch.arange(n, dtype=torch.float64) / n)
+    return _finish(tau / (1 - tau), final_zero)
+
+
+def student_levels(process: NoiseProcess, nfe: int, sh_min: float, explicit=None) -> torch.Tensor:
+    """Levels of a few-step student that re-noises between steps (consistency multistep sampling,
+    DMD2 backward simulation), then 0: the process's top level alone for one step, else ``nfe``
+    Karras-spaced levels from the top down to ``sh_min``; ``explicit`` overrides."""
+    if explicit is not None:
+        sh = torch.tensor([float(v) for v in explicit], dtype=torch.float64)
+        if len(sh) != nfe or (sh <= 0).any() or (sh[1:] >= sh[:-1]).any():
+            raise ValueError(f"student levels must be {nfe} positive descending values, got {list(explicit)}")
+        return _finish(sh, True)
+    _, top = _range(process, None, None)
+    return karras(process, nfe, sh_min=sh_min, sh_max=top)
+
+
 def make_grid(kind: str, process: NoiseProcess, n: int, **kw) -> torch.Tensor:
     if n < 1:
         raise ValueError(f"number of steps must be >= 1, got {n}")
-    fns = {"karras": karras, "uniform": uniform, "trailing": trailing}
+    fns = {"karras": karras, "uniform": uniform, "trailing": trailing, "nested": nested, "flow": flow}
     if kind not in fns:
         raise ValueError(f"unknown grid {kind!r}; expected one of {GRIDS}")
     return fns[kind](process, n, **kw)

@@ -37,6 +37,41 @@ def ddim_step(x0, eps, a_next, s_next):
     return a_next * x0 + s_next * eps
 
 
+def level_coeffs(process, sh: torch.Tensor):
+    """Per-sample (t, alpha, sigma) at a (B,) tensor of finite levels sh; sh = 0 gives alpha 1, sigma 0
+    (t there is a placeholder: no network is evaluated at the clean end)."""
+    sh = torch.as_tensor(sh, dtype=torch.float64)
+    pos = sh > 0
+    t = process.t_from_sigma_hat(torch.where(pos, sh, torch.ones_like(sh)))
+    a = torch.where(pos, process.alpha(t).to(torch.float64), torch.ones_like(sh))
+    s = torch.where(pos, process.sigma(t).to(torch.float64), torch.zeros_like(sh))
+    return t.float(), a.float(), s.float()
+
+
+def ddim_to(denoiser, x, sh0, sh1, cond=None):
+    """One DDIM/Euler step per sample from level sh0 (> 0) to sh1 (>= 0), both (B,) tensors.
+    Returns (x_next, x0_hat, eps_hat). The training-time form of ``euler``'s step."""
+    t0, _, _ = level_coeffs(denoiser.process, sh0)
+    _, a1, s1 = level_coeffs(denoiser.process, sh1)
+    x0, eps = denoiser.raw(x, t0.to(x.device), cond)
+    return ddim_step(x0, eps, _bcast(a1.to(x.device), x), _bcast(s1.to(x.device), x)), x0, eps
+
+
+def heun_to(denoiser, x, sh0, sh1, cond=None):
+    """One Heun step per sample (EDM Alg. 2 in y = x / alpha) from sh0 to sh1 > 0: 2 NFE.
+    The training-time form of ``heun``'s interior step (consistency distillation's teacher solver)."""
+    proc = denoiser.process
+    t0, a0, _ = level_coeffs(proc, sh0)
+    t1, a1, _ = level_coeffs(proc, sh1)
+    dev = x.device
+    a0, a1 = _bcast(a0.to(dev), x), _bcast(a1.to(dev), x)
+    dsh = _bcast((torch.as_tensor(sh1) - torch.as_tensor(sh0)).float().to(dev), x)
+    _, eps = denoiser.raw(x, t0.to(dev), cond)
+    y1 = x / a0 + dsh * eps
+    _, eps1 = denoiser.raw(a1 * y1, t1.to(dev), cond)
+    return a1 * (x / a0 + dsh * 0.5 * (eps + eps1))
+
+
 def euler(denoiser, x, sigmas, cond=None, callback=None):
     """Euler on the PF-ODE in sigma_hat (EDM Alg. 1 without churn) == DDIM: 1 NFE per step."""
     proc = denoiser.process

@@ -38,8 +38,10 @@ class StepContext:
     def lr_factor(self) -> float:
         return min(1.0, (self.it + 1) / self.warmup) if self.warmup > 0 else 1.0
 
-    def update(self, loss: torch.Tensor, opt_name: str, clip: float | None = None, retain_graph: bool = False) -> bool:
-        """Step optimizer ``opt_name`` on the mean of ``loss``; ``clip`` overrides the run's grad clip."""
+    def update(self, loss: torch.Tensor, opt_name: str, clip: float | None = None, retain_graph: bool = False,
+               lr_scale: float = 1.0) -> bool:
+        """Step optimizer ``opt_name`` on the mean of ``loss``; ``clip`` overrides the run's grad clip;
+        ``lr_scale`` multiplies the learning rate for this step (a method's own schedule)."""
         opt = self.optimizers[opt_name]
         loss = loss.mean()
         if self.it in self.inject_nonfinite_at:
@@ -56,7 +58,7 @@ class StepContext:
             return self._skip(opt, params, opt_name, "gradient")
         self.grad_norms[opt_name] = float(norm)
         for g in opt.param_groups:
-            g["lr"] = g["initial_lr"] * self.lr_factor()
+            g["lr"] = g["initial_lr"] * self.lr_factor() * lr_scale
         opt.step()
         opt.zero_grad(set_to_none=True)
         return True

@@ -72,6 +72,7 @@ class Trainer:
         ema_name = method.ema_network()
         self.ema = EMA(method.networks()[ema_name], cfg.ema_decay) if (ema_name and cfg.ema_decay > 0) else None
         self.ctx = StepContext(method.optimizers(), self.rng, cfg.grad_clip, cfg.warmup, cfg.bf16)
+        method.plan(cfg.max_iters)
         self.it, self.consecutive_skips, self.train_s = 0, 0, 0.0
 
     # -- checkpoints ---------------------------------------------------------------------------

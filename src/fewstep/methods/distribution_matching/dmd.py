@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ...noise.guidance import guided
 from ...noise.precond import Denoiser
 from ...samplers import make_grid, multistep
+from ...samplers.grids import student_levels
 from ...samplers.ode import coeffs, initial_noise
 from ..base import Method, SamplingSpec
 from ..registry import register
@@ -119,7 +120,7 @@ class DistributionMatchingBase(Method):
         return "generator"
 
     def generator(self, net=None):
-        return self.G if net is None else Denoiser(net, self.process, self.G.param, self.G.sigma_data)
+        return self.G if net is None else self.G.like(net)
 
     def default_sampling(self):
         return SamplingSpec("multistep", self.cfg.nfe, "karras", 1.0, [float(s) for s in self.student_sigmas])
@@ -130,13 +131,7 @@ class DistributionMatchingBase(Method):
     # -- pieces ----------------------------------------------------------------------------------
     def _student_sigmas(self) -> torch.Tensor:
         """The student's noise levels, followed by 0. One step: the process's top level."""
-        c = self.cfg
-        if c.student_sigmas is not None:
-            sh = torch.tensor(c.student_sigmas, dtype=torch.float64)
-        else:
-            top = float(self.levels[-1])
-            sh = make_grid("karras", self.process, c.nfe, sh_min=c.student_sigma_min, sh_max=top, final_zero=False)
-        return torch.cat([sh, sh.new_zeros(1)])
+        return student_levels(self.process, self.cfg.nfe, self.cfg.student_sigma_min, self.cfg.student_sigmas)
 
     def sample_levels(self, n, rng, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
         """Native times at Karras-grid indices drawn uniformly from [lo, hi] of the grid."""

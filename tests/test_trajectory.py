@@ -1,0 +1,294 @@
+"""Trajectory family: progressive, consistency (CD, LCM), reflow / InstaFlow, guidance distillation.
+
+Unit tests check each target and parameterisation against a hand computation on tiny nets; the
+end-to-end tests (marked slow, run in CI) train on toy2d and compare with the teacher at equal NFE.
+"""
+import pytest
+import torch
+
+from fewstep.methods.base import SamplingSpec
+from fewstep.methods.trajectory.common import ema_update_, snr_truncated_mse, student_from
+from fewstep.methods.trajectory.consistency import CDConfig, ConsistencyDistillation, LatentConsistency, LCMConfig
+from fewstep.methods.trajectory.guidance_distill import GuidanceDistill, GuidanceDistillConfig
+from fewstep.methods.trajectory.progressive import Progressive, ProgressiveConfig, x_target
+from fewstep.methods.trajectory.reflow import InstaFlow, InstaFlowConfig, Reflow, ReflowConfig, flow_point
+from fewstep.nets import Cond
+from fewstep.noise import process_from_config
+from fewstep.noise.guidance import Guided, guided
+from fewstep.noise.precond import Denoiser
+from fewstep.samplers import euler, heun, make_grid
+from fewstep.samplers.ode import ddim_to, heun_to, level_coeffs
+from fewstep.train.guards import StepContext
+from helpers import state, toy_denoiser, toy_fd, train_student
+
+
+def _perturb(den, seed, scale=0.05):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in den.net.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return den
+
+
+def _ctx(method, seed=0):
+    return StepContext(method.optimizers(), torch.Generator().manual_seed(seed), 0.0, 0, False)
+
+
+def _batch(n=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"x": torch.randn(n, 2, generator=g) * 0.5, "labels": torch.randint(0, 8, (n,), generator=g)}
+
+
+# -- shared pieces ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["edm", "vp", "flow"])
+def test_per_sample_steps_match_the_samplers(family):
+    """ddim_to / heun_to (training) take the same step as the euler / heun samplers (inference)."""
+    den = _perturb(toy_denoiser(0), 1)
+    den.process = process_from_config({"family": family})
+    sig = make_grid("karras", den.process, 6)
+    x = torch.randn(8, 2) * float(level_coeffs(den.process, sig[:1])[2])
+    cond = torch.arange(8) % 8
+    a, b = sig[1].expand(8), sig[2].expand(8)
+    ref = euler(den, x, torch.stack([sig[1], sig[2]]), cond)
+    got, _, _ = ddim_to(den, x, a, b, cond)
+    assert torch.allclose(got, ref, atol=1e-5)
+    ref = heun(den, x, torch.stack([sig[1], sig[2]]), cond)
+    assert torch.allclose(heun_to(den, x, a, b, cond), ref, atol=1e-5)
+    got, x0, _ = ddim_to(den, x, a, torch.zeros(8, dtype=torch.float64), cond)  # to the clean end: x0
+    assert torch.allclose(got, x0)
+
+
+def test_nested_grid_halves():
+    proc = process_from_config({"family": "edm"})
+    for n in (1, 2, 4, 8):
+        assert torch.allclose(make_grid("nested", proc, n), make_grid("nested", proc, 2 * n)[::2])
+    flow = make_grid("flow", proc, 4)
+    tau = flow / (1 + flow)
+    assert torch.allclose(tau[:-1] - tau[1:], (tau[0] / 4).expand(4))  # uniform in flow time
+
+
+def test_w_embedding_student_starts_as_the_teacher_and_reads_w():
+    teacher = _perturb(toy_denoiser(0), 1)
+    student = student_from(teacher, w_dim=16)
+    x, t, labels = torch.randn(8, 2), torch.full((8,), 1.3), torch.arange(8)
+    ref = teacher(x, t, labels)
+    for w in (1.0, 3.0):
+        assert torch.allclose(student(x, t, Cond(labels=labels, extra={"w": torch.full((8,), w)})), ref, atol=1e-6)
+    _perturb(student, 2)
+    a = student(x, t, Cond(labels=labels, extra={"w": torch.full((8,), 1.0)}))
+    b = student(x, t, Cond(labels=labels, extra={"w": torch.full((8,), 3.0)}))
+    assert not torch.allclose(a, b)
+    assert guided(student, 2.0).nfe_per_call == 1  # the scale is an input, not a second pass
+
+
+def test_target_network_is_an_ema():
+    online, target = toy_denoiser(0), toy_denoiser(1)
+    before, now = state(target.net), state(online.net)
+    ema_update_(target.net, online.net, 0.95)
+    for k, v in target.net.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.95 * before[k] + 0.05 * now[k])
+
+
+# -- progressive -----------------------------------------------------------------------------------
+def test_progressive_x_target_lands_on_the_teachers_two_steps():
+    """One student DDIM step from z_t whose x0 is x~ reaches exactly the teacher's two-step z_s."""
+    teacher = _perturb(toy_denoiser(0), 1)
+    proc = teacher.process
+    m = Progressive(teacher, ProgressiveConfig(nfe=4), shape=(2,), num_classes=8)
+    cond = torch.arange(8) % 8
+    for i in range(4):  # every student step, the last one (to the clean end) included
+        sh_t, sh_mid, sh_s = (v.expand(8) for v in (m.grid_s[i], m.grid_t[2 * i + 1], m.grid_s[i + 1]))
+        t, a_t, s_t = level_coeffs(proc, sh_t)
+        z_t = torch.randn(8, 2) * s_t[:, None] + a_t[:, None] * torch.randn(8, 2) * 0.5
+        z_mid, _, _ = ddim_to(m.teacher, z_t, sh_t, sh_mid, cond)
+        z_s, _, _ = ddim_to(m.teacher, z_mid, sh_mid, sh_s, cond)
+        _, a_s, s_s = level_coeffs(proc, sh_s)
+        xt = x_target(z_t, z_s, a_t, s_t, a_s, s_s)
+        eps_t = (z_t - a_t[:, None] * xt) / s_t[:, None]
+        one_step = a_s[:, None] * xt + s_s[:, None] * eps_t  # DDIM with (x~, eps~)
+        assert torch.allclose(one_step, z_s, atol=1e-4), i
+
+
+def test_truncated_snr_loss_is_the_max_of_x_and_eps_errors():
+    x0_hat, x0_t = torch.randn(16, 2), torch.randn(16, 2)
+    a, s = torch.rand(16) + 0.1, torch.rand(16) * 3 + 0.01
+    z = torch.randn(16, 2)
+    eps_hat, eps_t = (z - a[:, None] * x0_hat) / s[:, None], (z - a[:, None] * x0_t) / s[:, None]
+    by_hand = torch.maximum(((x0_hat - x0_t) ** 2).mean(1), ((eps_hat - eps_t) ** 2).mean(1))
+    assert torch.allclose(snr_truncated_mse(x0_hat, x0_t, a, s), by_hand, rtol=1e-4)
+
+
+def test_progressive_anneals_the_lr_to_zero():
+    m = Progressive(toy_denoiser(0), ProgressiveConfig(nfe=2, lr=1e-3), shape=(2,), num_classes=8)
+    m.plan(10)
+    ctx = _ctx(m)
+    for it in (0, 5, 9):
+        ctx.begin(it)
+        m.step(_batch(), it, ctx)
+        assert m.opt.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - it / 10))
+
+
+# -- consistency -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("boundary", ["cm", "lcm"])
+def test_consistency_boundary_condition(boundary):
+    """f(x, t_min) = x whatever the network; away from it f is the network's prediction."""
+    den = _perturb(toy_denoiser(0), 1, scale=0.5)
+    f = Denoiser(den.net, den.process, "edm", 0.5, boundary)
+    x, labels = torch.randn(8, 2) * 3, torch.arange(8)
+    assert torch.allclose(f(x, torch.full((8,), den.process.t_min), labels), x, atol=1e-6)
+    far = torch.full((8,), 10.0)
+    assert not torch.allclose(f(x, far, labels), x)
+    if boundary == "lcm":  # LCM's scalings make f the plain prediction away from t_min
+        assert torch.allclose(f(x, far, labels), den(x, far, labels), atol=1e-3)
+
+
+def test_cd_target_is_the_ema_target_at_one_heun_step(monkeypatch):
+    """The CD loss compares f(x_{n+1}) with sg f^-(Heun(x_{n+1}) at s_n) and then moves the target."""
+    teacher = _perturb(toy_denoiser(0), 1)
+    m = ConsistencyDistillation(teacher, CDConfig(lr=1e-3, num_scales=10, target_ema=0.9), shape=(2,), num_classes=8)
+    _perturb(m.student, 2)
+    batch, seed = _batch(), 3
+    # by hand, with the step's random draws replayed
+    g = torch.Generator().manual_seed(seed)
+    k = torch.randint(0, len(m.levels) - 1, (32,), generator=g)
+    eps = torch.randn(32, 2, generator=g)
+    sh_n, sh_next = m.levels[k], m.levels[k + 1]
+    t_next, _, s_next = level_coeffs(m.process, sh_next)
+    x_next = batch["x"] + s_next[:, None] * eps
+    x_n = heun_to(teacher, x_next, sh_next, sh_n, batch["labels"])
+    t_n, _, _ = level_coeffs(m.process, sh_n)
+    with torch.no_grad():
+        target = m.target(x_n, t_n, batch["labels"])
+        pred = m.student(x_next, t_next, batch["labels"])
+    expected = ((pred - target) ** 2).mean(1).mean()
+    online_before, target_before = state(m.student.net), state(m.target.net)
+    logs = m.step(batch, 0, _ctx(m, seed))
+    assert float(logs["loss"].detach()) == pytest.approx(float(expected), rel=1e-4)
+    for name, v in m.target.net.state_dict().items():
+        if v.is_floating_point():
+            new_online = m.student.net.state_dict()[name]
+            assert torch.allclose(v, 0.9 * target_before[name] + 0.1 * new_online, atol=1e-6)
+    assert any(not torch.equal(online_before[k], v) for k, v in m.student.net.state_dict().items())
+
+
+def test_lcm_solver_is_a_guided_ddim_step_at_each_samples_scale():
+    teacher = _perturb(toy_denoiser(0), 1)
+    m = LatentConsistency(teacher, LCMConfig(w_range=(1.0, 4.0), num_scales=10, skip=2), shape=(2,), num_classes=8)
+    x, labels = torch.randn(6, 2) * 2, torch.arange(6)
+    sh_next, sh_n = m.levels[5].expand(6), m.levels[3].expand(6)
+    x_n, cond = m.solver_step(x, sh_next, sh_n, labels, torch.Generator().manual_seed(0))
+    w = cond.extra["w"]
+    assert ((w >= 1) & (w <= 4)).all() and len(w.unique()) == 6
+    for i in range(6):  # each sample: the scalar-scale CFG teacher, one DDIM step
+        ref, _, _ = ddim_to(Guided(teacher, float(w[i])), x[i:i + 1], sh_next[:1], sh_n[:1], labels[i:i + 1])
+        assert torch.allclose(x_n[i:i + 1], ref, atol=1e-5)
+
+
+# -- reflow ----------------------------------------------------------------------------------------
+def test_flow_point_is_the_straight_line_in_each_process():
+    x1, z = torch.randn(5, 2), torch.randn(5, 2)
+    tau = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9])
+    for family in ("edm", "vp", "flow"):
+        proc = process_from_config({"family": family})
+        x, t = flow_point(proc, x1, z, tau)
+        a = proc.alpha(t).float()[:, None]
+        assert torch.allclose(x * (1 - tau[:, None]) / a, (1 - tau[:, None]) * x1 + tau[:, None] * z, atol=1e-5)
+
+
+def test_reflow_loss_is_the_velocity_error():
+    """v_hat = eps_hat - x0_hat (d x_tau / d tau on x_tau = (1 - tau) x0 + tau eps) against z - x1."""
+    den = toy_denoiser(0)
+    m = Reflow(den, ReflowConfig(pairs=64), shape=(2,), num_classes=8)
+    g = torch.Generator().manual_seed(0)
+    m.pairs = {"noise": torch.randn(64, 2, generator=g), "x0": torch.randn(64, 2, generator=g) * 0.5,
+               "labels": torch.arange(64) % 8}
+    g = torch.Generator().manual_seed(7)
+    z, x1, cond = m.coupling_batch(16, g)
+    tau = m.tau_max * torch.rand(16, generator=g).clamp_min(1e-4)
+    x, t = flow_point(m.process, x1, z, tau)
+    with torch.no_grad():
+        x0_hat, eps_hat = m.student.raw(x, t, cond)
+        expected = (((eps_hat - x0_hat) - (z - x1)) ** 2).mean(1).mean()
+    logs = m.step({"x": torch.zeros(16, 2)}, 0, _ctx(m, 7))
+    assert float(logs["loss"].detach()) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_reflow_needs_its_couplings():
+    m = Reflow(toy_denoiser(0), ReflowConfig(pairs=8), shape=(2,), num_classes=8)
+    with pytest.raises(RuntimeError, match="prepare"):
+        m.step({"x": torch.zeros(4, 2)}, 0, _ctx(m))
+
+
+# -- guidance distillation -------------------------------------------------------------------------
+def test_guidance_distill_target_is_the_teachers_cfg_at_each_scale():
+    teacher = _perturb(toy_denoiser(0), 1)
+    m = GuidanceDistill(teacher, GuidanceDistillConfig(w_range=(1.0, 3.0), w_dim=16, lr=1e-3), shape=(2,),
+                        num_classes=8)
+    # the student starts as the teacher, so its loss at scale 1 is 0 and grows with the scale
+    batch = _batch()
+    batch_w1 = GuidanceDistill(teacher, GuidanceDistillConfig(w_range=(1.0, 1.0), w_dim=16), shape=(2,), num_classes=8)
+    assert float(batch_w1.step(batch, 0, _ctx(batch_w1))["loss"]) == pytest.approx(0.0, abs=1e-10)
+    assert float(m.step(batch, 0, _ctx(m))["loss"]) > 1e-6
+    with pytest.raises(ValueError, match="conditional"):
+        GuidanceDistill(teacher, GuidanceDistillConfig(), shape=(2,), num_classes=0)
+
+
+def test_progressive_with_guidance_needs_a_w_teacher():
+    with pytest.raises(ValueError, match="w-conditioned"):
+        Progressive(toy_denoiser(0), ProgressiveConfig(guidance=(1.0, 2.0)), shape=(2,), num_classes=8)
+
+
+# -- end to end on toy2d ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_progressive_student_beats_the_teacher_at_its_nfe(toy_teacher, tmp_path):
+    """A 2-step student distilled from the 4-step teacher beats the teacher's own 2 steps."""
+    m = Progressive(toy_teacher, ProgressiveConfig(nfe=2, lr=1e-3), shape=(2,), num_classes=0)
+    student = train_student(m, tmp_path, 300, ema_decay=0.0)
+    s2, t2 = toy_fd(student, m.default_sampling()), toy_fd(toy_teacher, SamplingSpec("euler", 2, "nested"))
+    t4 = toy_fd(toy_teacher, SamplingSpec("euler", 4, "nested"))
+    assert s2 < 0.6 * t2, (s2, t2, t4)
+
+
+@pytest.mark.slow
+def test_cd_student_beats_the_teacher_and_two_steps_beat_one(toy_teacher, tmp_path):
+    m = ConsistencyDistillation(toy_teacher, CDConfig(nfe=2, lr=1e-3), shape=(2,), num_classes=0)
+    student = train_student(m, tmp_path, 300)
+    one_step = next(s for s in m.sampling_options() if s.steps == 1)
+    one, two = toy_fd(student, one_step), toy_fd(student, m.default_sampling())
+    t2 = toy_fd(toy_teacher, SamplingSpec("euler", 2, "karras"))
+    assert two < 0.3 * t2, (two, t2)
+    assert two < one, (one, two)
+
+
+@pytest.mark.slow
+def test_lcm_student_beats_the_teacher_at_two_steps(toy_teacher, tmp_path):
+    m = LatentConsistency(toy_teacher, LCMConfig(nfe=2, lr=1e-3, eval_cfg=1.0, w_range=(1.0, 1.0)), shape=(2,),
+                          num_classes=0)
+    student = train_student(m, tmp_path, 300)
+    two, t2 = toy_fd(student, m.default_sampling()), toy_fd(toy_teacher, SamplingSpec("euler", 2, "karras"))
+    assert two < 0.3 * t2, (two, t2)
+
+
+@pytest.mark.slow
+def test_reflow_straightens_and_instaflow_distils_one_step(toy_teacher, tmp_path):
+    reflow = Reflow(toy_teacher, ReflowConfig(lr=1e-3, pairs=2000), shape=(2,), num_classes=0)
+    rf = train_student(reflow, tmp_path / "reflow", 300)
+    before, after = toy_fd(toy_teacher, SamplingSpec("euler", 1, "flow")), toy_fd(rf, reflow.default_sampling())
+    assert after < 0.2 * before, (before, after)
+    insta = InstaFlow(rf, InstaFlowConfig(lr=1e-3, pairs=2000), shape=(2,), num_classes=0)
+    one = toy_fd(train_student(insta, tmp_path / "insta", 200), insta.default_sampling())
+    assert one < 0.2 * before, (before, one)
+
+
+@pytest.mark.slow
+def test_guidance_distilled_student_beats_teacher_cfg_at_equal_nfe(toy_teacher_cond, tmp_path):
+    """At 4 NFE the w-student runs 4 steps; the guided teacher can only afford 2."""
+    m = GuidanceDistill(toy_teacher_cond, GuidanceDistillConfig(nfe=4, sampler="euler", lr=1e-3, eval_cfg=1.5,
+                                                                w_range=(1.0, 2.0), w_dim=16),
+                        shape=(2,), num_classes=8)
+    student = train_student(m, tmp_path, 300)
+    s4 = toy_fd(student, m.default_sampling(), labels=True)
+    t4 = toy_fd(toy_teacher_cond, SamplingSpec("euler", 2, "karras", 1.5), labels=True)
+    t8 = toy_fd(toy_teacher_cond, SamplingSpec("euler", 4, "karras", 1.5), labels=True)
+    assert s4 < t4, (s4, t4, t8)
