@@ -103,6 +103,7 @@ def _add_train(p):
     p.add_argument("--resume", action="store_true", help="continue from OUT/latest (falls back to older good ones)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (for GPU runs; slower)")
 
 
 def _add_sampling(p):

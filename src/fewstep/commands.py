@@ -50,13 +50,14 @@ def train_teacher(a):
     arch = dict(cfg.arch)
     if arch.get("arch") == "unet":
         arch.update(in_channels=train.shape[0], image_size=train.shape[-1], num_classes=train.num_classes)
+    torch.manual_seed(a.seed)  # the initial weights are part of the run: same seed, same run
     den = build_denoiser({"arch": arch, "process": cfg.process, "param": cfg.param})
     method = DenoisingTeacher(den, cfg.method)
     evaluator = _maybe_evaluator(cfg.data, test, SamplingSpec("dpmpp2m", 10, "karras"), cfg.eval_n, a.seed)
     tcfg = TrainConfig(out=str(out), max_iters=cfg.max_iters, batch_size=cfg.batch_size, seed=a.seed,
                        ckpt_every=cfg.ckpt_every, keep=a.keep, eval_every=cfg.eval_every, ema_decay=cfg.ema_decay,
                        grad_clip=cfg.grad_clip, warmup=cfg.warmup, bf16=cfg.bf16, progress=not a.no_progress,
-                       threads=a.threads)
+                       threads=a.threads, deterministic=a.deterministic)
     run = {"command": command_line(), "preset": preset, "teacher": cfg.to_dict()}
     extra = {"data": {"name": cfg.data, "shape": list(train.shape), "num_classes": train.num_classes},
              "sampling": asdict(method.default_sampling())}
@@ -249,6 +250,7 @@ def build_distillation(a):
         method_cfg = cls.Config(**mcfg)
     except TypeError as e:
         raise FewstepError(f"bad --set for method {dcfg.method}: {e}") from None
+    torch.manual_seed(a.seed)  # auxiliary networks (e.g. DMD2's GAN head) start from seeded weights
     try:
         method = cls(teacher, method_cfg, shape=train.shape, num_classes=train.num_classes)
     except ValueError as e:
@@ -275,7 +277,7 @@ def distill(a):
     tcfg = TrainConfig(out=str(out), max_iters=dcfg.max_iters, batch_size=dcfg.batch_size, seed=a.seed,
                        ckpt_every=dcfg.ckpt_every, keep=a.keep, eval_every=dcfg.eval_every,
                        ema_decay=dcfg.ema_decay, warmup=dcfg.warmup, bf16=dcfg.bf16, progress=not a.no_progress,
-                       threads=a.threads, grad_clip=0.0)
+                       threads=a.threads, deterministic=a.deterministic, grad_clip=0.0)
     run = {"command": command_line(), "method": method.name, "nfe": a.nfe, "teacher": str(teacher_dir),
            "distill": asdict(dcfg)}
     extra = {"data": {"name": train.name, "shape": list(train.shape), "num_classes": train.num_classes},

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from argparse import Namespace
 from dataclasses import asdict
 from pathlib import Path
 
@@ -53,10 +52,12 @@ def run_demo(a) -> Path:
     student_dir = out / "student"
     if not (student_dir / "model" / "config.json").is_file() or _iters_done(student_dir) < a.max_iters:
         t0 = time.perf_counter()
-        distill(Namespace(teacher=a.teacher, method="dmd2", nfe=1, out=str(student_dir), data=None, seed=a.seed,
-                          threads=0, max_iters=a.max_iters, batch_size=None, lr=None, ckpt_every=50, keep=2,
-                          eval_every=a.eval_every, resume=True, bf16=None, no_progress=a.no_progress, ema_decay=None,
-                          set=None))
+        from .cli import build_parser
+
+        argv = ["distill", "--teacher", a.teacher, "--method", "dmd2", "--nfe", "1", "--out", str(student_dir),
+                "--seed", str(a.seed), "--max-iters", str(a.max_iters), "--ckpt-every", "50",
+                "--eval-every", str(a.eval_every), "--resume"] + (["--no-progress"] if a.no_progress else [])
+        distill(build_parser().parse_args(argv))
         log(f"distillation took {time.perf_counter() - t0:.0f} s")
     student, scfg = load_denoiser(str(student_dir / "model"))
     sspec = SamplingSpec(**scfg["sampling"])

@@ -7,6 +7,8 @@ interrupted and resumed run ends with the same weights as an uninterrupted one o
 from __future__ import annotations
 
 import json
+import os
+import signal
 import shutil
 import sys
 import time
@@ -41,6 +43,7 @@ class TrainConfig:
     max_skips: int = 20  # consecutive non-finite iterations before the run saves and stops
     progress: bool = True
     threads: int = 0  # torch CPU threads (0 = leave torch's default)
+    deterministic: bool = False  # deterministic kernels (GPU: cuDNN/cuBLAS; errors on ops that have none)
 
     def __post_init__(self):
         for name in ("max_iters", "batch_size"):
@@ -57,6 +60,13 @@ class TrainConfig:
             raise ValueError("log_every and max_skips must be >= 1")
 
 
+def enable_determinism() -> None:
+    """Same seed and config -> same weights, on GPU too (CPU training already is, at a fixed thread count)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
 class Trainer:
     def __init__(self, method: Method, data: ArrayDataset, cfg: TrainConfig, run_config: dict | None = None,
                  evaluator=None, final_model_extra: dict | None = None, on_log=None):
@@ -66,6 +76,8 @@ class Trainer:
         self.out = Path(cfg.out)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if cfg.deterministic:
+            enable_determinism()
         torch.manual_seed(cfg.seed)
         self.rng = torch.Generator().manual_seed(cfg.seed)
         self.sampler = BatchSampler(len(data), cfg.batch_size, cfg.seed)
@@ -74,6 +86,7 @@ class Trainer:
         self.ctx = StepContext(method.optimizers(), self.rng, cfg.grad_clip, cfg.warmup, cfg.bf16)
         method.plan(cfg.max_iters)
         self.it, self.consecutive_skips, self.train_s = 0, 0, 0.0
+        self.last_grad_norms: dict[str, float] = {}
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _write_checkpoint(self, tmp: Path) -> None:
@@ -81,6 +94,8 @@ class Trainer:
                     "train": asdict(self.cfg)}, tmp / "config.json")
         for name, net in self.method.networks().items():
             save_tensors(net.state_dict(), tmp / f"{name}.safetensors")
+        if os.environ.get("FEWSTEP_TEST_KILL_IN_CHECKPOINT") == str(self.it):  # test hook: die mid-write
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.ema is not None:
             save_tensors(self.ema.net.state_dict(), tmp / "ema.safetensors")
         tensors, scalars = {}, {}
@@ -135,8 +150,16 @@ class Trainer:
             found = [first] + [p for p in found if p.resolve() != first]
         return found
 
+    def _remove_partial(self) -> None:
+        """Delete folders a killed run left half-written (they never carry a checkpoint's name)."""
+        ck = self.out / "checkpoints"
+        for p in ck.glob(".tmp-*") if ck.is_dir() else []:
+            shutil.rmtree(p, ignore_errors=True)
+            self.log_line(f"removed the partial checkpoint {p.name} of an interrupted run")
+
     def resume(self) -> bool:
         """Load the newest good checkpoint; fall back past corrupt ones, saying so. False if none."""
+        self._remove_partial()
         for path in self.candidates():
             try:
                 self.load_checkpoint(path)
@@ -206,6 +229,7 @@ class Trainer:
             for net in self.method.networks().values():
                 net.train()
             logs = self.method.step(batch, self.it, self.ctx)
+            self.last_grad_norms.update(self.ctx.grad_norms)  # a network updated less often keeps its last norm
             if self.ctx.skipped:
                 self.consecutive_skips += 1
                 self.log_metrics({"it": self.it, "kind": "skip", "reasons": self.ctx.skipped})
@@ -223,7 +247,7 @@ class Trainer:
             if self.it % cfg.log_every == 0 or self.it == cfg.max_iters:
                 last = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in logs.items()}
                 self.log_metrics({"it": self.it, "kind": "train", "train_s": round(self.train_s, 2), **last,
-                                  **{f"grad_norm/{k}": v for k, v in self.ctx.grad_norms.items()}})
+                                  **{f"grad_norm/{k}": v for k, v in self.last_grad_norms.items()}})
             if bar is not None:
                 bar.update(1)
                 if self.it % cfg.log_every == 0:
