@@ -218,7 +218,7 @@ def bench(a):
 # -- distill ----------------------------------------------------------------------------------------
 def build_distillation(a):
     """(method, train set, test set, DistillConfig, teacher dir) from CLI args."""
-    from .config import distill_preset
+    from .config import check_field_types, distill_preset
     from .data import load_dataset
     from .methods.registry import get_method
     from .model_io import load_denoiser, resolve_model_dir
@@ -247,13 +247,14 @@ def build_distillation(a):
         except json.JSONDecodeError:
             mcfg[k] = v  # plain strings such as schedule=exclusive
     try:
+        check_field_types(cls.Config, mcfg)
         method_cfg = cls.Config(**mcfg)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise FewstepError(f"bad --set for method {dcfg.method}: {e}") from None
     torch.manual_seed(a.seed)  # auxiliary networks (e.g. DMD2's GAN head) start from seeded weights
     try:
         method = cls(teacher, method_cfg, shape=train.shape, num_classes=train.num_classes)
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
         raise FewstepError(f"{dcfg.method}: {e}") from None
     return method, train, test, dcfg, resolve_model_dir(a.teacher)
 

@@ -6,6 +6,7 @@ validated in ``__post_init__`` so a bad value fails before any work starts.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 
 from .methods.teacher import TeacherMethodConfig
@@ -114,6 +115,33 @@ DISTILL_PRESETS: dict[str, DistillConfig] = {
     "guidance_distill-mnist": DistillConfig("guidance_distill", {"lr": 2e-4, "w_range": (1.0, 2.0), "eval_cfg": 1.25},
                                             max_iters=500),
 }
+
+
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "tuple": (list, tuple),
+          "list": (list, tuple), "dict": (dict,), "None": (type(None),)}
+
+
+def check_field_types(cls, values: dict) -> None:
+    """Refuse values whose type does not match the dataclass field (JSON from ``--set`` or a file):
+    a clear message instead of a failure deep inside a method. Unknown field names are refused too."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name, value in values.items():
+        if name not in fields:
+            raise ValueError(f"{cls.__name__} has no field {name!r}; fields: {', '.join(sorted(fields))}")
+        ann = fields[name].type if isinstance(fields[name].type, str) else getattr(fields[name].type, "__name__", "")
+        names = [a.strip() for a in ann.split("|")]
+        if not all(n in _TYPES for n in names):
+            continue  # a nested config type: its own constructor validates it
+        ok = any(isinstance(value, t) and not (isinstance(value, bool) and n in ("int", "float"))
+                 for n in names for t in _TYPES[n])
+        if ok and isinstance(value, (list, tuple)):
+            ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+        if ok and isinstance(value, float):
+            ok = math.isfinite(value)
+        if not ok:
+            raise ValueError(f"{cls.__name__}.{name} must be {ann}, got {value!r}")
 
 
 def distill_preset(method: str, data: str) -> DistillConfig:
