@@ -54,7 +54,7 @@ def quiet_heavy(tmp_path, monkeypatch):
         p.stop()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(argv=argvs)
 def test_random_command_lines_never_trace_back(quiet_heavy, capsys, argv):
     try:
@@ -74,7 +74,7 @@ JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-10, 10 ** 4
 
 
 @pytest.mark.parametrize("name", method_names())
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(data=st.data())
 def test_random_method_configs_are_accepted_or_refused_clearly(name, data):
     """Whatever the field values, a method config either builds a working method or raises ValueError."""

@@ -140,6 +140,9 @@ def check_field_types(cls, values: dict) -> None:
             ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
         if ok and isinstance(value, float):
             ok = math.isfinite(value)
+        default = fields[name].default
+        if ok and isinstance(default, tuple) and isinstance(value, (list, tuple)) and len(value) != len(default):
+            raise ValueError(f"{cls.__name__}.{name} needs {len(default)} values, got {value!r}")
         if not ok:
             raise ValueError(f"{cls.__name__}.{name} must be {ann}, got {value!r}")
 
