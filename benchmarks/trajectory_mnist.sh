@@ -17,21 +17,21 @@ if [[ $what == train || $what == all ]]; then
   d $R/reflow instaflow 1 $R/instaflow             # 600 it on 4,000 couplings of the reflowed model (Euler 16)
   d mnist guidance_distill 8 $R/guidance_distill   # 500 it, w ~ U[1, 2], evaluated at CFG 1.25
   prev=mnist
-  for n in 16 8 4 2 1; do                          # 250 it per halving stage, LR annealed to 0 per stage
+  for n in 16 8 4 2 1; do                          # 200 it per halving stage, LR annealed to 0 per stage
     d $prev progressive $n $R/progressive_$n
     prev=$R/progressive_$n
   done
-  d mnist cd 2 $R/cd                               # 800 it, Heun teacher solver on 40 Karras levels
-  d mnist lcm 2 $R/lcm                            # 800 it, DDIM skip solver on 50 levels, w ~ U[1, 2]
+  d mnist cd 2 $R/cd                               # 600 it, Heun teacher solver on 40 Karras levels
+  d mnist lcm 2 $R/lcm                            # 600 it, DDIM skip solver on 50 levels, w ~ U[1, 2]
 fi
 
 if [[ $what == bench || $what == all ]]; then
   # Teacher rows on the grids the students use (nested: progressive; flow: reflow), then every student.
   $F bench --model mnist --name trajectory_mnist_nested --samplers euler --nfe 1,2,4,8,16 --grid nested \
-    --baseline benchmarks/results/teacher_mnist.json --threads "$T" --results-dir $R/bench
+    --baseline benchmarks/results/teacher_mnist.json --threads "$T"
   $F bench --model mnist --name trajectory_mnist_flow --samplers euler --nfe 1,2,4,8 --grid flow \
-    --baseline $R/bench/trajectory_mnist_nested.json --threads "$T" --results-dir $R/bench
+    --baseline benchmarks/results/trajectory_mnist_nested.json --threads "$T"
   students=$(ls -d $R/progressive_{16,8,4,2,1} $R/cd $R/lcm $R/reflow $R/instaflow $R/guidance_distill | paste -sd,)
-  $F bench --model "$students" --name trajectory_mnist --baseline $R/bench/trajectory_mnist_flow.json --threads "$T"
+  $F bench --model "$students" --name trajectory_mnist --baseline benchmarks/results/trajectory_mnist_flow.json --threads "$T"
   .venv/bin/python benchmarks/make_tables.py
 fi

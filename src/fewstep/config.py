@@ -107,9 +107,9 @@ DISTILL_PRESETS: dict[str, DistillConfig] = {
                                max_iters=500, batch_size=256, bf16=False, eval_n=2000),
     # Trajectory family on MNIST: fine-tuning from the teacher with Adam at LR 1e-4..2e-4 (the papers'
     # LRs assume 10^4-10^5 steps); each run is minutes on 2 CPU threads (benchmarks/trajectory_mnist.sh).
-    "progressive-mnist": DistillConfig("progressive", {"lr": 2e-4}, max_iters=250, ema_decay=0.0),
-    "cd-mnist": DistillConfig("cd", {"lr": 1e-4}, max_iters=800),
-    "lcm-mnist": DistillConfig("lcm", {"lr": 1e-4, "w_range": (1.0, 2.0), "eval_cfg": 1.25}, max_iters=800),
+    "progressive-mnist": DistillConfig("progressive", {"lr": 2e-4}, max_iters=200, ema_decay=0.0),
+    "cd-mnist": DistillConfig("cd", {"lr": 1e-4}, max_iters=600),
+    "lcm-mnist": DistillConfig("lcm", {"lr": 1e-4, "w_range": (1.0, 2.0), "eval_cfg": 1.25}, max_iters=600),
     "reflow-mnist": DistillConfig("reflow", {"lr": 1e-4, "pairs": 4000}, max_iters=1000),
     "instaflow-mnist": DistillConfig("instaflow", {"lr": 1e-4, "pairs": 4000}, max_iters=600),
     "guidance_distill-mnist": DistillConfig("guidance_distill", {"lr": 2e-4, "w_range": (1.0, 2.0), "eval_cfg": 1.25},
