@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints-cpu.txt torch==2.13.0
-	$(PY) -m pip install --quiet -c constraints-cpu.txt -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints-cpu.txt -e ".[dev,diffusers]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--nfe", type=_int_at_least(1), default=1, help="student steps (1, 2, 4, ...)")
     d.add_argument("--ema-decay", type=_float_range(0, 0.9999), help="generator EMA decay (0 = off)")
     d.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a method config field")
+    d.add_argument("--lora-rank", type=_int_at_least(1), help="train LoRA adapters of this rank (peft) instead of all weights")
+    d.add_argument("--lora-alpha", type=_float_range(0, lo_open=True), help="LoRA alpha (default: the rank)")
+    d.add_argument("--resolution", type=_int_at_least(8), default=512,
+                   help="image resolution for a diffusers teacher's data (default 512)")
     _add_common(d)
     _add_train(d)
 
@@ -179,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--results-dir", default="benchmarks/results")
     b.add_argument("--baseline", help="results file whose floor and teacher rows are reused (not recomputed)")
     _add_common(b, data=True, out=False)
+
+    x = sub.add_parser("export", help="write a student as something diffusers loads (LoRA weights or a full UNet)")
+    x.add_argument("--model", required=True, help="a student of a diffusers teacher (training output or model folder)")
+    x.add_argument("--format", choices=["diffusers"], default="diffusers")
+    x.add_argument("--out", required=True, help="export folder (load with pipeline.load_lora_weights(OUT))")
     return p
 
 
@@ -228,8 +237,14 @@ def cmd_bench(a):
     return bench(a)
 
 
+def cmd_export(a):
+    from .commands import export
+
+    return export(a)
+
+
 COMMANDS = {"train-teacher": cmd_train_teacher, "distill": cmd_distill, "demo": cmd_demo, "train-features": cmd_train_features, "sample": cmd_sample,
-            "eval": cmd_eval, "bench": cmd_bench}
+            "eval": cmd_eval, "bench": cmd_bench, "export": cmd_export}
 
 
 def main(argv=None) -> int:

@@ -223,11 +223,16 @@ def build_distillation(a):
     from .methods.registry import get_method
     from .model_io import load_denoiser, resolve_model_dir
 
-    teacher, tcfg = load_denoiser(a.teacher)
-    data = a.data or tcfg.get("data", {}).get("name")
-    if not data:
-        raise FewstepError("--data is required (the teacher does not record its dataset)")
-    train, test = load_dataset(data, "train"), load_dataset(data, "test")
+    if a.teacher.startswith("diffusers:"):
+        teacher, train, test, info = _diffusers_teacher(a)
+        data, teacher_dir = a.data, a.teacher
+    else:
+        teacher, tcfg = load_denoiser(a.teacher)
+        data, info = a.data or tcfg.get("data", {}).get("name"), None
+        if not data:
+            raise FewstepError("--data is required (the teacher does not record its dataset)")
+        train, test = load_dataset(data, "train"), load_dataset(data, "test")
+        teacher_dir = resolve_model_dir(a.teacher)
     dcfg = distill_preset(a.method, data)
     for field, flag in (("max_iters", a.max_iters), ("batch_size", a.batch_size), ("ckpt_every", a.ckpt_every),
                         ("eval_every", a.eval_every), ("bf16", a.bf16), ("ema_decay", a.ema_decay)):
@@ -235,6 +240,10 @@ def build_distillation(a):
             setattr(dcfg, field, flag)
     mcfg = dict(dcfg.method_cfg, nfe=a.nfe)
     cls = get_method(dcfg.method)
+    if getattr(a, "lora_rank", None):
+        if "lora_rank" not in cls.Config.__dataclass_fields__:
+            raise FewstepError(f"method {dcfg.method} has no LoRA student (LoRA: {', '.join(_lora_methods())})")
+        mcfg.update(lora_rank=a.lora_rank, **({"lora_alpha": a.lora_alpha} if a.lora_alpha else {}))
     if a.lr is not None:  # one LR for every network the method trains
         lr_fields = [f for f in ("gen_lr", "critic_lr", "lr") if f in cls.Config.__dataclass_fields__]
         mcfg.update({f: a.lr for f in lr_fields})
@@ -256,7 +265,32 @@ def build_distillation(a):
         method = cls(teacher, method_cfg, shape=train.shape, num_classes=train.num_classes)
     except (TypeError, ValueError) as e:
         raise FewstepError(f"{dcfg.method}: {e}") from None
-    return method, train, test, dcfg, resolve_model_dir(a.teacher)
+    method.teacher_info = info
+    return method, train, test, dcfg, teacher_dir
+
+
+def _lora_methods() -> list[str]:
+    from .methods.registry import METHODS, method_names
+
+    return [m for m in method_names() if "lora_rank" in getattr(METHODS[m], "Config").__dataclass_fields__]
+
+
+def _diffusers_teacher(a):
+    """(teacher, train, test, info) for ``--teacher diffusers:PATH``: latents and prompt embeddings cached."""
+    from .data.encoded import encoded_dataset
+    from .nets.adapters.diffusers import load_pipeline_teacher
+
+    if not a.data:
+        raise FewstepError("a diffusers teacher needs --data folder:DIR (metadata.jsonl) or prompts:FILE")
+    teacher, info = load_pipeline_teacher(a.teacher.split(":", 1)[1])
+    train = encoded_dataset(info["pipeline"], a.data, a.resolution, _need_out(a) / "cache",
+                            downsample=2 ** (len(_vae_blocks(info["pipeline"])) - 1))
+    return teacher, train, train, info
+
+
+def _vae_blocks(pipeline: str) -> list:
+    cfg = json.loads((Path(pipeline) / "vae" / "config.json").read_text())
+    return cfg.get("block_out_channels", [0, 0, 0, 0])
 
 
 def distill(a):
@@ -283,7 +317,16 @@ def distill(a):
            "distill": asdict(dcfg)}
     extra = {"data": {"name": train.name, "shape": list(train.shape), "num_classes": train.num_classes},
              "sampling": asdict(method.default_sampling()), "teacher": str(teacher_dir), "method": method.config(),
+             **({"diffusers": method.teacher_info} if method.teacher_info else {}),
              "sampling_options": [asdict(s) for s in method.sampling_options()]}
     res = Trainer(method, train, tcfg, run, evaluator, extra).train(resume=a.resume)
     print(json.dumps({"model": str(out / "model"), **{k: v for k, v in res.items() if isinstance(v, (int, float))}}))
     return res
+
+
+# -- export -----------------------------------------------------------------------------------------
+def export(a):
+    from .export import export_diffusers
+
+    path = export_diffusers(a.model, _need_out(a))
+    print(json.dumps({"export": str(path)}))

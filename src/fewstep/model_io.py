@@ -19,7 +19,8 @@ SHIPPED_TEACHERS = ASSETS / "teachers"
 
 
 def denoiser_config(den: Denoiser) -> dict:
-    return {"arch": den.net.config(), "process": den.process.config(), "param": den.param,
+    arch = {**den.net.config(), **getattr(den.net, "lora_config", {})}
+    return {"arch": arch, "process": den.process.config(), "param": den.param,
             "sigma_data": den.sigma_data, "boundary": den.boundary}
 
 
@@ -56,6 +57,13 @@ def resolve_model_dir(spec: str) -> Path:
 
 
 def load_denoiser(spec: str) -> tuple[Denoiser, dict]:
+    """A model folder, a training output folder, a shipped teacher, or ``diffusers:PATH`` (a local
+    diffusers pipeline folder)."""
+    if spec.startswith("diffusers:"):
+        from .nets.adapters.diffusers import load_pipeline_teacher
+
+        den, info = load_pipeline_teacher(spec.split(":", 1)[1])
+        return den, {"diffusers": info}
     d = resolve_model_dir(spec)
     cfg = read_json(d / "config.json")
     den = build_denoiser(cfg)

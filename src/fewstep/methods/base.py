@@ -14,6 +14,26 @@ from torch import nn
 from ..noise.precond import Denoiser
 
 
+def trainable_copy(den: Denoiser, lora_rank: int = 0, lora_alpha: float | None = None,
+                   lora_targets: list | None = None) -> Denoiser:
+    """A trainable copy of a denoiser: every weight, or (lora_rank > 0) LoRA adapters on a frozen copy."""
+    import copy
+
+    g = copy.deepcopy(den).train()
+    if lora_rank:
+        from ..nets.lora import add_lora
+
+        add_lora(g.net, lora_rank, lora_alpha, lora_targets)
+    else:
+        g.requires_grad_(True)
+    return g
+
+
+def cond_of(batch: dict):
+    """A batch's condition: a ``Cond`` (text-conditioned data) or class labels, or None."""
+    return batch.get("cond", batch.get("labels"))
+
+
 @dataclass
 class SamplingSpec:
     sampler: str = "heun"  # a key of fewstep.samplers.SAMPLERS

@@ -16,7 +16,7 @@ from ..nets.cond import drop_cond
 from ..noise import TimeSampler
 from ..noise.base import _bcast, from_x0_eps
 from ..noise.precond import Denoiser
-from .base import Method, SamplingSpec
+from .base import Method, SamplingSpec, cond_of
 from .registry import register
 
 
@@ -74,7 +74,7 @@ class DenoisingTeacher(Method):
 
     def step(self, batch, it, ctx):
         x0 = batch["x"]
-        cond = drop_cond(batch.get("labels"), self.cfg.label_dropout, ctx.rng)
+        cond = drop_cond(cond_of(batch), self.cfg.label_dropout, ctx.rng)
         t = self.cfg.time_sampler.sample(self.den.process, x0.shape[0], ctx.rng)
         eps = torch.randn(x0.shape, generator=ctx.rng)
         with ctx.autocast():

@@ -11,6 +11,20 @@ ARCHS = {"unet": (UNet, UNetConfig), "mlp": (MLP, MLPConfig)}
 
 def build_net(cfg: dict) -> nn.Module:
     cfg = dict(cfg)
+    if str(cfg.get("arch", "")).startswith("diffusers_"):
+        from .adapters.diffusers import build
+
+        return build(cfg)
+    lora = cfg.pop("lora", None)
+    net = _build_own(cfg)
+    if lora:
+        from .lora import add_lora
+
+        add_lora(net, **lora)
+    return net
+
+
+def _build_own(cfg: dict) -> nn.Module:
     arch = cfg.pop("arch", None)
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHS)}")

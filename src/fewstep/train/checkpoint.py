@@ -119,9 +119,12 @@ def atomic_dir(final: Path, write) -> Path:
     tmp.mkdir()
     try:
         write(tmp)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        for f in sorted(tmp.rglob("*"), reverse=True):  # files, then their folders, deepest first
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            elif f.is_dir():
+                _fsync_dir(f)
         _fsync_dir(tmp)
         if final.exists():  # replace a previous complete folder: move it aside first
             old = final.parent / f".old-{final.name}-{os.getpid()}"

@@ -24,7 +24,8 @@ from ...noise.precond import Denoiser
 from ...samplers import make_grid, multistep
 from ...samplers.grids import student_levels
 from ...samplers.ode import coeffs, initial_noise
-from ..base import Method, SamplingSpec
+from ...nets.lora import trainable
+from ..base import Method, SamplingSpec, cond_of, trainable_copy
 from ..registry import register
 from ..teacher import denoising_loss
 
@@ -52,6 +53,9 @@ class DMDConfig:
     regression_steps: int = 16  # DPM-Solver++(2M) steps that make the pairs
     regression_warmup: int = 0  # iterations of regression-only generator training first (DMD2 SDXL)
     regression_batch: int = 64
+    lora_rank: int = 0  # > 0: the generator is LoRA adapters on a frozen teacher copy (DMD2 SDXL LoRA)
+    lora_alpha: float = 0.0  # LoRA scale numerator (0 = the rank)
+    lora_targets: list | None = None  # module names to adapt (None = attention, feed-forward, convs)
 
     def __post_init__(self):
         self.dm_index_range = tuple(self.dm_index_range)
@@ -95,12 +99,12 @@ class DistributionMatchingBase(Method):
         self.cfg = cfg or self.Config()
         self.teacher = teacher.eval().requires_grad_(False)
         self.process = teacher.process
-        self.G = copy.deepcopy(teacher).train().requires_grad_(True)
+        self.G = trainable_copy(teacher, self.cfg.lora_rank, self.cfg.lora_alpha, self.cfg.lora_targets)
         self.fake = copy.deepcopy(teacher).train().requires_grad_(True)
         self.shape, self.num_classes = tuple(shape), num_classes
         self.levels = make_grid("karras", self.process, self.cfg.num_levels, final_zero=False).flip(0)  # ascending
         self.student_sigmas = self._student_sigmas()
-        self.opt_g = torch.optim.AdamW(self.G.net.parameters(), lr=self.cfg.gen_lr, betas=self.cfg.betas,
+        self.opt_g = torch.optim.AdamW(trainable(self.G.net.parameters()), lr=self.cfg.gen_lr, betas=self.cfg.betas,
                                        weight_decay=self.cfg.weight_decay)
         self.opt_c = torch.optim.AdamW(self.critic_parameters(), lr=self.cfg.critic_lr, betas=self.cfg.betas,
                                        weight_decay=self.cfg.weight_decay)
@@ -210,7 +214,7 @@ class DMD(DistributionMatchingBase):
     """DMD v1: DM gradient + regression to teacher ODE pairs, generator and fake score 1:1."""
 
     def step(self, batch, it, ctx):
-        cond = batch.get("labels")
+        cond = cond_of(batch)
         n = batch["x"].shape[0]
         logs = {}
         if it < self.cfg.regression_warmup:

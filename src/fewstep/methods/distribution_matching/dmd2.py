@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...noise.precond import Denoiser
+from ..base import cond_of
 from ..registry import register
 from .dmd import DMDConfig, DistributionMatchingBase
 
@@ -64,6 +65,8 @@ class DMD2(DistributionMatchingBase):
             n = 2
             x = torch.zeros((n, *shape))
             cond = torch.zeros(n, dtype=torch.long) if num_classes else None
+            if hasattr(teacher.net, "example_cond"):  # e.g. prompt embeddings for a text-to-image UNet
+                cond = teacher.net.example_cond(n)
             feats = teacher.bottleneck(x, torch.ones(n), cond)
         self.head = DiscriminatorHead(tuple(feats.shape[1:]))
         super().__init__(teacher, cfg, shape, num_classes)
@@ -118,7 +121,7 @@ class DMD2(DistributionMatchingBase):
         logs["loss_fake"] = l_fake.mean()
 
     def step(self, batch, it, ctx):
-        cond = batch.get("labels")
+        cond = cond_of(batch)
         n = batch["x"].shape[0]
         logs = {}
         if it < self.cfg.regression_warmup:

@@ -11,7 +11,8 @@ from ...noise.base import _bcast
 from ...noise.precond import Denoiser
 
 
-def student_from(teacher: Denoiser, boundary: str | None = None, w_dim: int = 0) -> Denoiser:
+def student_from(teacher: Denoiser, boundary: str | None = None, w_dim: int = 0, lora_rank: int = 0,
+                 lora_alpha: float | None = None, lora_targets: list | None = None) -> Denoiser:
     """A trainable copy of the teacher. ``w_dim > 0`` rebuilds the architecture with a guidance-scale
     embedding (LCM Sec. 4.2; Meng et al. Sec. 4) whose output layer starts at zero, so the student
     starts as the teacher exactly; ``boundary`` adds a consistency boundary condition (precond.py)."""
@@ -26,7 +27,14 @@ def student_from(teacher: Denoiser, boundary: str | None = None, w_dim: int = 0)
         nn.init.zeros_(last.bias)
     else:
         net = copy.deepcopy(teacher.net)
-    return Denoiser(net, teacher.process, teacher.param, teacher.sigma_data, boundary).train().requires_grad_(True)
+    student = Denoiser(net, teacher.process, teacher.param, teacher.sigma_data, boundary).train().requires_grad_(True)
+    if lora_rank:
+        if w_dim:
+            raise ValueError("a LoRA student cannot add a guidance-scale embedding (use w_dim=0, as LCM-LoRA does)")
+        from ...nets.lora import add_lora
+
+        add_lora(student.net, lora_rank, lora_alpha, lora_targets)
+    return student
 
 
 def frozen_copy(den: Denoiser) -> Denoiser:

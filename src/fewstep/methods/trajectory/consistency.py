@@ -25,7 +25,8 @@ from ...samplers import make_grid
 from ...samplers.grids import student_levels
 from ...samplers.ode import ddim_step, heun_to, level_coeffs
 from ...noise.base import _bcast
-from ..base import Method, SamplingSpec
+from ...nets.lora import trainable
+from ..base import Method, SamplingSpec, cond_of
 from ..registry import register
 from .common import consistency_distance, ema_update_, frozen_copy, noised, student_from, uniform_scale
 
@@ -46,6 +47,9 @@ class CDConfig:
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # CM uses none
     eval_nfes: tuple = (1, 2, 4)  # step counts the model is benchmarked at (one model serves them all)
+    lora_rank: int = 0  # > 0: the student is LoRA adapters on a frozen teacher copy (LCM-LoRA: 64)
+    lora_alpha: float = 0.0  # LoRA scale numerator (0 = the rank)
+    lora_targets: list | None = None  # module names to adapt (None = attention, feed-forward, convs)
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -69,13 +73,15 @@ class ConsistencyBase(Method):
         self.cfg = cfg or self.Config()
         self.teacher = frozen_copy(teacher)
         self.process = teacher.process
-        self.student = student_from(teacher, self.boundary, getattr(self.cfg, "w_dim", 0))
+        c = self.cfg
+        self.student = student_from(teacher, self.boundary, getattr(c, "w_dim", 0), c.lora_rank, c.lora_alpha,
+                                    c.lora_targets)
         self.target = frozen_copy(self.student)
         self.levels = make_grid("karras", self.process, self.solver_levels(), rho=self.cfg.rho,
                                 final_zero=False).flip(0)  # ascending s_1 < ... < s_N
         self.student_sigmas = student_levels(self.process, self.cfg.nfe, self.cfg.student_sigma_min,
                                              self.cfg.student_sigmas)
-        self.opt = torch.optim.Adam(self.student.net.parameters(), lr=self.cfg.lr, betas=self.cfg.betas,
+        self.opt = torch.optim.Adam(trainable(self.student.net.parameters()), lr=self.cfg.lr, betas=self.cfg.betas,
                                     weight_decay=self.cfg.weight_decay)
 
     def solver_levels(self) -> int:
@@ -125,7 +131,7 @@ class ConsistencyBase(Method):
         x_next, t_next, _, _ = noised(self.process, x, torch.randn(x.shape, generator=ctx.rng), sh_next)
         with ctx.autocast():
             with torch.no_grad():
-                x_n, cond = self.solver_step(x_next, sh_next, sh_n, batch.get("labels"), ctx.rng)
+                x_n, cond = self.solver_step(x_next, sh_next, sh_n, cond_of(batch), ctx.rng)
                 t_n, _, _ = level_coeffs(self.process, sh_n)
                 target = self.target(x_n.float(), t_n, cond)
             pred = self.student(x_next, t_next, cond)
@@ -160,6 +166,8 @@ class LCMConfig(CDConfig):
             raise ValueError(f"w_range must be (lo, hi) with 0 <= lo <= hi, got {self.w_range}")
         if not 1 <= self.skip < self.num_scales:
             raise ValueError(f"skip must be in [1, num_scales), got {self.skip}")
+        if self.lora_rank:
+            self.w_dim = 0  # LCM-LoRA: no w-embedding, the guidance range is baked into the adapters
 
 
 @register("lcm")
@@ -168,7 +176,7 @@ class LatentConsistency(ConsistencyBase):
     boundary = "lcm"
 
     def eval_cfg(self):
-        return self.cfg.eval_cfg
+        return self.cfg.eval_cfg if self.cfg.w_dim else 1.0  # baked-in guidance: sample without CFG
 
     def solver_step(self, x_next, sh_next, sh_n, labels, rng):
         n = x_next.shape[0]

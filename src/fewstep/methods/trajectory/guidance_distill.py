@@ -16,7 +16,7 @@ import torch
 from ...noise.guidance import cfg_raw, with_scale
 from ...noise.precond import Denoiser
 from ...samplers import make_grid
-from ..base import Method, SamplingSpec
+from ..base import Method, SamplingSpec, cond_of
 from ..registry import register
 from .common import frozen_copy, noised, snr_truncated_mse, student_from, uniform_scale
 
@@ -85,7 +85,7 @@ class GuidanceDistill(Method):
         return {"method": self.name, **asdict(self.cfg)}
 
     def step(self, batch, it, ctx):
-        x, labels = batch["x"], batch["labels"]
+        x, labels = batch["x"], cond_of(batch)
         n = x.shape[0]
         sh = self.levels[torch.randint(0, len(self.levels), (n,), generator=ctx.rng)]
         x_t, t, a, s = noised(self.process, x, torch.randn(x.shape, generator=ctx.rng), sh)

@@ -25,7 +25,7 @@ from ...noise.guidance import guided, with_scale
 from ...noise.precond import Denoiser
 from ...samplers import make_grid
 from ...samplers.ode import ddim_to, level_coeffs
-from ..base import Method, SamplingSpec
+from ..base import Method, SamplingSpec, cond_of
 from ..registry import register
 from .common import frozen_copy, noised, snr_truncated_mse, student_from, uniform_scale
 
@@ -108,7 +108,7 @@ class Progressive(Method):
     def step(self, batch, it, ctx):
         x = batch["x"]
         n, N = x.shape[0], self.cfg.nfe
-        cond, teacher = self._cond(batch.get("labels"), n, ctx.rng)
+        cond, teacher = self._cond(cond_of(batch), n, ctx.rng)
         i = torch.randint(0, N, (n,), generator=ctx.rng)
         sh_t, sh_mid, sh_s = self.grid_s[i], self.grid_t[2 * i + 1], self.grid_s[i + 1]
         z_t, t, a_t, s_t = noised(self.process, x, torch.randn(x.shape, generator=ctx.rng), sh_t)

@@ -1,0 +1,1 @@
+"""Adapters that present other libraries' models with fewstep's network interface."""

@@ -1,0 +1,153 @@
+"""Diffusers models as fewstep networks (diffusers is imported only when one is used).
+
+A Stable Diffusion folder (``model_index.json`` with ``unet/`` and ``scheduler/``, optionally ``vae/``,
+``text_encoder/``, ``tokenizer/``) becomes a Denoiser whose noise process and parameterisation come
+from the scheduler config (``process_from_scheduler``), so a method never converts time by hand:
+DDPM-family schedulers give ``VPDiscrete`` (native time = SD's timestep index, fed to the UNet as is)
+with ``eps`` / ``v`` from ``prediction_type``; flow-matching schedulers give ``RectifiedFlow`` with
+``flow`` (the UNet/transformer sees 1000 t, as diffusers passes it).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..cond import Cond
+
+UNET_ARCH = "diffusers_unet"
+SD3_ARCH = "diffusers_sd3"
+
+
+def _require_diffusers():
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        raise ImportError("this model needs diffusers: pip install 'fewstep[diffusers]'") from None
+
+
+def process_from_scheduler(cfg: dict) -> tuple[dict, str]:
+    """(fewstep process config, parameterisation) for a diffusers scheduler config."""
+    name = cfg.get("_class_name", "")
+    if "FlowMatch" in name:
+        if cfg.get("use_dynamic_shifting"):
+            raise ValueError(f"{name} with use_dynamic_shifting (resolution-dependent shift) is not supported")
+        return {"family": "flow", "shift": float(cfg.get("shift", 1.0))}, "flow"
+    if cfg.get("trained_betas"):
+        raise ValueError("schedulers with explicit trained_betas are not supported")
+    schedule = {"scaled_linear": "scaled_linear", "linear": "linear", "squaredcos_cap_v2": "cosine"}.get(
+        cfg.get("beta_schedule", "linear"))
+    if schedule is None:
+        raise ValueError(f"unsupported beta_schedule {cfg.get('beta_schedule')!r}")
+    pred = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}.get(cfg.get("prediction_type", "epsilon"))
+    if pred is None:
+        raise ValueError(f"unsupported prediction_type {cfg.get('prediction_type')!r}")
+    return {"family": "vp", "schedule": schedule, "num_train_timesteps": int(cfg.get("num_train_timesteps", 1000)),
+            "beta_start": float(cfg.get("beta_start", 0.0001)), "beta_end": float(cfg.get("beta_end", 0.02))}, pred
+
+
+class DiffusersUNet(nn.Module):
+    """``UNet2DConditionModel`` behind fewstep's ``net(x, c_noise, cond, return_bottleneck)``.
+
+    ``cond`` is a :class:`Cond` with ``text`` (encoder hidden states); SDXL's added conditioning comes
+    from ``cond.pooled`` (text_embeds) and ``cond.extra['time_ids']``. The bottleneck is the mid
+    block's output (DMD2's GAN head reads it)."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+        self.cfg = None  # no guidance-scale embedding (see Denoiser.embeds_guidance)
+        self._mid = None
+        unet.mid_block.register_forward_hook(self._keep_mid)
+
+    def example_cond(self, n: int) -> Cond:
+        """A placeholder condition of the right shape (for probing feature shapes)."""
+        return Cond(text=torch.zeros(n, 1, self.unet.config.cross_attention_dim))
+
+    def _keep_mid(self, module, inputs, output):
+        self._mid = output
+
+    def forward(self, x, c_noise, cond=None, return_bottleneck: bool = False):
+        if not isinstance(cond, Cond) or cond.text is None:
+            raise ValueError("a diffusers UNet needs Cond(text=...) (prompt embeddings)")
+        added = None
+        if cond.pooled is not None:
+            added = {"text_embeds": cond.pooled, "time_ids": cond.extra["time_ids"]}
+        out = self.unet(x, c_noise.to(x.dtype), encoder_hidden_states=cond.text.to(x.dtype),
+                        added_cond_kwargs=added, return_dict=False)[0]
+        if return_bottleneck:
+            return out, self._mid
+        return out
+
+    def config(self) -> dict:
+        return {"arch": UNET_ARCH, "config": _plain(self.unet.config)}
+
+
+class DiffusersSD3(nn.Module):
+    """``SD3Transformer2DModel`` behind fewstep's net interface (flow; timestep = 1000 t)."""
+
+    def __init__(self, transformer: nn.Module):
+        super().__init__()
+        self.transformer = transformer
+        self.cfg = None
+
+    def forward(self, x, c_noise, cond=None, return_bottleneck: bool = False):
+        if not isinstance(cond, Cond) or cond.text is None or cond.pooled is None:
+            raise ValueError("an SD3 transformer needs Cond(text=..., pooled=...)")
+        if return_bottleneck:
+            raise NotImplementedError("no bottleneck features for SD3 transformers (DMD2's GAN head)")
+        return self.transformer(hidden_states=x, encoder_hidden_states=cond.text.to(x.dtype),
+                                pooled_projections=cond.pooled.to(x.dtype), timestep=c_noise.to(x.dtype),
+                                return_dict=False)[0]
+
+    def config(self) -> dict:
+        return {"arch": SD3_ARCH, "config": _plain(self.transformer.config)}
+
+
+def _plain(cfg) -> dict:
+    return json.loads(json.dumps({k: v for k, v in dict(cfg).items() if not k.startswith("_")}, default=list))
+
+
+def build(cfg: dict) -> nn.Module:
+    """Rebuild an adapter (random weights) from its ``config()``; model_io then loads the weights."""
+    _require_diffusers()
+    from diffusers import SD3Transformer2DModel, UNet2DConditionModel
+
+    if cfg["arch"] == UNET_ARCH:
+        net = DiffusersUNet(UNet2DConditionModel.from_config(cfg["config"]))
+    else:
+        net = DiffusersSD3(SD3Transformer2DModel.from_config(cfg["config"]))
+    if cfg.get("lora"):
+        from ..lora import add_lora
+
+        add_lora(net, **cfg["lora"])
+    return net
+
+
+def load_pipeline_teacher(path: str | Path):
+    """(Denoiser, info) from a local diffusers pipeline folder; info names its other components."""
+    _require_diffusers()
+    from ...noise import process_from_config
+    from ...noise.precond import Denoiser
+
+    root = Path(path)
+    index = root / "model_index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{root} is not a diffusers pipeline folder (no model_index.json)")
+    sched_cfg = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    proc_cfg, param = process_from_scheduler(sched_cfg)
+    if (root / "unet").is_dir():
+        from diffusers import UNet2DConditionModel
+
+        net = DiffusersUNet(UNet2DConditionModel.from_pretrained(root / "unet", local_files_only=True))
+    elif (root / "transformer").is_dir():
+        from diffusers import SD3Transformer2DModel
+
+        net = DiffusersSD3(SD3Transformer2DModel.from_pretrained(root / "transformer", local_files_only=True))
+    else:
+        raise FileNotFoundError(f"{root} has neither unet/ nor transformer/")
+    den = Denoiser(net, process_from_config(proc_cfg), param).eval().requires_grad_(False)
+    info = {"pipeline": str(root.resolve()), "scheduler": sched_cfg, "model_index": json.loads(index.read_text())}
+    return den, info

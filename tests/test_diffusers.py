@@ -1,0 +1,129 @@
+"""Stable-Diffusion-scale code paths on tiny random models of the real diffusers classes (offline):
+scheduler -> noise process, the UNet adapter, LoRA students of LCM and DMD2 through the CLI, and an
+export that diffusers' own pipeline loads and samples exactly as fewstep does."""
+import json
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+
+from fewstep.cli import main  # noqa: E402
+from fewstep.nets import Cond  # noqa: E402
+from fewstep.nets.adapters.diffusers import process_from_scheduler  # noqa: E402
+from fewstep.noise import process_from_config  # noqa: E402
+from tiny_sd import make_caption_folder, make_sd_pipeline  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sd")
+    return make_sd_pipeline(root / "pipe"), make_caption_folder(root / "data")
+
+
+@pytest.mark.parametrize("cls,kw,family,param", [
+    ("DDPMScheduler", {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}, "vp", "eps"),
+    ("EulerDiscreteScheduler", {"beta_schedule": "scaled_linear", "prediction_type": "v_prediction"}, "vp", "v"),
+    ("DDIMScheduler", {"beta_schedule": "linear"}, "vp", "eps"),
+    ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, "flow", "flow"),
+])
+def test_scheduler_config_maps_to_our_process(cls, kw, family, param):
+    sched = getattr(diffusers, cls)(**kw)
+    proc_cfg, p = process_from_scheduler(dict(sched.config, _class_name=cls))
+    assert proc_cfg["family"] == family and p == param
+    proc = process_from_config(proc_cfg)
+    if family == "vp":  # same alphas_cumprod at every integer timestep
+        t = torch.arange(0, 1000, 37, dtype=torch.float64)
+        ours = proc.alpha(t) ** 2
+        assert torch.allclose(ours, sched.alphas_cumprod[t.long()].double(), rtol=1e-5)
+    else:
+        assert proc.shift == 3.0
+
+
+def test_unsupported_scheduler_is_refused():
+    with pytest.raises(ValueError, match="prediction_type"):
+        process_from_scheduler({"_class_name": "DDPMScheduler", "prediction_type": "magic"})
+
+
+def test_teacher_adapter_is_the_unet(sd):
+    from fewstep.model_io import load_denoiser
+
+    pipe_dir, _ = sd
+    den, info = load_denoiser(f"diffusers:{pipe_dir}")
+    assert den.param == "eps" and info["diffusers"]["scheduler"]["_class_name"] == "DDPMScheduler"
+    unet = diffusers.UNet2DConditionModel.from_pretrained(pipe_dir / "unet")
+    x, text = torch.randn(2, 4, 8, 8), torch.randn(2, 16, 32)
+    t = torch.tensor([999.0, 250.0])
+    eps = den.predict("eps", x, t, Cond(text=text))
+    with torch.no_grad():
+        ref = unet(x, t, encoder_hidden_states=text).sample
+    assert torch.allclose(eps, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["lcm", "dmd2"])
+def test_lora_distillation_trains_through_the_cli(sd, tmp_path, method, capsys):
+    pipe_dir, data = sd
+    out = tmp_path / method
+    argv = ["distill", "--teacher", f"diffusers:{pipe_dir}", "--method", method, "--lora-rank", "4", "--data",
+            f"folder:{data}", "--resolution", "16", "--max-iters", "2", "--batch-size", "2", "--out", str(out),
+            "--lr", "1e-2", "--no-progress", "--threads", "1", "--ckpt-every", "1"]
+    assert main(argv) == 0, capsys.readouterr().err
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    assert cfg["arch"]["arch"] == "diffusers_unet" and cfg["arch"]["lora"]["rank"] == 4
+    from fewstep.train.checkpoint import load_tensors
+
+    w = load_tensors(out / "model" / "model.safetensors")
+    lora_b = [v for k, v in w.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # the adapters trained (B starts at zero)
+    more = [("3" if a == "2" and argv[i - 1] == "--max-iters" else a) for i, a in enumerate(argv)] + ["--resume"]
+    assert main(more) == 0  # resumes from the checkpoint at 2 and trains one more iteration
+    assert json.loads((out / "latest" / "trainer_state.json").read_text())["iteration"] == 3
+
+
+@pytest.mark.slow
+def test_export_loads_in_diffusers_and_reproduces_fewstep_sampling(sd, tmp_path, capsys):
+    """pipeline.load_lora_weights(export) + the exported scheduler and timesteps give fewstep's output."""
+    from fewstep.methods.base import SamplingSpec
+    from fewstep.model_io import load_denoiser
+    from fewstep.samplers import initial_noise, sample
+
+    pipe_dir, data = sd
+    out = tmp_path / "dmd2"
+    assert main(["distill", "--teacher", f"diffusers:{pipe_dir}", "--method", "dmd2", "--lora-rank", "4", "--lora-alpha",
+                 "8", "--data", f"folder:{data}", "--resolution", "16", "--max-iters", "3", "--batch-size", "2",
+                 "--lr", "1e-2", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    assert main(["export", "--model", str(out), "--format", "diffusers", "--out", str(tmp_path / "export")]) == 0
+    meta = json.loads((tmp_path / "export" / "fewstep_sampling.json").read_text())
+    assert meta["timesteps"] == [999] and meta["lora"]
+
+    student, cfg = load_denoiser(str(out))
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(pipe_dir, local_files_only=True)
+    prompt = "a picture number 3"
+    with torch.no_grad():
+        text = pipe.encode_prompt(prompt, "cpu", 1, False)[0]
+    spec = SamplingSpec(**cfg["sampling"])
+    sig = torch.tensor(spec.sigmas, dtype=torch.float64)  # the student levels, ending at 0
+    x = initial_noise(student.process, sig, (1, 4, 2, 2), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = sample(student, x, sig, "multistep", cond=Cond(text=text))
+        base = pipe(prompt, timesteps=meta["timesteps"], guidance_scale=1.0, latents=x.clone(),
+                    output_type="latent").images
+    pipe.scheduler = diffusers.LCMScheduler.from_pretrained(tmp_path / "export", subfolder="scheduler")
+    with torch.no_grad():
+        base = pipe(prompt, timesteps=meta["timesteps"], guidance_scale=1.0, latents=x.clone(),
+                    output_type="latent").images
+    pipe.load_lora_weights(tmp_path / "export")
+    with torch.no_grad():
+        theirs = pipe(prompt, timesteps=meta["timesteps"], guidance_scale=1.0, latents=x.clone(),
+                      output_type="latent").images
+    assert torch.allclose(theirs, ours, atol=1e-4, rtol=1e-3), (theirs - ours).abs().max()
+    assert not torch.allclose(base, ours, atol=1e-4)  # the LoRA matters: without it the output differs
+
+
+def test_export_refuses_a_student_of_a_non_diffusers_teacher(tmp_path, capsys):
+    from fewstep.model_io import save_denoiser
+    from helpers import toy_denoiser
+
+    save_denoiser(toy_denoiser(), tmp_path / "m")
+    assert main(["export", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "e")]) != 0
+    assert "diffusers" in capsys.readouterr().err and not (tmp_path / "e").exists()

@@ -1,0 +1,54 @@
+"""Tiny randomly initialised Stable Diffusion pipelines of the real diffusers classes, built offline."""
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def clip_tokenizer(max_length: int = 16):
+    """A byte-level CLIP tokenizer built in memory (256 characters, their word-final forms, 2 specials)."""
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+
+
+def make_sd_pipeline(path: Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=4, norm_num_groups=8)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8, sample_size=16)
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                                        num_hidden_layers=2, vocab_size=600, max_position_embeddings=16))
+    sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                          num_train_timesteps=1000, prediction_type=prediction_type)
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text, tokenizer=clip_tokenizer(), scheduler=sched,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(path)
+    return path
+
+
+def make_caption_folder(path: Path, n: int = 6, size: int = 16) -> Path:
+    from PIL import Image
+
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(n):
+        img = (rng.random((size, size, 3)) * 255).astype("uint8")
+        Image.fromarray(img).save(path / f"{i}.png")
+        lines.append(f'{{"file_name": "{i}.png", "text": "a picture number {i}"}}')
+    (path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return path
