@@ -47,7 +47,8 @@ class Denoiser(nn.Module):
     @property
     def embeds_guidance(self) -> bool:
         """True for students that take the CFG scale as an input (cond.extra['w'])."""
-        return getattr(getattr(self.net, "cfg", None), "w_dim", 0) > 0
+        net = getattr(self.net, "module", self.net)  # through a DistributedDataParallel wrapper
+        return getattr(getattr(net, "cfg", None), "w_dim", 0) > 0
 
     def like(self, net: nn.Module) -> "Denoiser":
         """The same denoiser around another network (e.g. its EMA)."""

@@ -22,6 +22,7 @@ from ..errors import CheckpointError, FewstepError
 from ..methods.base import Method
 from .checkpoint import (atomic_dir, load_state_strict, load_tensors, optimizer_from_tensors,
                          optimizer_to_tensors, point_latest, read_json, save_tensors, write_json)
+from .distributed import barrier, rank_world, wrap_ddp
 from .ema import EMA
 from .guards import StepContext
 
@@ -78,12 +79,18 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         if cfg.deterministic:
             enable_determinism()
-        torch.manual_seed(cfg.seed)
-        self.rng = torch.Generator().manual_seed(cfg.seed)
-        self.sampler = BatchSampler(len(data), cfg.batch_size, cfg.seed)
+        self.rank, self.world = rank_world()
+        torch.manual_seed(cfg.seed + self.rank)
+        self.rng = torch.Generator().manual_seed(cfg.seed + self.rank)  # per-sample noise: per rank
+        self.shared_rng = torch.Generator().manual_seed(cfg.seed)  # choices every rank must make alike
+        self.sampler = BatchSampler(len(data), cfg.batch_size, cfg.seed, self.rank, self.world)
+        self.nets = dict(method.networks())  # unwrapped: what checkpoints, the EMA and the final model use
         ema_name = method.ema_network()
-        self.ema = EMA(method.networks()[ema_name], cfg.ema_decay) if (ema_name and cfg.ema_decay > 0) else None
+        self.ema = EMA(self.nets[ema_name], cfg.ema_decay) if (ema_name and cfg.ema_decay > 0) else None
         self.ctx = StepContext(method.optimizers(), self.rng, cfg.grad_clip, cfg.warmup, cfg.bf16)
+        self.ctx.shared_rng = self.shared_rng
+        if self.world > 1:
+            wrap_ddp(method, self.nets)
         method.plan(cfg.max_iters)
         self.it, self.consecutive_skips, self.train_s = 0, 0, 0.0
         self.last_grad_norms: dict[str, float] = {}
@@ -92,7 +99,7 @@ class Trainer:
     def _write_checkpoint(self, tmp: Path) -> None:
         write_json({"format": "fewstep-checkpoint-v1", "run": self.run_config, "method": self.method.config(),
                     "train": asdict(self.cfg)}, tmp / "config.json")
-        for name, net in self.method.networks().items():
+        for name, net in self.nets.items():
             save_tensors(net.state_dict(), tmp / f"{name}.safetensors")
         if os.environ.get("FEWSTEP_TEST_KILL_IN_CHECKPOINT") == str(self.it):  # test hook: die mid-write
             os.kill(os.getpid(), signal.SIGKILL)
@@ -105,15 +112,19 @@ class Trainer:
             scalars[name] = s
         save_tensors(tensors, tmp / "optim.safetensors")
         write_json(scalars, tmp / "optim.json")
-        save_tensors({"torch": torch.get_rng_state(), "method": self.rng.get_state()}, tmp / "rng.safetensors")
+        save_tensors({"torch": torch.get_rng_state(), "method": self.rng.get_state(),
+                      "shared": self.shared_rng.get_state()}, tmp / "rng.safetensors")
         write_json({"iteration": self.it, "data_position": self.it, "train_s": self.train_s,
                     "ema_updates": self.ema.num_updates if self.ema else 0,
                     "consecutive_skips": self.consecutive_skips}, tmp / "trainer_state.json")
 
     def save_checkpoint(self) -> Path:
-        path = atomic_dir(self.out / "checkpoints" / f"{self.it:08d}", self._write_checkpoint)
-        point_latest(self.out, path)
-        self._prune()
+        path = self.out / "checkpoints" / f"{self.it:08d}"
+        if self.rank == 0:
+            atomic_dir(path, self._write_checkpoint)
+            point_latest(self.out, path)
+            self._prune()
+        barrier()  # no rank runs ahead of a checkpoint it may have to resume from
         return path
 
     def _prune(self) -> None:
@@ -122,7 +133,7 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, path: Path) -> None:
-        for name, net in self.method.networks().items():
+        for name, net in self.nets.items():
             f = path / f"{name}.safetensors"
             load_state_strict(net, load_tensors(f), f)
         if self.ema is not None:
@@ -134,8 +145,13 @@ class Trainer:
         rng = load_tensors(path / "rng.safetensors", check_finite=False)
         torch.set_rng_state(rng["torch"])
         self.rng.set_state(rng["method"])
+        if "shared" in rng:
+            self.shared_rng.set_state(rng["shared"])
         state = read_json(path / "trainer_state.json")
         self.it, self.train_s = int(state["iteration"]), float(state.get("train_s", 0.0))
+        if self.rank > 0:  # the checkpoint holds rank 0's streams; other ranks derive theirs from it
+            torch.manual_seed(self.cfg.seed + 1_000_003 * self.rank + self.it)
+            self.rng.manual_seed(self.cfg.seed + 1_000_003 * self.rank + self.it)
         self.consecutive_skips = int(state.get("consecutive_skips", 0))
         if self.ema is not None:
             self.ema.num_updates = int(state.get("ema_updates", 0))
@@ -187,9 +203,12 @@ class Trainer:
 
     # -- logging ----------------------------------------------------------------------------------
     def log_line(self, msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+        if self.rank == 0:
+            print(msg, file=sys.stderr, flush=True)
 
     def log_metrics(self, row: dict) -> None:
+        if self.rank != 0:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -198,10 +217,13 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
     def eval_generator(self):
-        return self.method.generator(self.ema.net if self.ema is not None else None)
+        if self.ema is not None:
+            return self.method.generator(self.ema.net)
+        name = self.method.ema_network()
+        return self.method.generator(self.nets[name] if name else None)
 
     def run_eval(self) -> dict:
-        if self.evaluator is None:
+        if self.evaluator is None or self.rank != 0:
             return {}
         with torch.no_grad():
             res = self.evaluator(self.eval_generator(), self.it)
@@ -212,11 +234,13 @@ class Trainer:
 
     def train(self, resume: bool = False) -> dict:
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        barrier()
         if resume and not self.resume():
             self.log_line("no checkpoint to resume from; starting fresh")
         bar = None
-        if cfg.progress:
+        if cfg.progress and self.rank == 0:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.max_iters, initial=self.it, desc=f"train {self.method.name}", dynamic_ncols=True,
@@ -226,7 +250,7 @@ class Trainer:
             t0 = time.perf_counter()
             batch = self.data.batch(self.sampler.indices(self.it))
             self.ctx.begin(self.it)
-            for net in self.method.networks().values():
+            for net in self.nets.values():
                 net.train()
             logs = self.method.step(batch, self.it, self.ctx)
             self.last_grad_norms.update(self.ctx.grad_norms)  # a network updated less often keeps its last norm
@@ -237,7 +261,7 @@ class Trainer:
             else:
                 self.consecutive_skips = 0
             if self.ema is not None:
-                self.ema.update(self.method.networks()[self.method.ema_network()])
+                self.ema.update(self.nets[self.method.ema_network()])
             self.it += 1
             self.train_s += time.perf_counter() - t0
             if self.consecutive_skips >= cfg.max_skips:
@@ -265,7 +289,9 @@ class Trainer:
             bar.close()
         self.save_checkpoint()
         final = self.run_eval()
-        self.save_final_model()
+        if self.rank == 0:
+            self.save_final_model()
+        barrier()
         return {"iterations": self.it, "train_s": self.train_s, **final}
 
     def save_final_model(self) -> Path:

@@ -146,12 +146,13 @@ class DistributionMatchingBase(Method):
     def noise(self, shape, rng):
         return torch.randn(shape, generator=rng)
 
-    def student_sample(self, cond, rng, n: int, stage: int | None = None):
+    def student_sample(self, cond, rng, n: int, stage: int | None = None, shared_rng=None):
         """x_hat with gradient through the last generator call. Multi-step students start from a
-        stage s (DMD2 backward simulation: s steps of the student itself without gradient)."""
+        stage s (DMD2 backward simulation: s steps of the student itself without gradient), drawn from
+        ``shared_rng`` so every process of a multi-process run picks the same stage."""
         sig = self.student_sigmas
         k = len(sig) - 1
-        s = int(torch.randint(0, k, (1,), generator=rng)) if stage is None and k > 1 else (stage or 0)
+        s = int(torch.randint(0, k, (1,), generator=shared_rng or rng)) if stage is None and k > 1 else (stage or 0)
         x = initial_noise(self.process, sig, (n, *self.shape), generator=rng)
         if s > 0:
             with torch.no_grad():
@@ -220,7 +221,7 @@ class DMD(DistributionMatchingBase):
         if it < self.cfg.regression_warmup:
             return self.regression_warmup_step(ctx)
         with ctx.autocast():
-            x_hat = self.student_sample(cond, ctx.rng, n)
+            x_hat = self.student_sample(cond, ctx.rng, n, shared_rng=getattr(ctx, "shared_rng", None))
             l_dm, grad = self.dm_generator_loss(x_hat, cond, ctx.rng)
             loss = l_dm
             if self.cfg.regression_weight > 0:

@@ -88,7 +88,7 @@ class DMD2(DistributionMatchingBase):
         self.head.requires_grad_(False)
         try:
             with ctx.autocast():
-                x_hat = self.student_sample(cond, ctx.rng, n)
+                x_hat = self.student_sample(cond, ctx.rng, n, shared_rng=getattr(ctx, "shared_rng", None))
                 l_dm, grad = self.dm_generator_loss(x_hat, cond, ctx.rng)
                 loss = l_dm
                 if c.gan_gen_weight > 0:
@@ -133,6 +133,6 @@ class DMD2(DistributionMatchingBase):
         if not gen_it or self.cfg.schedule == "official":
             if x_fake is None:
                 with torch.no_grad(), ctx.autocast():
-                    x_fake = self.student_sample(cond, ctx.rng, n).float()
+                    x_fake = self.student_sample(cond, ctx.rng, n, shared_rng=getattr(ctx, "shared_rng", None)).float()
             self.critic_update(x_fake.float(), batch["x"], cond, ctx, logs)
         return logs

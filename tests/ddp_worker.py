@@ -1,0 +1,58 @@
+"""Run under torchrun by tests/test_distributed.py: a short training on toy2d with batch B per process.
+
+Modes: ``regress`` (a deterministic loss, so 2 processes x B and 1 process x 2B must give the same
+update) and ``dmd2`` (the multi-network method under DDP end to end)."""
+import sys
+
+import torch
+
+from fewstep.data import load_dataset
+from fewstep.methods.base import Method, cond_of
+from fewstep.train.loop import Trainer, TrainConfig
+from helpers import toy_denoiser
+
+
+class Regress(Method):
+    """Loss ||D(x, t=1) - x||^2 per sample: no random draws, so only batching and averaging matter."""
+
+    name = "regress"
+
+    def __init__(self):
+        self.den = toy_denoiser(0).train()
+        self.opt = torch.optim.Adam(self.den.net.parameters(), lr=1e-2)
+
+    def networks(self):
+        return {"net": self.den.net}
+
+    def optimizers(self):
+        return {"net": self.opt}
+
+    def ema_network(self):
+        return "net"
+
+    def generator(self, net=None):
+        return self.den if net is None else self.den.like(net)
+
+    def step(self, batch, it, ctx):
+        x = batch["x"]
+        loss = ((self.den(x, torch.ones(x.shape[0]), cond_of(batch)) - x) ** 2).mean(1)
+        ctx.update(loss, "net")
+        return {"loss": loss.mean()}
+
+
+def main(mode, out, batch, iters):
+    torch.set_num_threads(1)
+    if mode == "regress":
+        method = Regress()
+    else:
+        from fewstep.methods.distribution_matching.dmd2 import DMD2, DMD2Config
+
+        method = DMD2(toy_denoiser(0), DMD2Config(gen_lr=1e-3, critic_lr=1e-3, gen_every=2, nfe=2), shape=(2,),
+                      num_classes=8)
+    cfg = TrainConfig(out=out, max_iters=iters, batch_size=batch, ema_decay=0.0, progress=False, ckpt_every=2,
+                      grad_clip=0.0)
+    Trainer(method, load_dataset("toy2d", "train"), cfg).train()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

@@ -1,0 +1,49 @@
+"""torch.distributed: 2 CPU processes (gloo, launched by torchrun) train as one process with twice the batch."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fewstep.train.checkpoint import load_tensors
+from helpers import toy_denoiser
+
+HERE = Path(__file__).parent
+
+
+def _torchrun(nproc, *args):
+    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(HERE / "ddp_worker.py"), *map(str, args)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.mark.slow
+def test_two_processes_of_batch_b_equal_one_process_of_batch_2b(tmp_path):
+    _torchrun(2, "regress", tmp_path / "two", 16, 5)
+    _torchrun(1, "regress", tmp_path / "one", 32, 5)
+    a = load_tensors(tmp_path / "two" / "model" / "model.safetensors")
+    b = load_tensors(tmp_path / "one" / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and not any(k.startswith("module.") for k in a)  # saved unwrapped
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5), k
+    init = toy_denoiser(0).net.state_dict()
+    assert any(not torch.allclose(b[k], init[k]) for k in b)  # training moved the weights
+    _torchrun(1, "regress", tmp_path / "half", 16, 5)  # control: one process of batch B alone differs
+    c = load_tensors(tmp_path / "half" / "model" / "model.safetensors")
+    assert any(not torch.allclose(a[k], c[k], atol=1e-6, rtol=1e-5) for k in a)
+    # only rank 0 wrote: one metrics log, checkpoints and the model
+    assert (tmp_path / "two" / "metrics.jsonl").read_text().count('"kind": "train"') >= 1
+
+
+@pytest.mark.slow
+def test_dmd2_trains_under_ddp_with_two_processes(tmp_path):
+    r = _torchrun(2, "dmd2", tmp_path / "dmd2", 16, 4)
+    files = {p.name for p in (tmp_path / "dmd2" / "latest").iterdir()}
+    assert {"generator.safetensors", "fake.safetensors", "disc.safetensors"} <= files
+    w = load_tensors(tmp_path / "dmd2" / "latest" / "generator.safetensors")
+    assert not any(k.startswith("module.") for k in w)
