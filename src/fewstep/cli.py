@@ -104,6 +104,7 @@ def _add_train(p):
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (for GPU runs; slower)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
 
 
 def _add_sampling(p):

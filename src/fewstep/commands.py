@@ -57,7 +57,7 @@ def train_teacher(a):
     tcfg = TrainConfig(out=str(out), max_iters=cfg.max_iters, batch_size=cfg.batch_size, seed=a.seed,
                        ckpt_every=cfg.ckpt_every, keep=a.keep, eval_every=cfg.eval_every, ema_decay=cfg.ema_decay,
                        grad_clip=cfg.grad_clip, warmup=cfg.warmup, bf16=cfg.bf16, progress=not a.no_progress,
-                       threads=a.threads, deterministic=a.deterministic)
+                       threads=a.threads, deterministic=a.deterministic, device=a.device)
     run = {"command": command_line(), "preset": preset, "teacher": cfg.to_dict()}
     extra = {"data": {"name": cfg.data, "shape": list(train.shape), "num_classes": train.num_classes},
              "sampling": asdict(method.default_sampling())}
@@ -312,7 +312,7 @@ def distill(a):
     tcfg = TrainConfig(out=str(out), max_iters=dcfg.max_iters, batch_size=dcfg.batch_size, seed=a.seed,
                        ckpt_every=dcfg.ckpt_every, keep=a.keep, eval_every=dcfg.eval_every,
                        ema_decay=dcfg.ema_decay, warmup=dcfg.warmup, bf16=dcfg.bf16, progress=not a.no_progress,
-                       threads=a.threads, deterministic=a.deterministic, grad_clip=0.0)
+                       threads=a.threads, deterministic=a.deterministic, device=a.device, grad_clip=0.0)
     run = {"command": command_line(), "method": method.name, "nfe": a.nfe, "teacher": str(teacher_dir),
            "distill": asdict(dcfg)}
     extra = {"data": {"name": train.name, "shape": list(train.shape), "num_classes": train.num_classes},

@@ -76,7 +76,7 @@ class DenoisingTeacher(Method):
         x0 = batch["x"]
         cond = drop_cond(cond_of(batch), self.cfg.label_dropout, ctx.rng)
         t = self.cfg.time_sampler.sample(self.den.process, x0.shape[0], ctx.rng)
-        eps = torch.randn(x0.shape, generator=ctx.rng)
+        eps = ctx.randn(x0.shape)
         with ctx.autocast():
             loss = denoising_loss(self.den, x0, t, eps, cond)
         ctx.update(loss, "net")

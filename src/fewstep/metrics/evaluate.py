@@ -35,16 +35,17 @@ def generate(den, n: int, spec: SamplingSpec, shape, labels=None, seed: int = 0,
              bf16: bool = False, return_nfe: bool = False):
     """n samples (in [-1, 1] data units, not clamped) from noise seeded by ``seed``."""
     g = torch.Generator().manual_seed(seed)
+    device = next(den.parameters()).device
     model = CountNFE(guided(den, spec.cfg))
     sigmas = sigmas_for(den, spec)
     out = []
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.no_grad(), ctx:
         for i in range(0, n, batch):
             m = min(batch, n - i)
-            x = initial_noise(den.process, sigmas, (m, *shape), generator=g)
-            cond = None if labels is None else labels[i:i + m]
-            out.append(sample(model, x, sigmas, spec.sampler, cond=cond, generator=g).float())
+            x = initial_noise(den.process, sigmas, (m, *shape), generator=g, device=device)
+            cond = None if labels is None else labels[i:i + m].to(device)
+            out.append(sample(model, x, sigmas, spec.sampler, cond=cond, generator=g).float().cpu())
     samples = torch.cat(out)
     nfe = model.calls / max(1, -(-n // batch))
     return (samples, nfe) if return_nfe else samples

@@ -42,6 +42,6 @@ class CondEmbedding(nn.Module):
             emb = emb + self.label_emb(labels)
         if self.w_mlp is not None:
             w = cond.extra.get("w") if cond is not None and not torch.is_tensor(cond) else None
-            w = torch.ones(emb.shape[0], device=emb.device) if w is None else w
+            w = torch.ones(emb.shape[0], device=emb.device) if w is None else w.to(emb.device)
             emb = emb + self.w_mlp(timestep_embedding(1000.0 * w, self.w_dim))
         return emb

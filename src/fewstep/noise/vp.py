@@ -47,7 +47,8 @@ class VPDiscrete(NoiseProcess):
         t = torch.as_tensor(t, dtype=torch.float64).clamp(0, self.num_train_timesteps - 1)
         lo = t.floor().long().clamp(max=self.num_train_timesteps - 2)
         frac = t - lo
-        return torch.exp(self._log_sh[lo] * (1 - frac) + self._log_sh[lo + 1] * frac)
+        table = self._log_sh.to(t.device)
+        return torch.exp(table[lo] * (1 - frac) + table[lo + 1] * frac)
 
     def alpha(self, t):
         out = 1.0 / torch.sqrt(1.0 + self._sh(t) ** 2)

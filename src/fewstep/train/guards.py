@@ -27,6 +27,12 @@ class StepContext:
             for g in opt.param_groups:
                 g.setdefault("initial_lr", g["lr"])
 
+    device = torch.device("cpu")
+
+    def randn(self, shape) -> torch.Tensor:
+        """Gaussian noise from the run's generator, on the training device (the same draws on any device)."""
+        return torch.randn(shape, generator=self.rng).to(self.device)
+
     def begin(self, it: int) -> None:
         self.it, self.skipped, self.grad_norms = it, [], {}
 

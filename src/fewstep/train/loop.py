@@ -22,6 +22,7 @@ from ..errors import CheckpointError, FewstepError
 from ..methods.base import Method
 from .checkpoint import (atomic_dir, load_state_strict, load_tensors, optimizer_from_tensors,
                          optimizer_to_tensors, point_latest, read_json, save_tensors, write_json)
+from .device import move_method, resolve_device, to_device
 from .distributed import barrier, rank_world, wrap_ddp
 from .ema import EMA
 from .guards import StepContext
@@ -45,6 +46,7 @@ class TrainConfig:
     progress: bool = True
     threads: int = 0  # torch CPU threads (0 = leave torch's default)
     deterministic: bool = False  # deterministic kernels (GPU: cuDNN/cuBLAS; errors on ops that have none)
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when available); weights stay fp32
 
     def __post_init__(self):
         for name in ("max_iters", "batch_size"):
@@ -84,11 +86,13 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(cfg.seed + self.rank)  # per-sample noise: per rank
         self.shared_rng = torch.Generator().manual_seed(cfg.seed)  # choices every rank must make alike
         self.sampler = BatchSampler(len(data), cfg.batch_size, cfg.seed, self.rank, self.world)
+        self.device = resolve_device(cfg.device)
+        move_method(method, self.device)
         self.nets = dict(method.networks())  # unwrapped: what checkpoints, the EMA and the final model use
         ema_name = method.ema_network()
         self.ema = EMA(self.nets[ema_name], cfg.ema_decay) if (ema_name and cfg.ema_decay > 0) else None
-        self.ctx = StepContext(method.optimizers(), self.rng, cfg.grad_clip, cfg.warmup, cfg.bf16)
-        self.ctx.shared_rng = self.shared_rng
+        self.ctx = StepContext(method.optimizers(), self.rng, cfg.grad_clip, cfg.warmup, cfg.bf16, self.device.type)
+        self.ctx.shared_rng, self.ctx.device = self.shared_rng, self.device
         if self.world > 1:
             wrap_ddp(method, self.nets)
         method.plan(cfg.max_iters)
@@ -248,7 +252,7 @@ class Trainer:
         last = {}
         while self.it < cfg.max_iters:
             t0 = time.perf_counter()
-            batch = self.data.batch(self.sampler.indices(self.it))
+            batch = to_device(self.data.batch(self.sampler.indices(self.it)), self.device)
             self.ctx.begin(self.it)
             for net in self.nets.values():
                 net.train()

@@ -143,8 +143,12 @@ class DistributionMatchingBase(Method):
         idx = torch.randint(int(lo * L), min(int(hi * L) + 1, L), (n,), generator=rng)
         return self.process.t_from_sigma_hat(self.levels[idx]).float()
 
+    @property
+    def device(self):
+        return next(self.G.net.parameters()).device
+
     def noise(self, shape, rng):
-        return torch.randn(shape, generator=rng)
+        return torch.randn(shape, generator=rng).to(self.device)
 
     def student_sample(self, cond, rng, n: int, stage: int | None = None, shared_rng=None):
         """x_hat with gradient through the last generator call. Multi-step students start from a
@@ -153,7 +157,7 @@ class DistributionMatchingBase(Method):
         sig = self.student_sigmas
         k = len(sig) - 1
         s = int(torch.randint(0, k, (1,), generator=shared_rng or rng)) if stage is None and k > 1 else (stage or 0)
-        x = initial_noise(self.process, sig, (n, *self.shape), generator=rng)
+        x = initial_noise(self.process, sig, (n, *self.shape), generator=rng, device=self.device)
         if s > 0:
             with torch.no_grad():
                 x = multistep(self.G, x, sig[: s + 1], cond=cond, generator=rng)
@@ -178,8 +182,8 @@ class DistributionMatchingBase(Method):
     def regression_loss(self, rng):
         """L2 between G(z) and the teacher's ODE output for the same z (DMD Sec. 3.3)."""
         idx = torch.randint(0, self.pairs["x0"].shape[0], (self.cfg.regression_batch,), generator=rng)
-        z, y = self.pairs["noise"][idx], self.pairs["x0"][idx]
-        cond = self.pairs["labels"][idx] if self.num_classes else None
+        z, y = self.pairs["noise"][idx].to(self.device), self.pairs["x0"][idx].to(self.device)
+        cond = self.pairs["labels"][idx].to(self.device) if self.num_classes else None
         t0, _, sig0 = coeffs(self.process, float(self.student_sigmas[0]))
         out = self.G(sig0 * z, torch.full((z.shape[0],), float(t0)), cond)
         return ((out.float() - y) ** 2).flatten(1).mean(1)

@@ -128,7 +128,7 @@ class ConsistencyBase(Method):
         skip = getattr(self.cfg, "skip", 1)
         k = torch.randint(0, len(self.levels) - skip, (n,), generator=ctx.rng)
         sh_n, sh_next = self.levels[k], self.levels[k + skip]
-        x_next, t_next, _, _ = noised(self.process, x, torch.randn(x.shape, generator=ctx.rng), sh_next)
+        x_next, t_next, _, _ = noised(self.process, x, ctx.randn(x.shape), sh_next)
         with ctx.autocast():
             with torch.no_grad():
                 x_n, cond = self.solver_step(x_next, sh_next, sh_n, cond_of(batch), ctx.rng)

@@ -88,7 +88,7 @@ class GuidanceDistill(Method):
         x, labels = batch["x"], cond_of(batch)
         n = x.shape[0]
         sh = self.levels[torch.randint(0, len(self.levels), (n,), generator=ctx.rng)]
-        x_t, t, a, s = noised(self.process, x, torch.randn(x.shape, generator=ctx.rng), sh)
+        x_t, t, a, s = noised(self.process, x, ctx.randn(x.shape), sh)
         w = uniform_scale(n, *self.cfg.w_range, ctx.rng)
         with ctx.autocast():
             with torch.no_grad():

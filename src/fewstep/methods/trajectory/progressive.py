@@ -111,7 +111,7 @@ class Progressive(Method):
         cond, teacher = self._cond(cond_of(batch), n, ctx.rng)
         i = torch.randint(0, N, (n,), generator=ctx.rng)
         sh_t, sh_mid, sh_s = self.grid_s[i], self.grid_t[2 * i + 1], self.grid_s[i + 1]
-        z_t, t, a_t, s_t = noised(self.process, x, torch.randn(x.shape, generator=ctx.rng), sh_t)
+        z_t, t, a_t, s_t = noised(self.process, x, ctx.randn(x.shape), sh_t)
         with ctx.autocast():
             with torch.no_grad():
                 z_mid, _, _ = ddim_to(teacher, z_t, sh_t, sh_mid, cond)

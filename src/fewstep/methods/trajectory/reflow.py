@@ -104,8 +104,9 @@ class CouplingMethod(Method):
         if self.pairs is None:
             raise RuntimeError(f"{self.name}: call prepare() first (it makes the teacher couplings)")
         idx = torch.randint(0, self.pairs["x0"].shape[0], (n,), generator=rng)
-        cond = self.pairs["labels"][idx] if self.num_classes else None
-        return self.pairs["noise"][idx], self.pairs["x0"][idx], cond
+        dev = next(self.student.net.parameters()).device
+        cond = self.pairs["labels"][idx].to(dev) if self.num_classes else None
+        return self.pairs["noise"][idx].to(dev), self.pairs["x0"][idx].to(dev), cond
 
 
 def flow_point(process, x1, z, tau):
