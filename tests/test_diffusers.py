@@ -127,3 +127,20 @@ def test_export_refuses_a_student_of_a_non_diffusers_teacher(tmp_path, capsys):
     save_denoiser(toy_denoiser(), tmp_path / "m")
     assert main(["export", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "e")]) != 0
     assert "diffusers" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_script_runs_on_a_tiny_unet(tmp_path):
+    """The GPU benchmark's code path (SD-style UNet, DMD2 step, bf16 autocast, FLOP count), on CPU."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_dmd2_sd15.py"
+    out = tmp_path / "gpu.json"
+    r = subprocess.run([sys.executable, str(script), "--tiny", "--device", "cpu", "--steps", "1", "--batch", "1",
+                        "--real-cfg", "1", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["flops"]["gen"] > res["flops"]["critic"] > 0 and res["step_s"]["gen"] > 0
+    assert res["mfu"] is None and res["benchmark"] == "gpu_dmd2_sd15_tiny"
