@@ -13,10 +13,14 @@ from helpers import toy_denoiser
 HERE = Path(__file__).parent
 
 
-def _torchrun(nproc, *args):
+def _torchrun(nproc, *args, launcher="torchrun"):
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(HERE / "ddp_worker.py"), *map(str, args)]
+    if launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    else:  # accelerate's CPU multi-process path (its --cpu flag starts a single process)
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += [str(HERE / "ddp_worker.py"), *map(str, args)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
@@ -47,3 +51,13 @@ def test_dmd2_trains_under_ddp_with_two_processes(tmp_path):
     assert {"generator.safetensors", "fake.safetensors", "disc.safetensors"} <= files
     w = load_tensors(tmp_path / "dmd2" / "latest" / "generator.safetensors")
     assert not any(k.startswith("module.") for k in w)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_same_training(tmp_path):
+    pytest.importorskip("accelerate")
+    _torchrun(2, "regress", tmp_path / "acc", 16, 3, launcher="accelerate")
+    _torchrun(2, "regress", tmp_path / "tr", 16, 3)
+    a = load_tensors(tmp_path / "acc" / "model" / "model.safetensors")
+    b = load_tensors(tmp_path / "tr" / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
