@@ -2,7 +2,7 @@
 #   make demo   - teacher in, student out, report (the main job, on the embedded MNIST data)
 #   make test   - the test suite (what CI runs)
 # The virtual environment is built on first use. CPU installs pin torch==2.13.0 (an unpinned torch
-# pulls a multi-GB CUDA build); GPU users: `pip install -e .[dev]` into an env with your own torch.
+# pulls a multi-GB CUDA build); GPU users: `pip install -e ".[dev,diffusers]"` into an env with your own torch.
 
 PYTHON ?= python3
 VENV ?= .venv
