@@ -46,7 +46,7 @@ def test_two_processes_of_batch_b_equal_one_process_of_batch_2b(tmp_path):
 
 @pytest.mark.slow
 def test_dmd2_trains_under_ddp_with_two_processes(tmp_path):
-    r = _torchrun(2, "dmd2", tmp_path / "dmd2", 16, 4)
+    _torchrun(2, "dmd2", tmp_path / "dmd2", 16, 4)
     files = {p.name for p in (tmp_path / "dmd2" / "latest").iterdir()}
     assert {"generator.safetensors", "fake.safetensors", "disc.safetensors"} <= files
     w = load_tensors(tmp_path / "dmd2" / "latest" / "generator.safetensors")

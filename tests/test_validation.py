@@ -4,7 +4,6 @@ import dataclasses
 from unittest import mock
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -3,11 +3,8 @@ non-zero exit, never a traceback (set FEWSTEP_DEBUG=1 to see tracebacks)."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from dataclasses import replace
-from pathlib import Path
 
 from .errors import FewstepError
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 

@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-
-from .errors import FewstepError
 
 DEMO_TEACHER_CURVE = {"euler": [1, 2, 4, 8, 16], "dpmpp2m": [1, 2, 4, 8, 16], "heun": [3, 7, 15]}
 

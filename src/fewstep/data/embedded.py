@@ -67,5 +67,5 @@ def toy2d(split: str, kind: str = "8gaussians", n: int | None = None) -> ArrayDa
         labels, k = lab, 2
     else:
         raise ValueError(f"unknown toy2d kind {kind!r}; expected '8gaussians' or 'moons'")
-    return ArrayDataset(f"toy2d", torch.tensor(pts, dtype=torch.float32), torch.tensor(labels, dtype=torch.long), k,
+    return ArrayDataset("toy2d", torch.tensor(pts, dtype=torch.float32), torch.tensor(labels, dtype=torch.long), k,
                         meta={"kind": kind})

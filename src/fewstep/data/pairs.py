@@ -11,6 +11,24 @@ import torch
 from ..train.checkpoint import load_tensors, save_tensors
 
 
+def pair_batch(pairs: dict, n: int, rng: torch.Generator, device, conditional: bool):
+    """(noise, teacher output, labels or None) for n pairs drawn uniformly, on ``device``."""
+    idx = torch.randint(0, pairs["x0"].shape[0], (n,), generator=rng)
+    cond = pairs["labels"][idx].to(device) if conditional else None
+    return pairs["noise"][idx].to(device), pairs["x0"][idx].to(device), cond
+
+
+def one_step_regression(gen, sh: float, z, target, cond) -> torch.Tensor:
+    """Per-sample L2 between the generator's one step from noise z at level sh and the teacher's ODE
+    output for the same z (DMD Sec. 3.3 regression loss; InstaFlow's distillation loss)."""
+    from ..noise.base import _bcast
+    from ..samplers.ode import level_coeffs
+
+    t, _, s = level_coeffs(gen.process, torch.full((z.shape[0],), float(sh), dtype=torch.float64))
+    out = gen(_bcast(s, z) * z, t.to(z.device), cond)
+    return ((out.float() - target) ** 2).flatten(1).mean(1)
+
+
 def teacher_pairs(teacher, n: int, spec, shape, num_classes: int, seed: int, cache_dir: Path, bf16: bool = True,
                   batch: int = 250) -> dict:
     """{"noise": z (unit std), "labels", "x0": teacher ODE output from sigma_0 * z}, cached by content key."""

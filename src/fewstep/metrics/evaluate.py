@@ -8,7 +8,7 @@ import torch
 
 from ..methods.base import SamplingSpec
 from ..noise.guidance import guided
-from ..samplers import initial_noise, make_grid, nfe_of, sample
+from ..samplers import initial_noise, make_grid, sample
 from .fid import fd
 from .prdc import precision_recall
 

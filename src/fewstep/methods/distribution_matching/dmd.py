@@ -14,10 +14,9 @@ Fake-score update: the teacher's denoising loss on sg(x_hat) (EDM weighting 1/si
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ...noise.guidance import guided
 from ...noise.precond import Denoiser
@@ -181,12 +180,10 @@ class DistributionMatchingBase(Method):
 
     def regression_loss(self, rng):
         """L2 between G(z) and the teacher's ODE output for the same z (DMD Sec. 3.3)."""
-        idx = torch.randint(0, self.pairs["x0"].shape[0], (self.cfg.regression_batch,), generator=rng)
-        z, y = self.pairs["noise"][idx].to(self.device), self.pairs["x0"][idx].to(self.device)
-        cond = self.pairs["labels"][idx].to(self.device) if self.num_classes else None
-        t0, _, sig0 = coeffs(self.process, float(self.student_sigmas[0]))
-        out = self.G(sig0 * z, torch.full((z.shape[0],), float(t0)), cond)
-        return ((out.float() - y) ** 2).flatten(1).mean(1)
+        from ...data.pairs import one_step_regression, pair_batch
+
+        z, y, cond = pair_batch(self.pairs, self.cfg.regression_batch, rng, self.device, bool(self.num_classes))
+        return one_step_regression(self.G, float(self.student_sigmas[0]), z, y, cond)
 
     def needs_pairs(self) -> bool:
         return self.cfg.regression_weight > 0 or self.cfg.regression_warmup > 0

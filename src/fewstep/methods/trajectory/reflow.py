@@ -26,6 +26,7 @@ from ...noise.precond import Denoiser
 from ...samplers.ode import level_coeffs
 from ..base import Method, SamplingSpec
 from ..registry import register
+from ...data.pairs import one_step_regression
 from .common import frozen_copy, student_from
 
 
@@ -103,10 +104,9 @@ class CouplingMethod(Method):
     def coupling_batch(self, n, rng):
         if self.pairs is None:
             raise RuntimeError(f"{self.name}: call prepare() first (it makes the teacher couplings)")
-        idx = torch.randint(0, self.pairs["x0"].shape[0], (n,), generator=rng)
-        dev = next(self.student.net.parameters()).device
-        cond = self.pairs["labels"][idx].to(dev) if self.num_classes else None
-        return self.pairs["noise"][idx].to(dev), self.pairs["x0"][idx].to(dev), cond
+        from ...data.pairs import pair_batch
+
+        return pair_batch(self.pairs, n, rng, next(self.student.net.parameters()).device, bool(self.num_classes))
 
 
 def flow_point(process, x1, z, tau):
@@ -152,9 +152,7 @@ class InstaFlow(CouplingMethod):
     def step(self, batch, it, ctx):
         n = batch["x"].shape[0]
         z, x1, cond = self.coupling_batch(n, ctx.rng)
-        t, _, s = level_coeffs(self.process, torch.full((n,), self.sh_top, dtype=torch.float64))
         with ctx.autocast():
-            x1_hat = self.student(_bcast(s, z) * z, t, cond)
-            loss = ((x1_hat.float() - x1) ** 2).flatten(1).mean(1)
+            loss = one_step_regression(self.student, self.sh_top, z, x1, cond)
         ctx.update(loss, "student", clip=self.cfg.grad_clip)
         return {"loss": loss.mean()}
