@@ -165,3 +165,28 @@ def test_sd3_transformer_adapter_is_the_transformer_in_flow_time():
     assert torch.allclose(v, ref, atol=1e-5)
     rebuilt = build(den.net.config())  # a saved SD3 student rebuilds from its config
     assert isinstance(rebuilt, DiffusersSD3)
+
+
+def test_flux_transformer_adapter_packs_latents_as_the_pipeline():
+    """Flux: 2x2 packing / unpacking and t in [0, 1] exactly as FluxPipeline feeds the transformer."""
+    from diffusers import FluxPipeline
+
+    from fewstep.nets.adapters.diffusers import DiffusersFlux, build
+    from fewstep.noise.precond import Denoiser
+
+    torch.manual_seed(0)
+    tr = diffusers.FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                          attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
+                                          pooled_projection_dim=8, guidance_embeds=True, axes_dims_rope=(2, 2, 4))
+    proc_cfg, param = process_from_scheduler({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 1.0})
+    den = Denoiser(DiffusersFlux(tr), process_from_config(proc_cfg), param)
+    x, text, pooled = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 16), torch.randn(2, 8)
+    t = torch.tensor([0.8, 0.2])
+    v = den.predict("flow", x, t, Cond(text=text, pooled=pooled, extra={"guidance": torch.full((2,), 3.5)}))
+    packed = FluxPipeline._pack_latents(x, 2, 4, 8, 8)
+    ids = FluxPipeline._prepare_latent_image_ids(2, 4, 4, "cpu", x.dtype)
+    with torch.no_grad():
+        ref = tr(hidden_states=packed, encoder_hidden_states=text, pooled_projections=pooled, timestep=t,
+                 img_ids=ids, txt_ids=torch.zeros(5, 3), guidance=torch.full((2,), 3.5)).sample
+    assert torch.allclose(v, FluxPipeline._unpack_latents(ref, 64, 64, 8), atol=1e-5)
+    assert isinstance(build(den.net.config()), DiffusersFlux)

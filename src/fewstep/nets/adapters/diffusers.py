@@ -19,6 +19,7 @@ from ..cond import Cond
 
 UNET_ARCH = "diffusers_unet"
 SD3_ARCH = "diffusers_sd3"
+FLUX_ARCH = "diffusers_flux"
 
 
 def _require_diffusers():
@@ -106,6 +107,45 @@ class DiffusersSD3(nn.Module):
         return {"arch": SD3_ARCH, "config": _plain(self.transformer.config)}
 
 
+class DiffusersFlux(nn.Module):
+    """``FluxTransformer2DModel`` behind fewstep's net interface (flow). Latents (B, C, H, W) are packed
+    into 2x2 patches and unpacked as FluxPipeline does; the model gets t in [0, 1] (the pipeline passes
+    timestep / 1000) and, for guidance-distilled checkpoints, ``cond.extra['guidance']`` (default 3.5)."""
+
+    def __init__(self, transformer: nn.Module):
+        super().__init__()
+        self.transformer = transformer
+        self.cfg = None
+
+    @staticmethod
+    def _ids(h: int, w: int, device, dtype):
+        ids = torch.zeros(h, w, 3, device=device, dtype=dtype)
+        ids[..., 1] += torch.arange(h, device=device, dtype=dtype)[:, None]
+        ids[..., 2] += torch.arange(w, device=device, dtype=dtype)[None, :]
+        return ids.reshape(h * w, 3)
+
+    def forward(self, x, c_noise, cond=None, return_bottleneck: bool = False):
+        if not isinstance(cond, Cond) or cond.text is None or cond.pooled is None:
+            raise ValueError("a Flux transformer needs Cond(text=..., pooled=...)")
+        if return_bottleneck:
+            raise NotImplementedError("no bottleneck features for Flux transformers (DMD2's GAN head)")
+        b, c, h, w = x.shape
+        packed = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
+        guidance = None
+        if self.transformer.config.guidance_embeds:
+            g = cond.extra.get("guidance")
+            guidance = torch.full((b,), 3.5, device=x.device) if g is None else g.to(x.device).float()
+        out = self.transformer(hidden_states=packed, encoder_hidden_states=cond.text.to(x.dtype),
+                               pooled_projections=cond.pooled.to(x.dtype), timestep=(c_noise / 1000).to(x.dtype),
+                               img_ids=self._ids(h // 2, w // 2, x.device, x.dtype),
+                               txt_ids=torch.zeros(cond.text.shape[1], 3, device=x.device, dtype=x.dtype),
+                               guidance=guidance, return_dict=False)[0]
+        return out.view(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+
+    def config(self) -> dict:
+        return {"arch": FLUX_ARCH, "config": _plain(self.transformer.config)}
+
+
 def _plain(cfg) -> dict:
     return json.loads(json.dumps({k: v for k, v in dict(cfg).items() if not k.startswith("_")}, default=list))
 
@@ -113,10 +153,12 @@ def _plain(cfg) -> dict:
 def build(cfg: dict) -> nn.Module:
     """Rebuild an adapter (random weights) from its ``config()``; model_io then loads the weights."""
     _require_diffusers()
-    from diffusers import SD3Transformer2DModel, UNet2DConditionModel
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel, UNet2DConditionModel
 
     if cfg["arch"] == UNET_ARCH:
         net = DiffusersUNet(UNet2DConditionModel.from_config(cfg["config"]))
+    elif cfg["arch"] == FLUX_ARCH:
+        net = DiffusersFlux(FluxTransformer2DModel.from_config(cfg["config"]))
     else:
         net = DiffusersSD3(SD3Transformer2DModel.from_config(cfg["config"]))
     if cfg.get("lora"):
@@ -127,7 +169,7 @@ def build(cfg: dict) -> nn.Module:
 
 
 def load_pipeline_teacher(path: str | Path):
-    """(Denoiser, info) from a local diffusers pipeline folder; info names its other components."""
+    """(Denoiser, info) from a local diffusers pipeline folder (UNet, SD3 or Flux); info names its other components."""
     _require_diffusers()
     from ...noise import process_from_config
     from ...noise.precond import Denoiser
@@ -143,9 +185,15 @@ def load_pipeline_teacher(path: str | Path):
 
         net = DiffusersUNet(UNet2DConditionModel.from_pretrained(root / "unet", local_files_only=True))
     elif (root / "transformer").is_dir():
-        from diffusers import SD3Transformer2DModel
+        cls_name = json.loads((root / "transformer" / "config.json").read_text()).get("_class_name", "")
+        if cls_name == "FluxTransformer2DModel":
+            from diffusers import FluxTransformer2DModel
 
-        net = DiffusersSD3(SD3Transformer2DModel.from_pretrained(root / "transformer", local_files_only=True))
+            net = DiffusersFlux(FluxTransformer2DModel.from_pretrained(root / "transformer", local_files_only=True))
+        else:
+            from diffusers import SD3Transformer2DModel
+
+            net = DiffusersSD3(SD3Transformer2DModel.from_pretrained(root / "transformer", local_files_only=True))
     else:
         raise FileNotFoundError(f"{root} has neither unet/ nor transformer/")
     den = Denoiser(net, process_from_config(proc_cfg), param).eval().requires_grad_(False)
