@@ -21,6 +21,11 @@ if [[ $what == train || $what == all ]]; then
     d $prev progressive $n $R/progressive_$n
     prev=$R/progressive_$n
   done
+  prev=$R/guidance_distill                        # Meng et al. stage 2: progressive on the w-student
+  for n in 8 4; do
+    d $prev progressive $n $R/guided_progressive_$n --set 'guidance=[1,2]' --set eval_cfg=1.25
+    prev=$R/guided_progressive_$n
+  done
   d mnist cd 2 $R/cd                               # 600 it, Heun teacher solver on 40 Karras levels
   d mnist lcm 2 $R/lcm                            # 600 it, DDIM skip solver on 50 levels, w ~ U[1, 2]
 fi
@@ -33,5 +38,7 @@ if [[ $what == bench || $what == all ]]; then
     --baseline benchmarks/results/trajectory_mnist_nested.json --threads "$T"
   students=$(ls -d $R/progressive_{16,8,4,2,1} $R/cd $R/lcm $R/reflow $R/instaflow $R/guidance_distill | paste -sd,)
   $F bench --model "$students" --name trajectory_mnist --baseline benchmarks/results/trajectory_mnist_flow.json --threads "$T"
+  $F bench --model $R/guided_progressive_8,$R/guided_progressive_4 --name trajectory_mnist_guided \
+    --baseline benchmarks/results/trajectory_mnist_flow.json --threads "$T"
   .venv/bin/python benchmarks/make_tables.py
 fi
