@@ -6,9 +6,12 @@ import copy
 import torch
 from torch import nn
 
+from dataclasses import asdict
+
 from ...nets import build_net
 from ...noise.base import _bcast
 from ...noise.precond import Denoiser
+from ..base import Method
 
 
 def student_from(teacher: Denoiser, boundary: str | None = None, w_dim: int = 0, lora_rank: int = 0,
@@ -80,3 +83,23 @@ def noised(process, x0, eps, sh):
 
 def uniform_scale(n: int, lo: float, hi: float, rng) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=rng)
+
+
+class StudentMethod(Method):
+    """The contract for methods that train one student (``self.student``, optimizer ``self.opt``,
+    typed config ``self.cfg``): its EMA is what gets evaluated and saved."""
+
+    def networks(self):
+        return {"student": self.student.net}
+
+    def optimizers(self):
+        return {"student": self.opt}
+
+    def ema_network(self):
+        return "student"
+
+    def generator(self, net=None):
+        return self.student if net is None else self.student.like(net)
+
+    def config(self):
+        return {"method": self.name, **asdict(self.cfg)}

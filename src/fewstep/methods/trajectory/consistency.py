@@ -26,9 +26,9 @@ from ...samplers.grids import student_levels
 from ...samplers.ode import ddim_step, heun_to, level_coeffs
 from ...noise.base import _bcast
 from ...nets.lora import trainable
-from ..base import Method, SamplingSpec, cond_of
+from ..base import SamplingSpec, cond_of
 from ..registry import register
-from .common import consistency_distance, ema_update_, frozen_copy, noised, student_from, uniform_scale
+from .common import StudentMethod, consistency_distance, ema_update_, frozen_copy, noised, student_from, uniform_scale
 
 
 @dataclass
@@ -63,7 +63,7 @@ class CDConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
-class ConsistencyBase(Method):
+class ConsistencyBase(StudentMethod):
     """Online student, target network, levels and sampling; subclasses define the solver step."""
 
     Config = CDConfig
@@ -89,15 +89,6 @@ class ConsistencyBase(Method):
 
     def networks(self):
         return {"student": self.student.net, "target": self.target.net}
-
-    def optimizers(self):
-        return {"student": self.opt}
-
-    def ema_network(self):
-        return "student"
-
-    def generator(self, net=None):
-        return self.student if net is None else self.student.like(net)
 
     def default_sampling(self):
         return SamplingSpec("multistep", self.cfg.nfe, "karras", self.eval_cfg(),

@@ -9,16 +9,16 @@ distillation of this student (progressive.py with ``guidance=(lo, hi)``).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 from ...noise.guidance import cfg_raw, with_scale
 from ...noise.precond import Denoiser
 from ...samplers import make_grid
-from ..base import Method, SamplingSpec, cond_of
+from ..base import SamplingSpec, cond_of
 from ..registry import register
-from .common import frozen_copy, noised, snr_truncated_mse, student_from, uniform_scale
+from .common import StudentMethod, frozen_copy, noised, snr_truncated_mse, student_from, uniform_scale
 
 
 @dataclass
@@ -46,7 +46,7 @@ class GuidanceDistillConfig:
 
 
 @register("guidance_distill")
-class GuidanceDistill(Method):
+class GuidanceDistill(StudentMethod):
     Config = GuidanceDistillConfig
 
     def __init__(self, teacher: Denoiser, cfg=None, shape=None, num_classes: int = 0):
@@ -60,18 +60,6 @@ class GuidanceDistill(Method):
         self.opt = torch.optim.Adam(self.student.net.parameters(), lr=self.cfg.lr, betas=self.cfg.betas,
                                     weight_decay=self.cfg.weight_decay)
 
-    def networks(self):
-        return {"student": self.student.net}
-
-    def optimizers(self):
-        return {"student": self.opt}
-
-    def ema_network(self):
-        return "student"
-
-    def generator(self, net=None):
-        return self.student if net is None else self.student.like(net)
-
     def default_sampling(self):
         c = self.cfg
         return SamplingSpec(c.sampler, c.nfe, c.grid, c.eval_cfg)
@@ -80,9 +68,6 @@ class GuidanceDistill(Method):
         c = self.cfg
         return [self.default_sampling()] + [SamplingSpec(c.sampler, k, c.grid, c.eval_cfg) for k in c.eval_nfes
                                             if k != c.nfe]
-
-    def config(self):
-        return {"method": self.name, **asdict(self.cfg)}
 
     def step(self, batch, it, ctx):
         x, labels = batch["x"], cond_of(batch)

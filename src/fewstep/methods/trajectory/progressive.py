@@ -17,7 +17,7 @@ With ``guidance`` set (Meng et al. 2023, stage 2) teacher and student are w-cond
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -25,9 +25,9 @@ from ...noise.guidance import guided, with_scale
 from ...noise.precond import Denoiser
 from ...samplers import make_grid
 from ...samplers.ode import ddim_to, level_coeffs
-from ..base import Method, SamplingSpec, cond_of
+from ..base import SamplingSpec, cond_of
 from ..registry import register
-from .common import frozen_copy, noised, snr_truncated_mse, student_from, uniform_scale
+from .common import StudentMethod, frozen_copy, noised, snr_truncated_mse, student_from, uniform_scale
 
 
 @dataclass
@@ -63,7 +63,7 @@ def x_target(z_t, z_s, a_t, s_t, a_s, s_s):
 
 
 @register("progressive")
-class Progressive(Method):
+class Progressive(StudentMethod):
     Config = ProgressiveConfig
 
     def __init__(self, teacher: Denoiser, cfg=None, shape=None, num_classes: int = 0):
@@ -79,26 +79,11 @@ class Progressive(Method):
         self.opt = torch.optim.Adam(self.student.net.parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
         self.max_iters = None
 
-    def networks(self):
-        return {"student": self.student.net}
-
-    def optimizers(self):
-        return {"student": self.opt}
-
-    def ema_network(self):
-        return "student"
-
     def plan(self, max_iters: int) -> None:
         self.max_iters = max_iters
 
-    def generator(self, net=None):
-        return self.student if net is None else self.student.like(net)
-
     def default_sampling(self):
         return SamplingSpec("euler", self.cfg.nfe, "nested", self.cfg.eval_cfg if self.cfg.guidance else 1.0)
-
-    def config(self):
-        return {"method": self.name, **asdict(self.cfg)}
 
     def _cond(self, labels, n, rng):
         if self.cfg.guidance is None:

@@ -17,17 +17,17 @@ Euler in tau is DDIM on the ``flow`` grid (samplers/grids.py), which is how both
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 from ...noise.base import _bcast
 from ...noise.precond import Denoiser
 from ...samplers.ode import level_coeffs
-from ..base import Method, SamplingSpec
+from ..base import SamplingSpec
 from ..registry import register
 from ...data.pairs import one_step_regression
-from .common import frozen_copy, student_from
+from .common import StudentMethod, frozen_copy, student_from
 
 
 @dataclass
@@ -52,7 +52,7 @@ class ReflowConfig:
             raise ValueError("lr must be > 0 and pair_cfg >= 0")
 
 
-class CouplingMethod(Method):
+class CouplingMethod(StudentMethod):
     """A student initialised from the teacher and trained on cached teacher couplings."""
 
     Config = ReflowConfig
@@ -69,27 +69,12 @@ class CouplingMethod(Method):
         self.tau_max = self.sh_top / (1 + self.sh_top)
         self.pairs = None
 
-    def networks(self):
-        return {"student": self.student.net}
-
-    def optimizers(self):
-        return {"student": self.opt}
-
-    def ema_network(self):
-        return "student"
-
-    def generator(self, net=None):
-        return self.student if net is None else self.student.like(net)
-
     def default_sampling(self):
         return SamplingSpec("euler", self.cfg.nfe, "flow")
 
     def sampling_options(self):
         return [self.default_sampling()] + [SamplingSpec("euler", k, "flow") for k in self.cfg.eval_nfes
                                             if k != self.cfg.nfe]
-
-    def config(self):
-        return {"method": self.name, **asdict(self.cfg)}
 
     def pair_spec(self) -> SamplingSpec:
         c = self.cfg
