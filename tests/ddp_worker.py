@@ -7,36 +7,28 @@ import sys
 import torch
 
 from fewstep.data import load_dataset
-from fewstep.methods.base import Method, cond_of
+from fewstep.methods.base import cond_of
+from fewstep.methods.trajectory.common import StudentMethod
 from fewstep.train.loop import Trainer, TrainConfig
 from helpers import toy_denoiser
 
 
-class Regress(Method):
+class Regress(StudentMethod):
     """Loss ||D(x, t=1) - x||^2 per sample: no random draws, so only batching and averaging matter."""
 
     name = "regress"
 
     def __init__(self):
-        self.den = toy_denoiser(0).train()
-        self.opt = torch.optim.Adam(self.den.net.parameters(), lr=1e-2)
+        self.student = toy_denoiser(0).train()
+        self.opt = torch.optim.Adam(self.student.net.parameters(), lr=1e-2)
 
-    def networks(self):
-        return {"net": self.den.net}
-
-    def optimizers(self):
-        return {"net": self.opt}
-
-    def ema_network(self):
-        return "net"
-
-    def generator(self, net=None):
-        return self.den if net is None else self.den.like(net)
+    def config(self):
+        return {"method": self.name}
 
     def step(self, batch, it, ctx):
         x = batch["x"]
-        loss = ((self.den(x, torch.ones(x.shape[0]), cond_of(batch)) - x) ** 2).mean(1)
-        ctx.update(loss, "net")
+        loss = ((self.student(x, torch.ones(x.shape[0]), cond_of(batch)) - x) ** 2).mean(1)
+        ctx.update(loss, "student")
         return {"loss": loss.mean()}
 
 
