@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fewstep.methods.base import SamplingSpec
-from fewstep.methods.trajectory.common import ema_update_, snr_truncated_mse, student_from
+from fewstep.methods.trajectory.common import snr_truncated_mse, student_from
 from fewstep.methods.trajectory.consistency import CDConfig, ConsistencyDistillation, LatentConsistency, LCMConfig
 from fewstep.methods.trajectory.guidance_distill import GuidanceDistill, GuidanceDistillConfig
 from fewstep.methods.trajectory.progressive import Progressive, ProgressiveConfig, x_target
@@ -18,6 +18,7 @@ from fewstep.noise.guidance import Guided, guided
 from fewstep.noise.precond import Denoiser
 from fewstep.samplers import euler, heun, make_grid
 from fewstep.samplers.ode import ddim_to, heun_to, level_coeffs
+from fewstep.train.ema import ema_update_
 from fewstep.train.guards import StepContext
 from helpers import state, toy_denoiser, toy_fd, train_student
 

@@ -7,6 +7,16 @@ import torch
 from torch import nn
 
 
+@torch.no_grad()
+def ema_update_(target: nn.Module, online: nn.Module, decay: float) -> None:
+    """target <- decay * target + (1 - decay) * online for floating-point weights; other tensors copied."""
+    for e, p in zip(target.state_dict().values(), online.state_dict().values()):
+        if e.is_floating_point():
+            e.lerp_(p.detach(), 1 - decay)
+        else:
+            e.copy_(p)
+
+
 class EMA:
     def __init__(self, net: nn.Module, decay: float, warmup: bool = True):
         if not 0.0 <= decay < 1.0:
@@ -22,10 +32,5 @@ class EMA:
 
     @torch.no_grad()
     def update(self, net: nn.Module) -> None:
-        d = self.current_decay()
-        for e, p in zip(self.net.state_dict().values(), net.state_dict().values()):
-            if e.is_floating_point():
-                e.lerp_(p.detach(), 1 - d)
-            else:
-                e.copy_(p)
+        ema_update_(self.net, net, self.current_decay())
         self.num_updates += 1

@@ -45,15 +45,6 @@ def frozen_copy(den: Denoiser) -> Denoiser:
     return copy.deepcopy(den).eval().requires_grad_(False)
 
 
-@torch.no_grad()
-def ema_update_(target: nn.Module, online: nn.Module, mu: float) -> None:
-    """theta^- <- mu theta^- + (1 - mu) theta (consistency target network, Song et al. 2023 Alg. 2)."""
-    for pt, po in zip(target.parameters(), online.parameters()):
-        pt.lerp_(po.detach(), 1.0 - mu)
-    for bt, bo in zip(target.buffers(), online.buffers()):
-        bt.copy_(bo)
-
-
 def snr_truncated_mse(x0_hat, x0_target, alpha, sigma) -> torch.Tensor:
     """Salimans & Ho 2022 Sec. 4, 'truncated SNR' weighting: max(||x - x~||^2, ||eps - eps~||^2)
     = max(SNR, 1) ||x - x~||^2 with SNR = alpha^2 / sigma^2 (eps errors are x errors times alpha/sigma)."""

@@ -19,16 +19,17 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ...nets.lora import trainable
+from ...noise.base import _bcast
 from ...noise.guidance import cfg_raw, guided, with_scale
 from ...noise.precond import Denoiser
 from ...samplers import make_grid
 from ...samplers.grids import student_levels
 from ...samplers.ode import ddim_step, heun_to, level_coeffs
-from ...noise.base import _bcast
-from ...nets.lora import trainable
+from ...train.ema import ema_update_  # the target network: theta^- <- mu theta^- + (1 - mu) theta (CM Alg. 2)
 from ..base import SamplingSpec, cond_of
 from ..registry import register
-from .common import StudentMethod, consistency_distance, ema_update_, frozen_copy, noised, student_from, uniform_scale
+from .common import StudentMethod, consistency_distance, frozen_copy, noised, student_from, uniform_scale
 
 
 @dataclass
