@@ -34,6 +34,7 @@ TINY_UNET = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=
 def build(args, device):
     from diffusers import UNet2DConditionModel
 
+    from fewstep.methods.base import LoRAConfig, OptimConfig
     from fewstep.methods.distribution_matching.dmd2 import DMD2, DMD2Config
     from fewstep.nets.adapters.diffusers import DiffusersUNet
     from fewstep.noise import VPDiscrete
@@ -45,8 +46,10 @@ def build(args, device):
     unet = UNet2DConditionModel(**cfg)
     teacher = Denoiser(DiffusersUNet(unet), VPDiscrete("scaled_linear", 1000, 0.00085, 0.012), "eps")
     lat = args.resolution // 8
-    method = DMD2(teacher, DMD2Config(gen_lr=5e-7, critic_lr=5e-7, gen_every=args.gen_every, real_cfg=args.real_cfg,
-                                      lora_rank=args.lora_rank), shape=(4, lat, lat), num_classes=0)
+    # DMD2 SD1.5: AdamW LR 5e-7 for both networks (docs/methods.md)
+    optim = OptimConfig(lr=5e-7, weight_decay=0.01, grad_clip=10.0)
+    method = DMD2(teacher, DMD2Config(optim=optim, critic_optim=optim, gen_every=args.gen_every, real_cfg=args.real_cfg,
+                                      lora=LoRAConfig(rank=args.lora_rank)), shape=(4, lat, lat), num_classes=0)
     move_method(method, device)
     from fewstep.nets import Cond
 
@@ -91,8 +94,8 @@ def main():
 
     device = torch.device(args.device)
     method, batch, params = build(args, device)
-    ctx = StepContext(method.optimizers(), torch.Generator().manual_seed(0), 0.0, 0, True, device.type)
-    ctx.device, ctx.shared_rng = device, torch.Generator().manual_seed(0)
+    ctx = StepContext(method.optimizers(), torch.Generator().manual_seed(0), 0.0, 0, True, device,
+                      torch.Generator().manual_seed(0))
     it = {"gen": 0, "critic": 1}  # it % gen_every == 0 -> generator iteration
 
     def run(kind):
@@ -103,7 +106,7 @@ def main():
         run(kind)  # warm-up (allocations, autotuning)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    step_s = {k: timed(lambda: run(k), device, args.steps) for k in ("gen", "critic")}
+    step_s = {k: timed(lambda k=k: run(k), device, args.steps) for k in ("gen", "critic")}
     peak_mem = torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else None
     flops = {}
     for kind in ("gen", "critic"):

@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "support"))  # helpers, toy models
 torch.set_num_threads(int(os.environ.get("FEWSTEP_TEST_THREADS", "2")))
 
 

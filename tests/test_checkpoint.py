@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from fewstep.errors import CheckpointError
+from fewstep.io import atomic_dir, load_state_strict, load_tensors, save_tensors
 from fewstep.model_io import load_denoiser, save_denoiser
-from fewstep.train.checkpoint import atomic_dir, load_state_strict, load_tensors, save_tensors
+
 from helpers import toy_denoiser
 
 
@@ -96,8 +97,7 @@ def test_model_folder_round_trip(tmp_path):
 
 
 def test_shipped_mnist_teacher_loads_by_name_and_records_its_training():
-    from fewstep.methods.base import SamplingSpec
-    from fewstep.metrics.evaluate import generate
+    from fewstep.samplers import SamplingSpec, generate
 
     den, cfg = load_denoiser("mnist")
     training = cfg["training"]

@@ -8,6 +8,7 @@ import torch
 
 from fewstep.cli import main
 from fewstep.model_io import save_denoiser
+
 from helpers import toy_denoiser
 
 BAD = [

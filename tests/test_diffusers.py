@@ -12,6 +12,7 @@ from fewstep.cli import main  # noqa: E402
 from fewstep.nets import Cond  # noqa: E402
 from fewstep.nets.adapters.diffusers import process_from_scheduler  # noqa: E402
 from fewstep.noise import process_from_config  # noqa: E402
+
 from tiny_sd import make_caption_folder, make_sd_pipeline  # noqa: E402
 
 
@@ -70,7 +71,7 @@ def test_lora_distillation_trains_through_the_cli(sd, tmp_path, method, capsys):
     assert main(argv) == 0, capsys.readouterr().err
     cfg = json.loads((out / "model" / "config.json").read_text())
     assert cfg["arch"]["arch"] == "diffusers_unet" and cfg["arch"]["lora"]["rank"] == 4
-    from fewstep.train.checkpoint import load_tensors
+    from fewstep.io import load_tensors
 
     w = load_tensors(out / "model" / "model.safetensors")
     lora_b = [v for k, v in w.items() if "lora_B" in k]
@@ -83,9 +84,8 @@ def test_lora_distillation_trains_through_the_cli(sd, tmp_path, method, capsys):
 @pytest.mark.slow
 def test_export_loads_in_diffusers_and_reproduces_fewstep_sampling(sd, tmp_path, capsys):
     """pipeline.load_lora_weights(export) + the exported scheduler and timesteps give fewstep's output."""
-    from fewstep.methods.base import SamplingSpec
     from fewstep.model_io import load_denoiser
-    from fewstep.samplers import initial_noise, sample
+    from fewstep.samplers import SamplingSpec, initial_noise, sample
 
     pipe_dir, data = sd
     out = tmp_path / "dmd2"
@@ -122,6 +122,7 @@ def test_export_loads_in_diffusers_and_reproduces_fewstep_sampling(sd, tmp_path,
 
 def test_export_refuses_a_student_of_a_non_diffusers_teacher(tmp_path, capsys):
     from fewstep.model_io import save_denoiser
+
     from helpers import toy_denoiser
 
     save_denoiser(toy_denoiser(), tmp_path / "m")

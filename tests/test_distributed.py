@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewstep.train.checkpoint import load_tensors
+from fewstep.io import load_tensors
+
 from helpers import toy_denoiser
 
 HERE = Path(__file__).parent
@@ -20,7 +21,7 @@ def _torchrun(nproc, *args, launcher="torchrun"):
     else:  # accelerate's CPU multi-process path (its --cpu flag starts a single process)
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    cmd += [str(HERE / "ddp_worker.py"), *map(str, args)]
+    cmd += [str(HERE / "support" / "ddp_worker.py"), *map(str, args)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
@@ -48,8 +49,8 @@ def test_two_processes_of_batch_b_equal_one_process_of_batch_2b(tmp_path):
 def test_dmd2_trains_under_ddp_with_two_processes(tmp_path):
     _torchrun(2, "dmd2", tmp_path / "dmd2", 16, 4)
     files = {p.name for p in (tmp_path / "dmd2" / "latest").iterdir()}
-    assert {"generator.safetensors", "fake.safetensors", "disc.safetensors"} <= files
-    w = load_tensors(tmp_path / "dmd2" / "latest" / "generator.safetensors")
+    assert {"student.safetensors", "fake.safetensors", "disc.safetensors"} <= files
+    w = load_tensors(tmp_path / "dmd2" / "latest" / "student.safetensors")
     assert not any(k.startswith("module.") for k in w)
 
 

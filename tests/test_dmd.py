@@ -2,10 +2,15 @@
 import pytest
 import torch
 
-from fewstep.methods.distribution_matching.dmd import DMD, DMDConfig, dm_gradient, dm_loss
+from fewstep.methods.distribution_matching.base import DMDConfig, dm_gradient, dm_loss
+from fewstep.methods.distribution_matching.dmd import DMD
 from fewstep.methods.distribution_matching.dmd2 import DMD2, DMD2Config
 from fewstep.train.guards import StepContext
-from helpers import state, toy_denoiser, toy_fd as _toy_fd
+
+from helpers import config, state, toy_denoiser
+from helpers import toy_fd as _toy_fd
+
+ADAM0 = {"betas": (0.0, 0.999), "weight_decay": 0.0}  # the small-data DM optimiser (dmd.cpu_optim)
 
 
 def _ctx(method, seed=0):
@@ -27,12 +32,12 @@ def _perturb(den, seed):
 def test_dm_gradient_is_normalised_fake_minus_real():
     """d L_DM / d x_hat equals (mu_fake - mu_real) / mean|x_hat - mu_real|, per sample."""
     teacher = toy_denoiser(0)
-    m = DMD2(teacher, DMD2Config(gen_lr=1e-3, critic_lr=1e-3), shape=(2,), num_classes=8)
+    m = DMD2(teacher, config(DMD2Config, lr=1e-3), shape=(2,), num_classes=8)
     _perturb(m.fake, 1)  # make fake != real
     x_hat = torch.randn(6, 2, requires_grad=True)
     cond = torch.arange(6) % 8
     rng = torch.Generator().manual_seed(5)
-    loss, grad = m.dm_generator_loss(x_hat, cond, rng)
+    loss, grad = m.dm_student_loss(x_hat, cond, rng)
     (g_auto,) = torch.autograd.grad(loss.sum(), x_hat)
     # redo by hand with the same random draws
     rng = torch.Generator().manual_seed(5)
@@ -68,11 +73,11 @@ class CountingOpt:
 
 
 @pytest.mark.parametrize("schedule,expect", [
-    ("official", ["generator", "critic", "critic", "critic", "critic", "critic", "generator", "critic"]),
-    ("exclusive", ["generator", "critic", "critic", "critic", "critic", "generator"]),
+    ("official", ["student", "critic", "critic", "critic", "critic", "critic", "student", "critic"]),
+    ("exclusive", ["student", "critic", "critic", "critic", "critic", "student"]),
 ])
 def test_update_schedule(schedule, expect):
-    m = DMD2(toy_denoiser(0), DMD2Config(gen_every=5, schedule=schedule), shape=(2,), num_classes=8)
+    m = DMD2(toy_denoiser(0), config(DMD2Config, gen_every=5, schedule=schedule), shape=(2,), num_classes=8)
     log = []
     ctx = StepContext({k: CountingOpt(o, log, k) for k, o in m.optimizers().items()}, torch.Generator().manual_seed(0),
                       0.0, 0, False)
@@ -83,7 +88,7 @@ def test_update_schedule(schedule, expect):
 
 
 def test_dmd_v1_updates_one_to_one(tmp_path):
-    m = DMD(toy_denoiser(0), DMDConfig(regression_pairs=32, regression_steps=4, regression_batch=8), shape=(2,),
+    m = DMD(toy_denoiser(0), config(DMDConfig, regression_pairs=32, regression_steps=4, regression_batch=8), shape=(2,),
             num_classes=8)
     m.prepare(tmp_path)
     assert m.pairs["x0"].shape == (32, 2) and len(list(tmp_path.glob("pairs-*.safetensors"))) == 1
@@ -94,19 +99,19 @@ def test_dmd_v1_updates_one_to_one(tmp_path):
     for it in range(3):
         ctx.begin(it)
         out = m.step(_batch(seed=it), it, ctx)
-    assert log == ["generator", "critic"] * 3 and "loss_reg" in out
+    assert log == ["student", "critic"] * 3 and "loss_reg" in out
 
 
 def test_gan_head_gets_gradients_only_from_its_terms():
-    m = DMD2(toy_denoiser(0), DMD2Config(gen_lr=1e-2, critic_lr=1e-2), shape=(2,), num_classes=8)
+    m = DMD2(toy_denoiser(0), config(DMD2Config, lr=1e-2), shape=(2,), num_classes=8)
     ctx = _ctx(m)
     b = _batch()
-    head0, fake0, gen0 = state(m.head), state(m.fake.net), state(m.G.net)
+    head0, fake0, gen0 = state(m.head), state(m.fake.net), state(m.student.net)
     # generator update: G moves; the fake score and the head neither move nor keep gradients
-    m.generator_update(b["labels"], 16, ctx, {})
+    m.student_update(b["labels"], 16, ctx, {})
     assert all(torch.equal(head0[k], v) for k, v in state(m.head).items())
     assert all(torch.equal(fake0[k], v) for k, v in state(m.fake.net).items())
-    assert any(not torch.equal(gen0[k], v) for k, v in state(m.G.net).items())
+    assert any(not torch.equal(gen0[k], v) for k, v in state(m.student.net).items())
     assert all(p.grad is None for p in list(m.head.parameters()) + list(m.fake.net.parameters()))
     # the fake-score loss alone does not reach the head; the discriminator loss does
     x_fake = torch.randn(16, 2)
@@ -123,28 +128,28 @@ def test_gan_head_gets_gradients_only_from_its_terms():
 
 
 def test_backward_simulation_uses_student_levels():
-    m = DMD2(toy_denoiser(0), DMD2Config(nfe=4), shape=(2,), num_classes=8)
+    m = DMD2(toy_denoiser(0), config(DMD2Config, nfe=4), shape=(2,), num_classes=8)
     sig = m.student_sigmas
     assert len(sig) == 5 and sig[-1] == 0 and sig[-2] == pytest.approx(0.5) and (sig[:-1].diff() < 0).all()
     spec = m.default_sampling()
     assert spec.sampler == "multistep" and len(spec.sigmas) == 5
     out = m.student_sample(torch.arange(4), torch.Generator().manual_seed(0), 4, stage=3)
     out.sum().backward()  # gradient reaches G through the last call only
-    assert any(p.grad is not None for p in m.G.net.parameters())
+    assert any(p.grad is not None for p in m.student.net.parameters())
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cls,cfg", [
-    (DMD2, DMD2Config(gen_lr=1e-3, critic_lr=1e-3, betas=(0.0, 0.999), weight_decay=0.0)),
-    (DMD, DMDConfig(gen_lr=1e-3, critic_lr=1e-3, betas=(0.0, 0.999), weight_decay=0.0, regression_pairs=500,
+    (DMD2, config(DMD2Config, lr=1e-3, optim=ADAM0, critic_optim=ADAM0)),
+    (DMD, config(DMDConfig, lr=1e-3, optim=ADAM0, critic_optim=ADAM0, regression_pairs=500,
                     regression_batch=128)),
 ], ids=["dmd2", "dmd"])
 def test_one_step_student_beats_teacher_one_step_on_toy2d(toy_teacher, cls, cfg, tmp_path):
     """End to end: the 1-step student learns the 8 modes the teacher's single step cannot reach,
     and lands near the teacher's 40-step Heun quality."""
     from fewstep.data import load_dataset
-    from fewstep.methods.base import SamplingSpec
-    from fewstep.train.loop import Trainer, TrainConfig
+    from fewstep.samplers import SamplingSpec
+    from fewstep.train.loop import TrainConfig, Trainer
 
     m = cls(toy_teacher, cfg, shape=(2,), num_classes=0)
     m.prepare(tmp_path / "cache")
@@ -170,6 +175,6 @@ def test_collapse_monitor_flags_a_constant_generator():
     constant = te.x[:1].expand_as(te.x)
     warnings = mon.check(collapse_signals(constant, te.labels))
     assert any("collapsed" in w for w in warnings)
-    solid = torch.full_like(te.x, -1.0)  # static / solid-colour output (METHODS.md pitfalls)
+    solid = torch.full_like(te.x, -1.0)  # static / solid-colour output (docs/methods.md pitfalls)
     warnings = mon.check(collapse_signals(solid, te.labels))
     assert any("std" in w for w in warnings) and any("mean" in w for w in warnings)

@@ -1,11 +1,12 @@
 import torch
 
-from fewstep.metrics.evaluate import CountNFE
 from fewstep.nets import UNet, UNetConfig
 from fewstep.nets.cond import Cond, drop_cond, null_like
 from fewstep.noise import EDM
 from fewstep.noise.guidance import Guided, guided
 from fewstep.noise.precond import Denoiser
+from fewstep.samplers import CountNFE
+
 from helpers import toy_denoiser
 
 

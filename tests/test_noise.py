@@ -1,7 +1,16 @@
 import pytest
 import torch
 
-from fewstep.noise import EDM, PREDICTION_KINDS, RectifiedFlow, TimeSampler, VPContinuous, VPDiscrete, convert, to_x0_eps
+from fewstep.noise import (
+    EDM,
+    PREDICTION_KINDS,
+    RectifiedFlow,
+    TimeSampler,
+    VPContinuous,
+    VPDiscrete,
+    convert,
+    to_x0_eps,
+)
 from fewstep.samplers import make_grid
 
 PROCESSES = [EDM(), VPDiscrete(), VPDiscrete(schedule="linear", beta_start=1e-4, beta_end=0.02),

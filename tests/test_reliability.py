@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from fewstep.errors import FewstepError
-from fewstep.train.checkpoint import load_tensors
-from helpers import state, toy_trainer
+from fewstep.io import load_tensors
+
+from helpers import config, state, toy_trainer
 
 CLI = [sys.executable, "-m", "fewstep"]
 NEEDED = ("config.json", "optim.safetensors", "optim.json", "rng.safetensors", "trainer_state.json")
@@ -115,7 +116,7 @@ def test_dmd2_distillation_survives_sigkill_bitwise(cli_teacher, tmp_path):
     out = tmp_path / "killed"
     _kill_and_resume(args + [str(out)], out, 20, kill_in_ckpt=[40, 100], random_kills=3, seed=1)
     files = {p.name for p in (out / "latest").iterdir()}
-    assert {"generator.safetensors", "fake.safetensors", "disc.safetensors", "ema.safetensors"} <= files
+    assert {"student.safetensors", "fake.safetensors", "disc.safetensors", "ema.safetensors"} <= files
     _assert_same_run(tmp_path / "ref", out)
 
 
@@ -151,7 +152,7 @@ def test_hostile_checkpoint_is_refused_not_executed_and_resume_falls_back(tmp_pa
 
 @pytest.mark.parametrize("damage", ["missing", "wrong_shape", "extra"])
 def test_checkpoint_with_wrong_tensors_is_refused_by_name(tmp_path, damage, capsys):
-    from fewstep.train.checkpoint import save_tensors
+    from fewstep.io import save_tensors
 
     t = toy_trainer(tmp_path, 10, ckpt_every=5, keep=3)
     t.train()
@@ -174,6 +175,7 @@ def test_checkpoint_with_wrong_tensors_is_refused_by_name(tmp_path, damage, caps
 def test_cli_refuses_a_model_whose_weights_hold_infinities(tmp_path, capsys):
     from fewstep.cli import main
     from fewstep.model_io import save_denoiser
+
     from helpers import toy_denoiser
 
     den = toy_denoiser()
@@ -181,7 +183,7 @@ def test_cli_refuses_a_model_whose_weights_hold_infinities(tmp_path, capsys):
     sd = load_tensors(tmp_path / "m" / "model.safetensors")
     k = sorted(sd)[0]
     sd[k] = sd[k].clone().fill_(float("inf"))
-    from fewstep.train.checkpoint import save_tensors
+    from fewstep.io import save_tensors
 
     save_tensors(sd, tmp_path / "m" / "model.safetensors")
     assert main(["sample", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "s.png")]) != 0
@@ -193,10 +195,11 @@ def test_cli_refuses_a_model_whose_weights_hold_infinities(tmp_path, capsys):
 def _dmd2_trainer(tmp_path, iters, **kw):
     from fewstep.data import load_dataset
     from fewstep.methods.distribution_matching.dmd2 import DMD2, DMD2Config
-    from fewstep.train.loop import Trainer, TrainConfig
+    from fewstep.train.loop import TrainConfig, Trainer
+
     from helpers import toy_denoiser
 
-    m = DMD2(toy_denoiser(0), DMD2Config(gen_lr=1e-3, critic_lr=1e-3, gen_every=5), shape=(2,), num_classes=8)
+    m = DMD2(toy_denoiser(0), config(DMD2Config, lr=1e-3, gen_every=5), shape=(2,), num_classes=8)
     return Trainer(m, load_dataset("toy2d", "train"),
                    TrainConfig(out=str(tmp_path), max_iters=iters, batch_size=64, ema_decay=0.9, progress=False, **kw))
 
@@ -229,14 +232,14 @@ def test_nonfinite_generator_iteration_skips_every_network(tmp_path):
     tr.method.step = step
     tr.train()
     (nb, ob), (na, oa) = seen["before"], seen["after"]
-    assert set(nb) == {"generator", "fake", "disc"} and set(ob) == {"generator", "critic"}
+    assert set(nb) == {"student", "fake", "disc"} and set(ob) == {"student", "critic"}
     for n in nb:
         assert _equal(nb[n], na[n]), n
     for n in ob:
         assert ob[n] and all(_equal(ob[n][i], oa[n][i]) for i in ob[n]), n
     rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     skip = next(r for r in rows if r["kind"] == "skip")
-    assert skip["it"] == 10 and any("generator" in s for s in skip["reasons"]) and any("critic" in s for s in skip["reasons"])
+    assert skip["it"] == 10 and any("student" in s for s in skip["reasons"]) and any("critic" in s for s in skip["reasons"])
 
 
 def test_consecutive_nonfinite_steps_save_and_stop(tmp_path):
@@ -269,13 +272,12 @@ def test_collapsed_generator_is_flagged_and_signals_are_logged(tmp_path):
     assert evals[0]["warnings"] and any("collapsed" in w for w in evals[0]["warnings"])
     assert {"sample_mean", "sample_std", "min_class_spread"} <= evals[0].keys()
     train = [r for r in rows if r["kind"] == "train"]
-    assert all("grad_norm/critic" in r for r in train) and any("grad_norm/generator" in r for r in train)
+    assert all("grad_norm/critic" in r for r in train) and any("grad_norm/student" in r for r in train)
 
 
 # -- 7: determinism --------------------------------------------------------------------------------
 def test_same_seed_same_config_same_weights_and_samples(tmp_path):
-    from fewstep.methods.base import SamplingSpec
-    from fewstep.metrics.evaluate import generate
+    from fewstep.samplers import SamplingSpec, generate
 
     a, b = toy_trainer(tmp_path / "a", 15, bf16=True), toy_trainer(tmp_path / "b", 15, bf16=True)
     a.train()

@@ -7,6 +7,7 @@ import torch
 from fewstep.noise import EDM, RectifiedFlow, VPContinuous, VPDiscrete
 from fewstep.samplers import ancestral, dpmpp_2m, euler, heun, make_grid, multistep
 from fewstep.samplers.ode import coeffs
+
 from gaussian import GaussianDenoiser, exact_ode
 
 MU = torch.tensor([0.5, -1.0, 0.0], dtype=torch.float64)

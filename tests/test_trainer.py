@@ -73,9 +73,8 @@ def test_nonfinite_step_is_skipped_and_logged(tmp_path):
 def test_teacher_learns_toy2d(tmp_path):
     """A short toy2d run lowers FD (data space) by a wide margin versus the untrained net."""
     from fewstep.data import load_dataset
-    from fewstep.methods.base import SamplingSpec
-    from fewstep.metrics.evaluate import generate
     from fewstep.metrics.fid import fd
+    from fewstep.samplers import SamplingSpec, generate
 
     test = load_dataset("toy2d", "test")
     spec = SamplingSpec("heun", 10, "karras")

@@ -6,21 +6,24 @@ end-to-end tests (marked slow, run in CI) train on toy2d and compare with the te
 import pytest
 import torch
 
-from fewstep.methods.base import SamplingSpec
-from fewstep.methods.trajectory.common import snr_truncated_mse, student_from
-from fewstep.methods.trajectory.consistency import CDConfig, ConsistencyDistillation, LatentConsistency, LCMConfig
+from fewstep.methods.base import trainable_copy
+from fewstep.methods.consistency.cd import CDConfig, ConsistencyDistillation
+from fewstep.methods.consistency.lcm import LatentConsistency, LCMConfig
+from fewstep.methods.losses import snr_truncated_mse
 from fewstep.methods.trajectory.guidance_distill import GuidanceDistill, GuidanceDistillConfig
+from fewstep.methods.trajectory.instaflow import InstaFlow, InstaFlowConfig
 from fewstep.methods.trajectory.progressive import Progressive, ProgressiveConfig, x_target
-from fewstep.methods.trajectory.reflow import InstaFlow, InstaFlowConfig, Reflow, ReflowConfig, flow_point
+from fewstep.methods.trajectory.reflow import Reflow, ReflowConfig, flow_point
 from fewstep.nets import Cond
+from fewstep.nets.ema import ema_update_
 from fewstep.noise import process_from_config
 from fewstep.noise.guidance import Guided, guided
 from fewstep.noise.precond import Denoiser
-from fewstep.samplers import euler, heun, make_grid
+from fewstep.samplers import SamplingSpec, euler, heun, make_grid
 from fewstep.samplers.ode import ddim_to, heun_to, level_coeffs
-from fewstep.train.ema import ema_update_
 from fewstep.train.guards import StepContext
-from helpers import state, toy_denoiser, toy_fd, train_student
+
+from helpers import config, state, toy_denoiser, toy_fd, train_student
 
 
 def _perturb(den, seed, scale=0.05):
@@ -70,7 +73,7 @@ def test_nested_grid_halves():
 
 def test_w_embedding_student_starts_as_the_teacher_and_reads_w():
     teacher = _perturb(toy_denoiser(0), 1)
-    student = student_from(teacher, w_dim=16)
+    student = trainable_copy(teacher, w_dim=16)
     x, t, labels = torch.randn(8, 2), torch.full((8,), 1.3), torch.arange(8)
     ref = teacher(x, t, labels)
     for w in (1.0, 3.0):
@@ -96,7 +99,7 @@ def test_progressive_x_target_lands_on_the_teachers_two_steps():
     """One student DDIM step from z_t whose x0 is x~ reaches exactly the teacher's two-step z_s."""
     teacher = _perturb(toy_denoiser(0), 1)
     proc = teacher.process
-    m = Progressive(teacher, ProgressiveConfig(nfe=4), shape=(2,), num_classes=8)
+    m = Progressive(teacher, config(ProgressiveConfig, nfe=4), shape=(2,), num_classes=8)
     cond = torch.arange(8) % 8
     for i in range(4):  # every student step, the last one (to the clean end) included
         sh_t, sh_mid, sh_s = (v.expand(8) for v in (m.grid_s[i], m.grid_t[2 * i + 1], m.grid_s[i + 1]))
@@ -121,7 +124,7 @@ def test_truncated_snr_loss_is_the_max_of_x_and_eps_errors():
 
 
 def test_progressive_anneals_the_lr_to_zero():
-    m = Progressive(toy_denoiser(0), ProgressiveConfig(nfe=2, lr=1e-3), shape=(2,), num_classes=8)
+    m = Progressive(toy_denoiser(0), config(ProgressiveConfig, nfe=2, lr=1e-3), shape=(2,), num_classes=8)
     m.plan(10)
     ctx = _ctx(m)
     for it in (0, 5, 9):
@@ -147,7 +150,7 @@ def test_consistency_boundary_condition(boundary):
 def test_cd_target_is_the_ema_target_at_one_heun_step(monkeypatch):
     """The CD loss compares f(x_{n+1}) with sg f^-(Heun(x_{n+1}) at s_n) and then moves the target."""
     teacher = _perturb(toy_denoiser(0), 1)
-    m = ConsistencyDistillation(teacher, CDConfig(lr=1e-3, num_scales=10, target_ema=0.9), shape=(2,), num_classes=8)
+    m = ConsistencyDistillation(teacher, config(CDConfig, lr=1e-3, num_scales=10, target_ema=0.9), shape=(2,), num_classes=8)
     _perturb(m.student, 2)
     batch, seed = _batch(), 3
     # by hand, with the step's random draws replayed
@@ -175,7 +178,7 @@ def test_cd_target_is_the_ema_target_at_one_heun_step(monkeypatch):
 
 def test_lcm_solver_is_a_guided_ddim_step_at_each_samples_scale():
     teacher = _perturb(toy_denoiser(0), 1)
-    m = LatentConsistency(teacher, LCMConfig(w_range=(1.0, 4.0), num_scales=10, skip=2), shape=(2,), num_classes=8)
+    m = LatentConsistency(teacher, config(LCMConfig, w_range=(1.0, 4.0), num_scales=10, skip=2), shape=(2,), num_classes=8)
     x, labels = torch.randn(6, 2) * 2, torch.arange(6)
     sh_next, sh_n = m.levels[5].expand(6), m.levels[3].expand(6)
     x_n, cond = m.solver_step(x, sh_next, sh_n, labels, torch.Generator().manual_seed(0))
@@ -200,7 +203,7 @@ def test_flow_point_is_the_straight_line_in_each_process():
 def test_reflow_loss_is_the_velocity_error():
     """v_hat = eps_hat - x0_hat (d x_tau / d tau on x_tau = (1 - tau) x0 + tau eps) against z - x1."""
     den = toy_denoiser(0)
-    m = Reflow(den, ReflowConfig(pairs=64), shape=(2,), num_classes=8)
+    m = Reflow(den, config(ReflowConfig, pairs=64), shape=(2,), num_classes=8)
     g = torch.Generator().manual_seed(0)
     m.pairs = {"noise": torch.randn(64, 2, generator=g), "x0": torch.randn(64, 2, generator=g) * 0.5,
                "labels": torch.arange(64) % 8}
@@ -216,7 +219,7 @@ def test_reflow_loss_is_the_velocity_error():
 
 
 def test_reflow_needs_its_couplings():
-    m = Reflow(toy_denoiser(0), ReflowConfig(pairs=8), shape=(2,), num_classes=8)
+    m = Reflow(toy_denoiser(0), config(ReflowConfig, pairs=8), shape=(2,), num_classes=8)
     with pytest.raises(RuntimeError, match="prepare"):
         m.step({"x": torch.zeros(4, 2)}, 0, _ctx(m))
 
@@ -224,27 +227,27 @@ def test_reflow_needs_its_couplings():
 # -- guidance distillation -------------------------------------------------------------------------
 def test_guidance_distill_target_is_the_teachers_cfg_at_each_scale():
     teacher = _perturb(toy_denoiser(0), 1)
-    m = GuidanceDistill(teacher, GuidanceDistillConfig(w_range=(1.0, 3.0), w_dim=16, lr=1e-3), shape=(2,),
+    m = GuidanceDistill(teacher, config(GuidanceDistillConfig, w_range=(1.0, 3.0), w_dim=16, lr=1e-3), shape=(2,),
                         num_classes=8)
     # the student starts as the teacher, so its loss at scale 1 is 0 and grows with the scale
     batch = _batch()
-    batch_w1 = GuidanceDistill(teacher, GuidanceDistillConfig(w_range=(1.0, 1.0), w_dim=16), shape=(2,), num_classes=8)
+    batch_w1 = GuidanceDistill(teacher, config(GuidanceDistillConfig, w_range=(1.0, 1.0), w_dim=16), shape=(2,), num_classes=8)
     assert float(batch_w1.step(batch, 0, _ctx(batch_w1))["loss"].detach()) == pytest.approx(0.0, abs=1e-10)
     assert float(m.step(batch, 0, _ctx(m))["loss"].detach()) > 1e-6
     with pytest.raises(ValueError, match="conditional"):
-        GuidanceDistill(teacher, GuidanceDistillConfig(), shape=(2,), num_classes=0)
+        GuidanceDistill(teacher, config(GuidanceDistillConfig), shape=(2,), num_classes=0)
 
 
 def test_progressive_with_guidance_needs_a_w_teacher():
     with pytest.raises(ValueError, match="w-conditioned"):
-        Progressive(toy_denoiser(0), ProgressiveConfig(guidance=(1.0, 2.0)), shape=(2,), num_classes=8)
+        Progressive(toy_denoiser(0), config(ProgressiveConfig, guidance=(1.0, 2.0)), shape=(2,), num_classes=8)
 
 
 # -- end to end on toy2d ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_progressive_student_beats_the_teacher_at_its_nfe(toy_teacher, tmp_path):
     """A 2-step student distilled from the 4-step teacher beats the teacher's own 2 steps."""
-    m = Progressive(toy_teacher, ProgressiveConfig(nfe=2, lr=1e-3), shape=(2,), num_classes=0)
+    m = Progressive(toy_teacher, config(ProgressiveConfig, nfe=2, lr=1e-3), shape=(2,), num_classes=0)
     student = train_student(m, tmp_path, 300, ema_decay=0.0)
     s2, t2 = toy_fd(student, m.default_sampling()), toy_fd(toy_teacher, SamplingSpec("euler", 2, "nested"))
     t4 = toy_fd(toy_teacher, SamplingSpec("euler", 4, "nested"))
@@ -253,7 +256,7 @@ def test_progressive_student_beats_the_teacher_at_its_nfe(toy_teacher, tmp_path)
 
 @pytest.mark.slow
 def test_cd_student_beats_the_teacher_and_two_steps_beat_one(toy_teacher, tmp_path):
-    m = ConsistencyDistillation(toy_teacher, CDConfig(nfe=2, lr=1e-3), shape=(2,), num_classes=0)
+    m = ConsistencyDistillation(toy_teacher, config(CDConfig, nfe=2, lr=1e-3), shape=(2,), num_classes=0)
     student = train_student(m, tmp_path, 300)
     one_step = next(s for s in m.sampling_options() if s.steps == 1)
     one, two = toy_fd(student, one_step), toy_fd(student, m.default_sampling())
@@ -264,7 +267,7 @@ def test_cd_student_beats_the_teacher_and_two_steps_beat_one(toy_teacher, tmp_pa
 
 @pytest.mark.slow
 def test_lcm_student_beats_the_teacher_at_two_steps(toy_teacher, tmp_path):
-    m = LatentConsistency(toy_teacher, LCMConfig(nfe=2, lr=1e-3, eval_cfg=1.0, w_range=(1.0, 1.0)), shape=(2,),
+    m = LatentConsistency(toy_teacher, config(LCMConfig, nfe=2, lr=1e-3, eval_cfg=1.0, w_range=(1.0, 1.0)), shape=(2,),
                           num_classes=0)
     student = train_student(m, tmp_path, 300)
     two, t2 = toy_fd(student, m.default_sampling()), toy_fd(toy_teacher, SamplingSpec("euler", 2, "karras"))
@@ -273,11 +276,11 @@ def test_lcm_student_beats_the_teacher_at_two_steps(toy_teacher, tmp_path):
 
 @pytest.mark.slow
 def test_reflow_straightens_and_instaflow_distils_one_step(toy_teacher, tmp_path):
-    reflow = Reflow(toy_teacher, ReflowConfig(lr=1e-3, pairs=2000), shape=(2,), num_classes=0)
+    reflow = Reflow(toy_teacher, config(ReflowConfig, lr=1e-3, pairs=2000), shape=(2,), num_classes=0)
     rf = train_student(reflow, tmp_path / "reflow", 300)
     before, after = toy_fd(toy_teacher, SamplingSpec("euler", 1, "flow")), toy_fd(rf, reflow.default_sampling())
     assert after < 0.2 * before, (before, after)
-    insta = InstaFlow(rf, InstaFlowConfig(lr=1e-3, pairs=2000), shape=(2,), num_classes=0)
+    insta = InstaFlow(rf, config(InstaFlowConfig, lr=1e-3, pairs=2000), shape=(2,), num_classes=0)
     one = toy_fd(train_student(insta, tmp_path / "insta", 200), insta.default_sampling())
     assert one < 0.2 * before, (before, one)
 
@@ -285,7 +288,7 @@ def test_reflow_straightens_and_instaflow_distils_one_step(toy_teacher, tmp_path
 @pytest.mark.slow
 def test_guidance_distilled_student_beats_teacher_cfg_at_equal_nfe(toy_teacher_cond, tmp_path):
     """At 4 NFE the w-student runs 4 steps; the guided teacher can only afford 2."""
-    m = GuidanceDistill(toy_teacher_cond, GuidanceDistillConfig(nfe=4, sampler="euler", lr=1e-3, eval_cfg=1.5,
+    m = GuidanceDistill(toy_teacher_cond, config(GuidanceDistillConfig, nfe=4, sampler="euler", lr=1e-3, eval_cfg=1.5,
                                                                 w_range=(1.0, 2.0), w_dim=16),
                         shape=(2,), num_classes=8)
     student = train_student(m, tmp_path, 300)

@@ -1,16 +1,14 @@
-"""The ``fewstep`` command line. Bad arguments and bad files end in one line on stderr and a
-non-zero exit, never a traceback (set FEWSTEP_DEBUG=1 to see tracebacks)."""
+"""The ``fewstep`` command line: it parses and validates, and each verb's work is ``commands.<verb>.run``.
+Bad arguments and bad files end in one line on stderr and a non-zero exit, never a traceback (set
+FEWSTEP_DEBUG=1 to see tracebacks)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
-from .errors import FewstepError
-
-
-class ArgError(FewstepError):
-    pass
+from .errors import ArgError, FewstepError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,6 +115,8 @@ def _add_sampling(p):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .methods.registry import method_help
+
     p = _Parser(prog="fewstep", description="Distil diffusion models into 1-4 step generators.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -131,11 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("distill", help="distil a teacher into a few-step student")
     d.add_argument("--teacher", required=True, help="teacher model folder or shipped teacher name (e.g. mnist)")
-    d.add_argument("--method", required=True,
-                   help="distillation method (dmd | dmd2 | progressive | cd | lcm | reflow | instaflow | guidance_distill)")
+    d.add_argument("--method", required=True, help=f"distillation method: {method_help()}")
     d.add_argument("--nfe", type=_int_at_least(1), default=1, help="student steps (1, 2, 4, ...)")
     d.add_argument("--ema-decay", type=_float_range(0, 0.9999), help="generator EMA decay (0 = off)")
-    d.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a method config field")
+    d.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a method config field; GROUP.FIELD=VALUE for a nested one (optim.lr=1e-4)")
     d.add_argument("--lora-rank", type=_int_at_least(1), help="train LoRA adapters of this rank (peft) instead of all weights")
     d.add_argument("--lora-alpha", type=_float_range(0, lo_open=True), help="LoRA alpha (default: the rank)")
     d.add_argument("--resolution", type=_int_at_least(8), default=512,
@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--features", help="feature-net folder (default: the shipped one for --data)")
 
     b = sub.add_parser("bench", help="run a benchmark sweep into benchmarks/results/<name>.json")
-    from .samplers import GRIDS, SAMPLERS as _S
+    from .samplers import GRIDS
+    from .samplers import SAMPLERS as _S
 
     b.add_argument("--model", required=True, help="model folder(s) or shipped teacher name, comma-separated; "
                    "a teacher gets the sampler sweep, a distilled student one row at its own sampling")
@@ -189,60 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# -- commands ------------------------------------------------------------------------------------
-def cmd_train_teacher(a):
-    from .commands import train_teacher
-
-    return train_teacher(a)
+# -- dispatch: verb -> module under commands/ -----------------------------------------------------
+COMMANDS = {"train-teacher": "train_teacher", "train-features": "train_features", "distill": "distill",
+            "demo": "demo", "sample": "sample", "eval": "evaluate", "bench": "bench", "export": "export"}
 
 
-def cmd_train_features(a):
-    from .commands import train_features
-
-    return train_features(a)
-
-
-def cmd_distill(a):
-    from .commands import distill
-    from .methods.registry import method_names
-
-    if a.method not in method_names():
-        raise ArgError(f"argument --method: unknown method {a.method!r} (choose from {', '.join(method_names())})")
-    distill(a)
-
-
-def cmd_demo(a):
-    from .demo import run_demo
-
-    run_demo(a)
-
-
-def cmd_sample(a):
-    from .commands import sample_grid
-
-    return sample_grid(a)
-
-
-def cmd_eval(a):
-    from .commands import evaluate
-
-    return evaluate(a)
-
-
-def cmd_bench(a):
-    from .commands import bench
-
-    return bench(a)
-
-
-def cmd_export(a):
-    from .commands import export
-
-    return export(a)
-
-
-COMMANDS = {"train-teacher": cmd_train_teacher, "distill": cmd_distill, "demo": cmd_demo, "train-features": cmd_train_features, "sample": cmd_sample,
-            "eval": cmd_eval, "bench": cmd_bench, "export": cmd_export}
+def run_command(args) -> int | None:
+    return importlib.import_module(f"fewstep.commands.{COMMANDS[args.command]}").run(args)
 
 
 def main(argv=None) -> int:
@@ -252,7 +206,8 @@ def main(argv=None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        return COMMANDS[args.command](args) or 0
+        run_command(args)
+        return 0
     except KeyboardInterrupt:
         print("fewstep: interrupted", file=sys.stderr)
         return 130

@@ -7,3 +7,7 @@ class FewstepError(Exception):
 
 class CheckpointError(FewstepError):
     """A checkpoint file that is missing, unsafe, corrupt or does not fit the model."""
+
+
+class ArgError(FewstepError):
+    """A bad command-line argument (exit code 2)."""

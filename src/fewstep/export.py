@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .errors import FewstepError
-from .train.checkpoint import atomic_dir, write_json
+from .io import atomic_dir, write_json
 
 
 def student_timesteps(den, sampling: dict) -> list[int]:

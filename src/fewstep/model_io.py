@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import CheckpointError, FewstepError
+from .io import atomic_dir, load_state_strict, load_tensors, read_json, save_tensors, write_json
 from .nets import build_net
 from .noise import process_from_config
 from .noise.precond import Denoiser
-from .train.checkpoint import atomic_dir, load_state_strict, load_tensors, read_json, save_tensors, write_json
 
 ASSETS = Path(__file__).parent / "assets"
 SHIPPED_TEACHERS = ASSETS / "teachers"

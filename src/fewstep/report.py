@@ -1,5 +1,8 @@
-"""Tables and plots from results files."""
+"""Tables, plots, sample grids and HTML reports from results."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 
 def _fmt(v, nd=2):
@@ -94,3 +97,40 @@ def html_report(title: str, intro: str, plot_b64: str, grids: list[tuple[str, st
                      "</figcaption></figure>")
     parts.append("</div><h2>Notes</h2><ul>" + "".join(f"<li>{n}</li>" for n in notes) + "</ul></body></html>")
     return "".join(parts)
+
+
+def save_grid(samples, path, nrow: int = 10) -> Path:
+    """Save images in [-1, 1] as a PNG grid (or a scatter plot for 2-D points)."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if samples.ndim == 2:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5)
+        ax.set_aspect("equal")
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        return path
+    from PIL import Image
+
+    x = ((samples.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    n, c, h, w = x.shape
+    ncol = min(nrow, n)
+    nrows = -(-n // ncol)
+    grid = torch.zeros(c, nrows * (h + 2) + 2, ncol * (w + 2) + 2, dtype=torch.uint8)
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        grid[:, 2 + r * (h + 2):2 + r * (h + 2) + h, 2 + q * (w + 2):2 + q * (w + 2) + w] = x[i]
+    arr = grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
+    img = Image.fromarray(arr)
+    img = img.resize((img.width * 2, img.height * 2), Image.NEAREST) if h <= 32 else img
+    tmp = path.parent / f".{path.stem}.tmp-{os.getpid()}.png"
+    img.save(tmp)
+    tmp.replace(path)  # a half-written PNG never carries the final name
+    return path

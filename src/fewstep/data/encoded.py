@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ..io import load_tensors, save_tensors_atomic
 from ..nets.cond import Cond
-from ..train.checkpoint import load_tensors, save_tensors
 from .base import ArrayDataset
 
 
@@ -98,7 +98,5 @@ def encoded_dataset(pipeline: str | Path, data: str, resolution: int, cache_dir:
         text, null = encode_prompts(pipeline, captions)
         t = {"x": x.float().contiguous(), "text": text.float().contiguous(), "null_text": null.float().contiguous()}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_tensors(t, tmp)
-        tmp.replace(path)
+        save_tensors_atomic(t, path)
     return EncodedDataset(data, t["x"], t["text"], t["null_text"], captions)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..train.checkpoint import load_tensors, save_tensors
+from ..io import load_tensors, save_tensors_atomic
 
 
 def pair_batch(pairs: dict, n: int, rng: torch.Generator, device, conditional: bool):
@@ -18,25 +18,13 @@ def pair_batch(pairs: dict, n: int, rng: torch.Generator, device, conditional: b
     return pairs["noise"][idx].to(device), pairs["x0"][idx].to(device), cond
 
 
-def one_step_regression(gen, sh: float, z, target, cond) -> torch.Tensor:
-    """Per-sample L2 between the generator's one step from noise z at level sh and the teacher's ODE
-    output for the same z (DMD Sec. 3.3 regression loss; InstaFlow's distillation loss)."""
-    from ..noise.base import _bcast
-    from ..samplers.ode import level_coeffs
-
-    t, _, s = level_coeffs(gen.process, torch.full((z.shape[0],), float(sh), dtype=torch.float64))
-    out = gen(_bcast(s, z) * z, t.to(z.device), cond)
-    return ((out.float() - target) ** 2).flatten(1).mean(1)
-
-
 def teacher_pairs(teacher, n: int, spec, shape, num_classes: int, seed: int, cache_dir: Path, bf16: bool = True,
                   batch: int = 250) -> dict:
     """{"noise": z (unit std), "labels", "x0": teacher ODE output from sigma_0 * z}, cached by content key."""
     from dataclasses import asdict
 
-    from ..metrics.evaluate import sigmas_for
     from ..noise.guidance import guided
-    from ..samplers import sample
+    from ..samplers import sample, sigmas_for
     from ..samplers.ode import coeffs
 
     key = hashlib.sha1(json.dumps({"n": n, "spec": asdict(spec), "shape": list(shape), "seed": seed,
@@ -57,8 +45,5 @@ def teacher_pairs(teacher, n: int, spec, shape, num_classes: int, seed: int, cac
             cond = labels[i:i + batch] if num_classes else None
             outs.append(sample(model, s0 * z[i:i + batch], sigmas, spec.sampler, cond=cond).float())
     pairs = {"noise": z, "labels": labels, "x0": torch.cat(outs)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_tensors(pairs, tmp)
-    tmp.replace(path)
+    save_tensors_atomic(pairs, path)
     return pairs

@@ -1,32 +1,121 @@
-"""The method contract (DESIGN.md). The trainer knows only this interface.
+"""The method contract (docs/design.md). The trainer and the CLI know only this interface.
 
-A method owns its networks, optimizers and update schedule. ``step`` does its own backward and
-optimizer calls through ``ctx.update(...)`` so alternating updates stay readable; the context
-applies the LR warm-up, gradient clipping and the non-finite guard uniformly.
+A method is one class in one file, registered by name in methods/registry.py. It is built as
+``cls(teacher, cfg, shape=..., num_classes=...)``: ``teacher`` is the frozen model it distils (for the
+teacher method itself, the network it trains), ``cfg`` an instance of its typed ``Config`` dataclass
+(paper defaults when None), ``shape`` one sample's shape and ``num_classes`` the label count (0 =
+unconditional). It owns its networks, optimizers and update schedule:
+
+* ``networks()``   every network whose weights a checkpoint saves (trained and auxiliary);
+* ``optimizers()`` name -> optimizer; ``step`` updates them through ``ctx.update(loss, name)``, which
+  applies the LR warm-up, gradient clipping and the non-finite guard uniformly (train/guards.py);
+* ``step(batch, it, ctx)`` one training iteration; returns scalars to log;
+* ``generator(net=None)`` the model being produced (``net``, e.g. its EMA, in place of its network);
+* ``ema_network()`` the name in ``networks()`` whose EMA is kept, evaluated and saved;
+* ``default_sampling()`` / ``sampling_options()`` how the produced model is sampled and benchmarked;
+* ``plan(max_iters)`` / ``prepare(cache_dir)`` optional: the run's length, one-off deterministic work.
+
+Shared pieces every method uses live here: one optimiser config (``OptimConfig``), one LoRA config
+(``LoRAConfig``), the two ways to copy a teacher (``trainable_copy``, ``frozen_copy``), and
+``StudentMethod`` for methods that train one network named ``student``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from ..config import DistillConfig, fields_of_type
 from ..noise.precond import Denoiser
+from ..samplers.generate import SamplingSpec
+
+ALGORITHMS = ("adamw", "adam")
 
 
-def trainable_copy(den: Denoiser, lora_rank: int = 0, lora_alpha: float | None = None,
-                   lora_targets: list | None = None) -> Denoiser:
-    """A trainable copy of a denoiser: every weight, or (lora_rank > 0) LoRA adapters on a frozen copy."""
-    import copy
+@dataclass
+class OptimConfig:
+    """One optimiser: every method's networks are trained with one of these."""
 
-    g = copy.deepcopy(den).train()
-    if lora_rank:
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # max global gradient norm per update (0 = no clipping)
+    algorithm: str = "adamw"  # "adamw" (decoupled weight decay) | "adam" (L2 in the gradient)
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("weight_decay and grad_clip must be >= 0")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+
+    def build(self, params) -> torch.optim.Optimizer:
+        params = [p for p in params if p.requires_grad]  # frozen weights (e.g. under LoRA) stay out
+        cls = torch.optim.AdamW if self.algorithm == "adamw" else torch.optim.Adam
+        return cls(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+
+
+def adam(lr: float, grad_clip: float = 0.0, **kw) -> OptimConfig:
+    """Adam without weight decay: what the trajectory and consistency papers fine-tune with."""
+    return OptimConfig(lr=lr, grad_clip=grad_clip, algorithm="adam", **kw)
+
+
+@dataclass
+class LoRAConfig:
+    """A LoRA student: adapters of this rank on a frozen copy of the teacher (nets/lora.py, peft)."""
+
+    rank: int = 0  # > 0: train LoRA adapters instead of every weight (LCM-LoRA 64, DMD2 SDXL 64)
+    alpha: float = 0.0  # LoRA scale numerator (0 = the rank)
+    targets: list[str] | None = None  # module names to adapt (None = attention, feed-forward, convs)
+
+    def __post_init__(self):
+        if self.rank < 0 or self.alpha < 0:
+            raise ValueError("lora rank and alpha must be >= 0")
+
+
+def trainable_copy(den: Denoiser, lora: LoRAConfig | None = None, boundary: str | None = None,
+                   w_dim: int = 0) -> Denoiser:
+    """A trainable copy of a denoiser: every weight, or (``lora.rank > 0``) LoRA adapters on a frozen copy.
+    ``boundary`` adds a consistency boundary condition (noise/precond.py); ``w_dim > 0`` rebuilds the
+    architecture with a guidance-scale embedding (LCM Sec. 4.2; Meng et al. Sec. 4) whose output layer
+    starts at zero, so the copy starts as the teacher exactly."""
+    if w_dim and not den.embeds_guidance:
+        net = _with_w_embedding(den.net, w_dim)
+    else:
+        net = copy.deepcopy(den.net)
+    out = Denoiser(net, den.process, den.param, den.sigma_data, boundary or den.boundary).train().requires_grad_(True)
+    if lora is not None and lora.rank:
+        if w_dim:
+            raise ValueError("a LoRA student cannot add a guidance-scale embedding (use w_dim=0, as LCM-LoRA does)")
         from ..nets.lora import add_lora
 
-        add_lora(g.net, lora_rank, lora_alpha, lora_targets)
-    else:
-        g.requires_grad_(True)
-    return g
+        add_lora(out.net, lora.rank, lora.alpha, lora.targets)
+    return out
+
+
+def _with_w_embedding(net: nn.Module, w_dim: int) -> nn.Module:
+    from ..nets import build_net
+
+    new = build_net(dict(net.config(), w_dim=w_dim))
+    missing, unexpected = new.load_state_dict(net.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("embed.w_mlp.") for k in missing):
+        raise ValueError(f"cannot add a w-embedding to this architecture (missing {missing}, unexpected {unexpected})")
+    last = new.embed.w_mlp[-1]
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return new
+
+
+def frozen_copy(den: Denoiser) -> Denoiser:
+    """A gradient-free copy (a consistency target network, a progressive stage's teacher)."""
+    return copy.deepcopy(den).eval().requires_grad_(False)
 
 
 def cond_of(batch: dict):
@@ -34,17 +123,20 @@ def cond_of(batch: dict):
     return batch.get("cond", batch.get("labels"))
 
 
-@dataclass
-class SamplingSpec:
-    sampler: str = "heun"  # a key of fewstep.samplers.SAMPLERS
-    steps: int = 18  # grid steps (Heun: NFE = 2 steps - 1)
-    grid: str = "karras"
-    cfg: float = 1.0  # CFG scale, 1 = none
-    sigmas: list | None = None  # an explicit sigma_hat grid overrides grid/steps (few-step students)
+def uniform_scale(n: int, lo: float, hi: float, rng: torch.Generator) -> torch.Tensor:
+    """Per-sample guidance scales w ~ U[lo, hi]."""
+    return lo + (hi - lo) * torch.rand(n, generator=rng)
 
 
 class Method:
-    name: str = "method"
+    name: ClassVar[str] = "method"  # the registry name (methods/registry.py checks they agree)
+    Config: ClassVar[type]  # the typed config dataclass; fields carry their paper defaults
+    presets: ClassVar[dict[str, DistillConfig]] = {}  # dataset name -> the run that works there
+
+    def __init__(self, teacher: Denoiser, cfg=None, shape: tuple = (), num_classes: int = 0):
+        self.cfg = cfg if cfg is not None else self.Config()
+        self.shape, self.num_classes = tuple(shape), num_classes
+        self.process = teacher.process
 
     def networks(self) -> dict[str, nn.Module]:
         """Every network whose weights are saved and restored (trainable and auxiliary)."""
@@ -79,4 +171,43 @@ class Method:
         return [self.default_sampling()]
 
     def config(self) -> dict:
-        return {"method": self.name}
+        return {"method": self.name, **asdict(self.cfg)}
+
+    @classmethod
+    def preset(cls, data: str) -> DistillConfig:
+        """The run for dataset ``data`` (``toy2d:moons`` uses ``toy2d``'s); the paper defaults elsewhere."""
+        p = cls.presets.get(data.split(":")[0])
+        return copy.deepcopy(p) if p is not None else DistillConfig(cls.Config())
+
+    @classmethod
+    def optim_fields(cls) -> list[str]:
+        """The config's optimiser fields (``--lr`` sets the LR of each)."""
+        return fields_of_type(cls.Config, OptimConfig)
+
+    @classmethod
+    def supports_lora(cls) -> bool:
+        return "lora" in fields_of_type(cls.Config, LoRAConfig)
+
+
+class StudentMethod(Method):
+    """A method that trains one network, ``student`` (a Denoiser), with one optimizer ``self.opt``
+    built from ``cfg.optim``; its EMA is what gets evaluated and saved."""
+
+    student: Denoiser
+    opt: torch.optim.Optimizer
+
+    def networks(self):
+        return {"student": self.student.net}
+
+    def optimizers(self):
+        return {"student": self.opt}
+
+    def ema_network(self):
+        return "student"
+
+    def generator(self, net=None):
+        return self.student if net is None else self.student.like(net)
+
+    def update(self, ctx, loss, **kw) -> bool:
+        """Step the student on ``loss`` with its config's gradient clip."""
+        return ctx.update(loss, "student", clip=self.cfg.optim.grad_clip, **kw)

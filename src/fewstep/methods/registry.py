@@ -1,31 +1,77 @@
-"""Name -> method class. The trainer and CLI look methods up here and never branch on names."""
+"""Name -> method, as a lazy table of ``"module:Class"`` paths: nothing is imported until a method is
+asked for. The trainer and the CLI look methods up here and never branch on a name; the CLI's help
+and the README's method table are read from this table (a test keeps the README in step).
+
+Adding a method: write its file (its Config, its class with ``name`` and ``presets``) and add one
+line below. Code outside the package (a plugin, a test) calls ``register_method`` instead.
+"""
 from __future__ import annotations
 
-METHODS: dict[str, type] = {}
+import importlib
+
+# name -> (family, "module:Class", one-line summary)
+METHOD_TABLE: dict[str, tuple[str, str, str]] = {
+    "dmd": ("distribution matching", "fewstep.methods.distribution_matching.dmd:DMD",
+            "DMD: distribution-matching gradient + regression to teacher ODE pairs (Yin et al. 2023)"),
+    "dmd2": ("distribution matching", "fewstep.methods.distribution_matching.dmd2:DMD2",
+             "DMD2: DM gradient + GAN on the fake score, two time-scale updates, backward simulation (Yin et al. 2024)"),
+    "cd": ("consistency", "fewstep.methods.consistency.cd:ConsistencyDistillation",
+           "consistency distillation with a Heun teacher step and an EMA target (Song et al. 2023)"),
+    "lcm": ("consistency", "fewstep.methods.consistency.lcm:LatentConsistency",
+            "latent consistency: skipping-step guided DDIM, guidance-scale student; LCM-LoRA (Luo et al. 2023)"),
+    "progressive": ("trajectory", "fewstep.methods.trajectory.progressive:Progressive",
+                    "progressive distillation: N student steps learn 2N teacher steps (Salimans & Ho 2022)"),
+    "reflow": ("trajectory", "fewstep.methods.trajectory.reflow:Reflow",
+               "rectified-flow reflow on teacher couplings: straighter paths (Liu et al. 2022)"),
+    "instaflow": ("trajectory", "fewstep.methods.trajectory.instaflow:InstaFlow",
+                  "InstaFlow: one-step distillation of a reflowed model (Liu et al. 2023)"),
+    "guidance_distill": ("trajectory", "fewstep.methods.trajectory.guidance_distill:GuidanceDistill",
+                         "guidance distillation: CFG in one call of a w-conditioned student (Meng et al. 2023)"),
+}
+TEACHER = ("teacher", "fewstep.methods.teacher:DenoisingTeacher", "denoising score matching (the teacher itself)")
+
+_LOADED: dict[str, type] = {}
 
 
-def register(name: str):
-    def deco(cls):
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return deco
-
-
-def _load_all() -> None:
-    from . import teacher  # noqa: F401  (each import registers its methods)
-    from .distribution_matching import dmd, dmd2  # noqa: F401
-    from .trajectory import consistency, guidance_distill, progressive, reflow  # noqa: F401
+def register_method(name: str, path: str, family: str = "plugin", summary: str = "") -> None:
+    """Make ``name`` a method, loaded lazily from ``"module:Class"`` (for code outside this package)."""
+    if ":" not in path:
+        raise ValueError(f"method path must be 'module:Class', got {path!r}")
+    METHOD_TABLE[name] = (family, path, summary)
+    _LOADED.pop(name, None)
 
 
-def get_method(name: str) -> type:
-    _load_all()
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}")
-    return METHODS[name]
+def unregister_method(name: str) -> None:
+    METHOD_TABLE.pop(name, None)
+    _LOADED.pop(name, None)
 
 
 def method_names() -> list[str]:
-    _load_all()
-    return sorted(n for n in METHODS if n != "teacher")
+    """Every distillation method's name (the teacher method excluded)."""
+    return sorted(METHOD_TABLE)
+
+
+def get_method(name: str) -> type:
+    if name in _LOADED:
+        return _LOADED[name]
+    entry = TEACHER if name == "teacher" else METHOD_TABLE.get(name)
+    if entry is None:
+        raise ValueError(f"unknown method {name!r}; expected one of {', '.join(method_names())}")
+    module, _, cls_name = entry[1].partition(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    if getattr(cls, "name", None) != name:
+        raise ValueError(f"{entry[1]} declares name {getattr(cls, 'name', None)!r}, registered as {name!r}")
+    _LOADED[name] = cls
+    return cls
+
+
+def method_help() -> str:
+    """One line per method for the CLI's help."""
+    return "; ".join(f"{n} ({METHOD_TABLE[n][0]})" for n in method_names())
+
+
+def method_table_markdown() -> str:
+    """The README's method table, generated from the registry."""
+    rows = ["| method | family | what it does |", "|---|---|---|"]
+    rows += [f"| `{n}` | {METHOD_TABLE[n][0]} | {METHOD_TABLE[n][2]} |" for n in method_names()]
+    return "\n".join(rows)

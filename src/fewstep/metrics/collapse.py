@@ -1,7 +1,7 @@
 """Collapse monitor: compare generated-sample statistics with the real data's at every eval.
 
 Mode collapse in distillation shows in sample statistics long before it shows in the loss
-(METHODS.md §1 pitfalls: static or solid-colour outputs). Signals: overall mean drift, overall
+(docs/methods.md §1 pitfalls: static or solid-colour outputs). Signals: overall mean drift, overall
 std, and the smallest per-class spread (std across samples of one class, averaged over pixels).
 """
 from __future__ import annotations

@@ -1,54 +1,13 @@
-"""Generate samples with a sampling spec and measure them against held-out data (BENCHMARKS.md)."""
+"""Measure generated samples against held-out data (docs/benchmarks.md)."""
 from __future__ import annotations
 
-import contextlib
 import statistics
 
 import torch
 
-from ..methods.base import SamplingSpec
-from ..noise.guidance import guided
-from ..samplers import initial_noise, make_grid, sample
+from ..samplers.generate import SamplingSpec, generate
 from .fid import fd
 from .prdc import precision_recall
-
-
-class CountNFE(torch.nn.Module):
-    """Wraps a denoiser and counts network evaluations per sample (CFG counts 2)."""
-
-    def __init__(self, den):
-        super().__init__()
-        self.den, self.process, self.calls = den, den.process, 0
-
-    def raw(self, x, t, cond=None):
-        self.calls += getattr(self.den, "nfe_per_call", 1)
-        return self.den.raw(x, t, cond)
-
-
-def sigmas_for(den, spec: SamplingSpec) -> torch.Tensor:
-    if spec.sigmas is not None:
-        return torch.as_tensor(spec.sigmas, dtype=torch.float64)
-    return make_grid(spec.grid, den.process, spec.steps)
-
-
-def generate(den, n: int, spec: SamplingSpec, shape, labels=None, seed: int = 0, batch: int = 500,
-             bf16: bool = False, return_nfe: bool = False):
-    """n samples (in [-1, 1] data units, not clamped) from noise seeded by ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    device = next(den.parameters()).device
-    model = CountNFE(guided(den, spec.cfg))
-    sigmas = sigmas_for(den, spec)
-    out = []
-    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with torch.no_grad(), ctx:
-        for i in range(0, n, batch):
-            m = min(batch, n - i)
-            x = initial_noise(den.process, sigmas, (m, *shape), generator=g, device=device)
-            cond = None if labels is None else labels[i:i + m].to(device)
-            out.append(sample(model, x, sigmas, spec.sampler, cond=cond, generator=g).float().cpu())
-    samples = torch.cat(out)
-    nfe = model.calls / max(1, -(-n // batch))
-    return (samples, nfe) if return_nfe else samples
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""The feature network behind FD, precision/recall and class accuracy (BENCHMARKS.md).
+"""The feature network behind FD, precision/recall and class accuracy (docs/benchmarks.md).
 
 A small CNN classifier trained by ``fewstep train-features`` on a dataset's train split with a fixed
 seed; its penultimate layer (128-d) is the feature space. Weights for mnist and digits ship in
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FewstepError
-from ..train.checkpoint import atomic_dir, load_state_strict, load_tensors, read_json, save_tensors, write_json
+from ..io import atomic_dir, load_state_strict, load_tensors, read_json, save_tensors, write_json
 
 FEATURES_DIR = Path(__file__).resolve().parent.parent / "assets" / "features"
 

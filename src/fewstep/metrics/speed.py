@@ -1,4 +1,4 @@
-"""Throughput measurement: images/s at a fixed batch after warm-up (BENCHMARKS.md)."""
+"""Throughput measurement: images/s at a fixed batch after warm-up (docs/benchmarks.md)."""
 from __future__ import annotations
 
 import time

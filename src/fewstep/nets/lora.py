@@ -49,7 +49,3 @@ def lora_state_dict(net: nn.Module) -> dict:
     from peft import get_peft_model_state_dict
 
     return get_peft_model_state_dict(_inner(net))
-
-
-def trainable(params) -> list:
-    return [p for p in params if p.requires_grad]

@@ -30,7 +30,7 @@ import torch
 PREDICTION_KINDS = ("x0", "eps", "v", "flow")
 
 
-def _bcast(c: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+def bcast(c: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     """Broadcast a per-sample coefficient (shape [B] or scalar) against x (shape [B, ...])."""
     c = torch.as_tensor(c, dtype=x.dtype, device=x.device)
     if c.ndim == 0:
@@ -40,7 +40,7 @@ def _bcast(c: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
 
 def to_x0_eps(kind: str, pred: torch.Tensor, x: torch.Tensor, alpha, sigma):
     """Convert a prediction of ``kind`` at ``x`` (noise coefficients alpha, sigma) to (x0, eps)."""
-    a, s = _bcast(alpha, x), _bcast(sigma, x)
+    a, s = bcast(alpha, x), bcast(sigma, x)
     if kind == "x0":
         return pred, (x - a * pred) / s
     if kind == "eps":
@@ -61,7 +61,7 @@ def from_x0_eps(kind: str, x0: torch.Tensor, eps: torch.Tensor, alpha, sigma) ->
     if kind == "eps":
         return eps
     if kind == "v":
-        return _bcast(alpha, x0) * eps - _bcast(sigma, x0) * x0
+        return bcast(alpha, x0) * eps - bcast(sigma, x0) * x0
     if kind == "flow":
         return eps - x0
     raise ValueError(f"unknown prediction kind {kind!r}; expected one of {PREDICTION_KINDS}")
@@ -106,7 +106,7 @@ class NoiseProcess:
         return self.sigma(t) / self.alpha(t)
 
     def add_noise(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return _bcast(self.alpha(t), x0) * x0 + _bcast(self.sigma(t), x0) * eps
+        return bcast(self.alpha(t), x0) * x0 + bcast(self.sigma(t), x0) * eps
 
     def prior(self, shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """A sample of x at t_max: alpha(t_max) * 0 + sigma(t_max) * eps is the Gaussian limit."""

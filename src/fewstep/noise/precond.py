@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import NoiseProcess, _bcast, to_x0_eps, from_x0_eps
+from .base import NoiseProcess, bcast, from_x0_eps, to_x0_eps
 
 PARAMS = ("edm", "eps", "v", "x0", "flow")
 BOUNDARIES = (None, "cm", "lcm")
@@ -68,7 +68,7 @@ class Denoiser(nn.Module):
         c_noise = self.process.c_noise(t).to(device=x.device, dtype=torch.float32)
         if self.param == "edm":
             sd = self.sigma_data
-            x_in = _bcast(1 / torch.sqrt(a * a * sd * sd + s * s), x) * x
+            x_in = bcast(1 / torch.sqrt(a * a * sd * sd + s * s), x) * x
         else:
             x_in = x
         return t, a, s, x_in, c_noise
@@ -83,8 +83,8 @@ class Denoiser(nn.Module):
             sd = self.sigma_data
             norm = torch.sqrt(a * a * sd * sd + s * s)
             c_skip, c_out = a * sd * sd / norm ** 2, s * sd / norm
-            x0 = _bcast(c_skip, x) * x + _bcast(c_out, x) * out
-            x0_eps = (x0, (x - _bcast(a, x) * x0) / _bcast(s, x))
+            x0 = bcast(c_skip, x) * x + bcast(c_out, x) * out
+            x0_eps = (x0, (x - bcast(a, x) * x0) / bcast(s, x))
         else:
             x0_eps = to_x0_eps(self.param, out, x, a, s)
         if self.boundary == "lcm":
@@ -93,7 +93,7 @@ class Denoiser(nn.Module):
 
     @staticmethod
     def _with_eps(x0, x, a, s):
-        return x0, (x - _bcast(a, x) * x0) / _bcast(s, x)
+        return x0, (x - bcast(a, x) * x0) / bcast(s, x)
 
     def _cm_x0(self, out, x, t, a, s):
         sd = self.sigma_data
@@ -101,7 +101,7 @@ class Denoiser(nn.Module):
         sh_min = float(self.process.sigma_hat(torch.tensor(self.process.t_min)))
         c_skip = sd * sd / ((sh - sh_min) ** 2 + sd * sd)
         c_out = (sh - sh_min) * sd / torch.sqrt(sh * sh + sd * sd)
-        return _bcast(c_skip / a, x) * x + _bcast(c_out, x) * out
+        return bcast(c_skip / a, x) * x + bcast(c_out, x) * out
 
     def _lcm_x0(self, x0_hat, x, t, a):
         p = self.process
@@ -109,7 +109,7 @@ class Denoiser(nn.Module):
         sd = self.sigma_data
         c_skip = sd * sd / (tau * tau + sd * sd)
         c_out = tau / torch.sqrt(tau * tau + sd * sd)
-        return _bcast(c_skip / a, x) * x + _bcast(c_out, x) * x0_hat
+        return bcast(c_skip / a, x) * x + bcast(c_out, x) * x0_hat
 
     def forward(self, x, t, cond=None):
         return self.raw(x, t, cond)[0]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .few_step import multistep
+from .generate import CountNFE, SamplingSpec, generate, sigmas_for
 from .grids import GRIDS, make_grid
 from .ode import dpmpp_2m, euler, heun, initial_noise
 from .stochastic import ancestral
@@ -32,4 +33,4 @@ def sample(denoiser, x, sigmas, sampler: str = "euler", cond=None, generator=Non
 
 
 __all__ = ["SAMPLERS", "GRIDS", "make_grid", "euler", "heun", "dpmpp_2m", "ancestral", "multistep",
-           "sample", "initial_noise", "steps_for_nfe", "nfe_of"]
+           "sample", "initial_noise", "steps_for_nfe", "nfe_of", "SamplingSpec", "generate", "sigmas_for", "CountNFE"]

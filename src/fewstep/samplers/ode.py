@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..noise.base import _bcast
+from ..noise.base import bcast
 
 
 def coeffs(process, sh: float):
@@ -48,13 +48,19 @@ def level_coeffs(process, sh: torch.Tensor):
     return t.float(), a.float(), s.float()
 
 
+def noised(process, x0, eps, sh):
+    """x at per-sample levels sh (> 0): alpha x0 + sigma eps, with the native times (and alpha, sigma)."""
+    t, a, s = level_coeffs(process, sh)
+    return bcast(a, x0) * x0 + bcast(s, x0) * eps, t, a, s
+
+
 def ddim_to(denoiser, x, sh0, sh1, cond=None):
     """One DDIM/Euler step per sample from level sh0 (> 0) to sh1 (>= 0), both (B,) tensors.
     Returns (x_next, x0_hat, eps_hat). The training-time form of ``euler``'s step."""
     t0, _, _ = level_coeffs(denoiser.process, sh0)
     _, a1, s1 = level_coeffs(denoiser.process, sh1)
     x0, eps = denoiser.raw(x, t0.to(x.device), cond)
-    return ddim_step(x0, eps, _bcast(a1.to(x.device), x), _bcast(s1.to(x.device), x)), x0, eps
+    return ddim_step(x0, eps, bcast(a1.to(x.device), x), bcast(s1.to(x.device), x)), x0, eps
 
 
 def heun_to(denoiser, x, sh0, sh1, cond=None):
@@ -64,8 +70,8 @@ def heun_to(denoiser, x, sh0, sh1, cond=None):
     t0, a0, _ = level_coeffs(proc, sh0)
     t1, a1, _ = level_coeffs(proc, sh1)
     dev = x.device
-    a0, a1 = _bcast(a0.to(dev), x), _bcast(a1.to(dev), x)
-    dsh = _bcast((torch.as_tensor(sh1) - torch.as_tensor(sh0)).float().to(dev), x)
+    a0, a1 = bcast(a0.to(dev), x), bcast(a1.to(dev), x)
+    dsh = bcast((torch.as_tensor(sh1) - torch.as_tensor(sh0)).float().to(dev), x)
     _, eps = denoiser.raw(x, t0.to(dev), cond)
     y1 = x / a0 + dsh * eps
     _, eps1 = denoiser.raw(a1 * y1, t1.to(dev), cond)

@@ -41,7 +41,7 @@ def wrap_ddp(method, nets: dict) -> dict:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     wrapped = {}
-    for name, net in nets.items():
+    for net in nets.values():
         if any(p.requires_grad for p in net.parameters()):
             # find_unused_parameters: a method may use part of a network in an update (e.g. a
             # bottleneck-only forward for a GAN head)

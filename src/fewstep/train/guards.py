@@ -15,10 +15,17 @@ class StepContext:
     and optimizer moments untouched) and records it; the trainer stops after too many in a row.
     """
 
-    def __init__(self, optimizers: dict, rng: torch.Generator, grad_clip: float, warmup: int,
-                 bf16: bool, device_type: str = "cpu"):
-        self.optimizers, self.rng, self.grad_clip, self.warmup = optimizers, rng, grad_clip, warmup
-        self.bf16, self.device_type = bf16, device_type
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer], rng: torch.Generator, grad_clip: float = 0.0,
+                 warmup: int = 0, bf16: bool = False, device: torch.device | str = "cpu",
+                 shared_rng: torch.Generator | None = None):
+        self.optimizers = optimizers  # name -> optimizer, as Method.optimizers() returns them
+        self.rng = rng  # per-sample noise and choices; per process in a multi-process run
+        self.shared_rng = shared_rng or rng  # choices every process must make alike (e.g. a DMD2 stage)
+        self.grad_clip = grad_clip  # default max grad norm of update() (0 = none)
+        self.warmup = warmup  # linear LR warm-up iterations
+        self.bf16 = bf16  # bf16 autocast in autocast()
+        self.device = torch.device(device)  # where randn() puts noise and batches live
+        self.device_type = self.device.type
         self.it = 0
         self.skipped: list[str] = []
         self.grad_norms: dict[str, float] = {}
@@ -26,8 +33,6 @@ class StepContext:
         for opt in optimizers.values():
             for g in opt.param_groups:
                 g.setdefault("initial_lr", g["lr"])
-
-    device = torch.device("cpu")
 
     def randn(self, shape) -> torch.Tensor:
         """Gaussian noise from the run's generator, on the training device (the same draws on any device)."""

@@ -1,4 +1,4 @@
-"""The one generic training loop (DESIGN.md): data -> Method.step -> EMA -> log/eval/checkpoint.
+"""The one generic training loop (docs/design.md): data -> Method.step -> EMA -> log/eval/checkpoint.
 
 It knows nothing about any particular method. Resume restores every network, its EMA, every
 optimizer, the RNG states and the data position (= the iteration, see data.BatchSampler), so an
@@ -6,10 +6,9 @@ interrupted and resumed run ends with the same weights as an uninterrupted one o
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -19,12 +18,12 @@ import torch
 
 from ..data.base import ArrayDataset, BatchSampler
 from ..errors import CheckpointError, FewstepError
+from ..io import hold_folder
 from ..methods.base import Method
-from .checkpoint import (atomic_dir, load_state_strict, load_tensors, optimizer_from_tensors,
-                         optimizer_to_tensors, point_latest, read_json, save_tensors, write_json)
+from ..nets.ema import EMA
+from .checkpoint import KILL_HOOK, Checkpoints
 from .device import move_method, resolve_device, to_device
 from .distributed import barrier, rank_world, wrap_ddp
-from .ema import EMA
 from .guards import StepContext
 
 
@@ -91,8 +90,9 @@ class Trainer:
         self.nets = dict(method.networks())  # unwrapped: what checkpoints, the EMA and the final model use
         ema_name = method.ema_network()
         self.ema = EMA(self.nets[ema_name], cfg.ema_decay) if (ema_name and cfg.ema_decay > 0) else None
-        self.ctx = StepContext(method.optimizers(), self.rng, cfg.grad_clip, cfg.warmup, cfg.bf16, self.device.type)
-        self.ctx.shared_rng, self.ctx.device = self.shared_rng, self.device
+        self.ctx = StepContext(method.optimizers(), self.rng, cfg.grad_clip, cfg.warmup, cfg.bf16, self.device,
+                               self.shared_rng)
+        self.checkpoints = Checkpoints(self.out, cfg.keep)
         if self.world > 1:
             wrap_ddp(method, self.nets)
         method.plan(cfg.max_iters)
@@ -100,58 +100,27 @@ class Trainer:
         self.last_grad_norms: dict[str, float] = {}
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def _write_checkpoint(self, tmp: Path) -> None:
-        write_json({"format": "fewstep-checkpoint-v1", "run": self.run_config, "method": self.method.config(),
-                    "train": asdict(self.cfg)}, tmp / "config.json")
-        for name, net in self.nets.items():
-            save_tensors(net.state_dict(), tmp / f"{name}.safetensors")
-        if os.environ.get("FEWSTEP_TEST_KILL_IN_CHECKPOINT") == str(self.it):  # test hook: die mid-write
-            os.kill(os.getpid(), signal.SIGKILL)
-        if self.ema is not None:
-            save_tensors(self.ema.net.state_dict(), tmp / "ema.safetensors")
-        tensors, scalars = {}, {}
-        for name, opt in self.method.optimizers().items():
-            t, s = optimizer_to_tensors(name, opt)
-            tensors.update(t)
-            scalars[name] = s
-        save_tensors(tensors, tmp / "optim.safetensors")
-        write_json(scalars, tmp / "optim.json")
-        save_tensors({"torch": torch.get_rng_state(), "method": self.rng.get_state(),
-                      "shared": self.shared_rng.get_state()}, tmp / "rng.safetensors")
-        write_json({"iteration": self.it, "data_position": self.it, "train_s": self.train_s,
-                    "ema_updates": self.ema.num_updates if self.ema else 0,
-                    "consecutive_skips": self.consecutive_skips}, tmp / "trainer_state.json")
-
     def save_checkpoint(self) -> Path:
-        path = self.out / "checkpoints" / f"{self.it:08d}"
+        path = self.checkpoints.dir / f"{self.it:08d}"
         if self.rank == 0:
-            atomic_dir(path, self._write_checkpoint)
-            point_latest(self.out, path)
-            self._prune()
+            config = {"format": "fewstep-checkpoint-v1", "run": self.run_config, "method": self.method.config(),
+                      "train": asdict(self.cfg)}
+            state = {"iteration": self.it, "data_position": self.it, "train_s": self.train_s,
+                     "ema_updates": self.ema.num_updates if self.ema else 0,
+                     "consecutive_skips": self.consecutive_skips}
+            rngs = {"torch": torch.get_rng_state(), "method": self.rng, "shared": self.shared_rng}
+            path = self.checkpoints.save(self.it, config, self.nets, self.ema.net if self.ema else None,
+                                         self.method.optimizers(), rngs, state)
         barrier()  # no rank runs ahead of a checkpoint it may have to resume from
         return path
 
-    def _prune(self) -> None:
-        ckpts = sorted(p for p in (self.out / "checkpoints").iterdir() if p.is_dir() and p.name.isdigit())
-        for old in ckpts[:-self.cfg.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-
     def load_checkpoint(self, path: Path) -> None:
-        for name, net in self.nets.items():
-            f = path / f"{name}.safetensors"
-            load_state_strict(net, load_tensors(f), f)
-        if self.ema is not None:
-            load_state_strict(self.ema.net, load_tensors(path / "ema.safetensors"), path / "ema.safetensors")
-        tensors = load_tensors(path / "optim.safetensors")
-        scalars = read_json(path / "optim.json")
-        for name, opt in self.method.optimizers().items():
-            optimizer_from_tensors(name, opt, tensors, scalars.get(name, {}), path / "optim.safetensors")
-        rng = load_tensors(path / "rng.safetensors", check_finite=False)
+        state, rng = self.checkpoints.load(path, self.nets, self.ema.net if self.ema else None,
+                                           self.method.optimizers())
         torch.set_rng_state(rng["torch"])
         self.rng.set_state(rng["method"])
         if "shared" in rng:
             self.shared_rng.set_state(rng["shared"])
-        state = read_json(path / "trainer_state.json")
         self.it, self.train_s = int(state["iteration"]), float(state.get("train_s", 0.0))
         if self.rank > 0:  # the checkpoint holds rank 0's streams; other ranks derive theirs from it
             torch.manual_seed(self.cfg.seed + 1_000_003 * self.rank + self.it)
@@ -160,27 +129,11 @@ class Trainer:
         if self.ema is not None:
             self.ema.num_updates = int(state.get("ema_updates", 0))
 
-    def candidates(self) -> list[Path]:
-        """Checkpoints to resume from, best first: ``latest``, then the others newest first."""
-        ck = self.out / "checkpoints"
-        found = sorted((p for p in ck.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True) if ck.is_dir() else []
-        latest = self.out / "latest"
-        if latest.is_symlink() and latest.resolve() in [p.resolve() for p in found]:
-            first = latest.resolve()
-            found = [first] + [p for p in found if p.resolve() != first]
-        return found
-
-    def _remove_partial(self) -> None:
-        """Delete folders a killed run left half-written (they never carry a checkpoint's name)."""
-        ck = self.out / "checkpoints"
-        for p in ck.glob(".tmp-*") if ck.is_dir() else []:
-            shutil.rmtree(p, ignore_errors=True)
-            self.log_line(f"removed the partial checkpoint {p.name} of an interrupted run")
-
     def resume(self) -> bool:
         """Load the newest good checkpoint; fall back past corrupt ones, saying so. False if none."""
-        self._remove_partial()
-        for path in self.candidates():
+        for name in self.checkpoints.remove_partial():
+            self.log_line(f"removed the partial checkpoint {name} of an interrupted run")
+        for path in self.checkpoints.candidates():
             try:
                 self.load_checkpoint(path)
             except CheckpointError as e:
@@ -237,10 +190,17 @@ class Trainer:
         return res
 
     def train(self, resume: bool = False) -> dict:
+        """Run to ``max_iters`` (from the newest good checkpoint with ``resume``), holding the output
+        folder: a second run on a folder a live run holds is refused (io.hold_folder)."""
+        with hold_folder(self.out) if self.rank == 0 else contextlib.nullcontext():
+            return self._train(resume)
+
+    def _train(self, resume: bool) -> dict:
         cfg = self.cfg
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
         barrier()
+        if os.environ.get(KILL_HOOK):
+            self.log_line(f"WARNING: fault injection is on ({KILL_HOOK}={os.environ[KILL_HOOK]}): this process "
+                          "kills itself while writing that checkpoint; unset it for real runs")
         if resume and not self.resume():
             self.log_line("no checkpoint to resume from; starting fresh")
         bar = None

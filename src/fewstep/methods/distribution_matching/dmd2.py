@@ -1,6 +1,6 @@
 """DMD2 (Yin et al. 2024, "Improved Distribution Matching Distillation").
 
-On top of DMD (dmd.py), following tianweiy/DMD2 main/edm/*:
+On top of DMD (base.py, dmd.py), following tianweiy/DMD2 main/edm/*:
 * no regression loss; two time-scale update rule: the critic (fake score + GAN head) updates every
   iteration and the generator every ``gen_every``-th (Sec. 4.2; dfake_gen_update_ratio = 5).
   ``schedule="exclusive"`` is NVlabs/FastGen's alternation (generator iterations skip the critic);
@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...config import DistillConfig, TrainSettings
 from ...noise.precond import Denoiser
 from ..base import cond_of
-from ..registry import register
-from .dmd import DMDConfig, DistributionMatchingBase
+from .base import DistributionMatchingBase, DMDConfig
+from .dmd import cpu_optim
 
 
 @dataclass
@@ -56,11 +57,23 @@ class DiscriminatorHead(nn.Module):
         return self.body(feats).squeeze(1)
 
 
-@register("dmd2")
 class DMD2(DistributionMatchingBase):
-    Config = DMD2Config
+    """DMD2: DM gradient + a GAN on the fake score's features, critic updated more often, no regression."""
 
-    def __init__(self, teacher: Denoiser, cfg=None, shape=None, num_classes: int = 0):
+    name = "dmd2"
+    Config = DMD2Config
+    # MNIST follows what a CPU prototype found to work (docs/notes.md): Adam betas (0, 0.999), LR 3e-4
+    # for both networks, critic 5x per student update.
+    presets = {
+        "mnist": DistillConfig(DMD2Config(optim=cpu_optim(3e-4), critic_optim=cpu_optim(3e-4), gen_every=5),
+                               TrainSettings(max_iters=800)),
+        "digits": DistillConfig(DMD2Config(optim=cpu_optim(3e-4), critic_optim=cpu_optim(3e-4)),
+                                TrainSettings(max_iters=400)),
+        "toy2d": DistillConfig(DMD2Config(optim=cpu_optim(1e-3), critic_optim=cpu_optim(1e-3), gen_every=5),
+                               TrainSettings(max_iters=1500, batch_size=256, bf16=False, eval_n=2000)),
+    }
+
+    def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
         with torch.no_grad():  # probe the bottleneck's shape to size the head
             n = 2
             x = torch.zeros((n, *shape))
@@ -82,14 +95,14 @@ class DMD2(DistributionMatchingBase):
         x_t = self.process.add_noise(x, self.noise(x.shape, rng), t)
         return self.head(self.fake.bottleneck(x_t, t, cond).float())
 
-    def generator_update(self, cond, n, ctx, logs):
+    def student_update(self, cond, n, ctx, logs):
         c = self.cfg
         self.fake.requires_grad_(False)
         self.head.requires_grad_(False)
         try:
             with ctx.autocast():
-                x_hat = self.student_sample(cond, ctx.rng, n, shared_rng=getattr(ctx, "shared_rng", None))
-                l_dm, grad = self.dm_generator_loss(x_hat, cond, ctx.rng)
+                x_hat = self.student_sample(cond, ctx.rng, n, shared_rng=ctx.shared_rng)
+                l_dm, grad = self.dm_student_loss(x_hat, cond, ctx.rng)
                 loss = l_dm
                 if c.gan_gen_weight > 0:
                     l_gan = F.softplus(-self.gan_logits(x_hat, cond, ctx.rng))
@@ -99,7 +112,7 @@ class DMD2(DistributionMatchingBase):
                     reg = self.regression_loss(ctx.rng)
                     loss = loss.mean() + c.regression_weight * reg.mean()
                     logs["loss_reg"] = reg.mean()
-            ctx.update(loss, "generator", clip=c.gen_grad_clip)
+            self.update(ctx, loss)
         finally:
             self.fake.requires_grad_(True)
             self.head.requires_grad_(True)
@@ -117,7 +130,7 @@ class DMD2(DistributionMatchingBase):
                 l_d = F.softplus(d_fake) + F.softplus(-d_real)
                 loss = loss + c.gan_disc_weight * l_d
                 logs.update(loss_disc=l_d.mean(), d_real=torch.sigmoid(d_real).mean(), d_fake=torch.sigmoid(d_fake).mean())
-        ctx.update(loss, "critic", clip=c.critic_grad_clip)
+        self.update_critic(ctx, loss)
         logs["loss_fake"] = l_fake.mean()
 
     def step(self, batch, it, ctx):
@@ -127,12 +140,12 @@ class DMD2(DistributionMatchingBase):
         if it < self.cfg.regression_warmup:
             return self.regression_warmup_step(ctx)
         x_fake = None
-        gen_it = self.is_generator_iteration(it)
+        gen_it = self.is_student_iteration(it)
         if gen_it:
-            x_fake = self.generator_update(cond, n, ctx, logs)
+            x_fake = self.student_update(cond, n, ctx, logs)
         if not gen_it or self.cfg.schedule == "official":
             if x_fake is None:
                 with torch.no_grad(), ctx.autocast():
-                    x_fake = self.student_sample(cond, ctx.rng, n, shared_rng=getattr(ctx, "shared_rng", None)).float()
+                    x_fake = self.student_sample(cond, ctx.rng, n, shared_rng=ctx.shared_rng).float()
             self.critic_update(x_fake.float(), batch["x"], cond, ctx, logs)
         return logs

@@ -9,16 +9,18 @@ distillation of this student (progressive.py with ``guidance=(lo, hi)``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from ...config import DistillConfig, TrainSettings
 from ...noise.guidance import cfg_raw, with_scale
 from ...noise.precond import Denoiser
 from ...samplers import make_grid
-from ..base import SamplingSpec, cond_of
-from ..registry import register
-from .common import StudentMethod, frozen_copy, noised, snr_truncated_mse, student_from, uniform_scale
+from ...samplers.generate import SamplingSpec
+from ...samplers.ode import noised
+from ..base import OptimConfig, StudentMethod, adam, cond_of, frozen_copy, trainable_copy, uniform_scale
+from ..losses import snr_truncated_mse
 
 
 @dataclass
@@ -26,39 +28,39 @@ class GuidanceDistillConfig:
     nfe: int = 8  # steps the student is evaluated with (its sampler below)
     sampler: str = "dpmpp2m"
     grid: str = "karras"
-    w_range: tuple = (1.0, 5.0)  # standard scales (Meng: w ~ U[0, 4])
+    w_range: tuple[float, float] = (1.0, 5.0)  # standard scales (Meng: w ~ U[0, 4])
     w_dim: int = 64
     eval_cfg: float = 2.0  # the scale the student is evaluated at
     num_levels: int = 1000  # training levels: uniform over this Karras grid's indices
-    lr: float = 1e-4  # Meng et al.
-    betas: tuple = (0.9, 0.999)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    eval_nfes: tuple = (4, 8, 16)  # step counts the model is benchmarked at
+    optim: OptimConfig = field(default_factory=lambda: adam(1e-4, grad_clip=1.0))  # Meng et al.: LR 1e-4
+    eval_nfes: tuple[int, ...] = (4, 8, 16)  # step counts the model is benchmarked at
 
     def __post_init__(self):
-        self.betas = tuple(self.betas)
         self.w_range = tuple(float(v) for v in self.w_range)
         if len(self.w_range) != 2 or not 0 <= self.w_range[0] <= self.w_range[1]:
             raise ValueError(f"w_range must be (lo, hi) with 0 <= lo <= hi, got {self.w_range}")
-        if self.nfe < 1 or self.w_dim < 2 or self.lr <= 0:
-            raise ValueError("nfe must be >= 1, w_dim >= 2 and lr > 0")
+        if self.nfe < 1 or self.w_dim < 2 or self.num_levels < 2 or self.eval_cfg < 0:
+            raise ValueError("nfe must be >= 1, w_dim >= 2, num_levels >= 2 and eval_cfg >= 0")
+        if not self.eval_nfes or min(self.eval_nfes) < 1:
+            raise ValueError(f"eval_nfes must be positive step counts, got {self.eval_nfes}")
 
 
-@register("guidance_distill")
 class GuidanceDistill(StudentMethod):
-    Config = GuidanceDistillConfig
+    """Guidance distillation (stage 1): a w-conditioned student learns the teacher's CFG output in one call."""
 
-    def __init__(self, teacher: Denoiser, cfg=None, shape=None, num_classes: int = 0):
-        self.cfg = cfg or self.Config()
+    name = "guidance_distill"
+    Config = GuidanceDistillConfig
+    presets = {"mnist": DistillConfig(GuidanceDistillConfig(optim=adam(2e-4, grad_clip=1.0), w_range=(1.0, 2.0),
+                                                            eval_cfg=1.25), TrainSettings(max_iters=500))}
+
+    def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
+        super().__init__(teacher, cfg, shape, num_classes)
         if not num_classes:
             raise ValueError("guidance distillation needs a conditional teacher (classifier-free guidance)")
         self.teacher = frozen_copy(teacher)
-        self.process = teacher.process
-        self.student = student_from(teacher, w_dim=self.cfg.w_dim)
+        self.student = trainable_copy(teacher, w_dim=self.cfg.w_dim)
         self.levels = make_grid("karras", self.process, self.cfg.num_levels, final_zero=False)
-        self.opt = torch.optim.Adam(self.student.net.parameters(), lr=self.cfg.lr, betas=self.cfg.betas,
-                                    weight_decay=self.cfg.weight_decay)
+        self.opt = self.cfg.optim.build(self.student.net.parameters())
 
     def default_sampling(self):
         c = self.cfg
@@ -80,5 +82,5 @@ class GuidanceDistill(StudentMethod):
                 x0_star, _ = cfg_raw(self.teacher, x_t, t, labels, w)
             x0_hat, _ = self.student.raw(x_t, t, with_scale(labels, w, n))
             loss = snr_truncated_mse(x0_hat, x0_star, a, s)
-        ctx.update(loss, "student", clip=self.cfg.grad_clip)
+        self.update(ctx, loss)
         return {"loss": loss.mean()}

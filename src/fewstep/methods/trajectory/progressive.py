@@ -17,37 +17,35 @@ With ``guidance`` set (Meng et al. 2023, stage 2) teacher and student are w-cond
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from ...config import DistillConfig, TrainSettings
+from ...noise.base import bcast
 from ...noise.guidance import guided, with_scale
 from ...noise.precond import Denoiser
 from ...samplers import make_grid
-from ...samplers.ode import ddim_to, level_coeffs
-from ..base import SamplingSpec, cond_of
-from ..registry import register
-from .common import StudentMethod, frozen_copy, noised, snr_truncated_mse, student_from, uniform_scale
+from ...samplers.generate import SamplingSpec
+from ...samplers.ode import ddim_to, level_coeffs, noised
+from ..base import OptimConfig, StudentMethod, adam, cond_of, frozen_copy, trainable_copy, uniform_scale
+from ..losses import snr_truncated_mse
 
 
 @dataclass
 class ProgressiveConfig:
     nfe: int = 1  # student steps N of this stage; the teacher takes 2N on the same nested grid
-    lr: float = 5e-5  # CIFAR-10 (cifar_distill.py)
-    betas: tuple = (0.9, 0.999)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    optim: OptimConfig = field(default_factory=lambda: adam(5e-5, grad_clip=1.0))  # CIFAR-10 (cifar_distill.py)
     anneal: bool = True  # LR linearly to 0 over the stage (Salimans & Ho)
     teacher_cfg: float = 1.0  # CFG scale on a teacher that does not embed guidance (1 = none)
-    guidance: tuple | None = None  # (lo, hi) scale range for a w-conditioned teacher and student (Meng stage 2)
+    guidance: tuple[float, float] | None = None  # (lo, hi) scale range for a w-conditioned teacher and student (Meng stage 2)
     eval_cfg: float = 1.0  # scale a w-conditioned student is evaluated at
 
     def __post_init__(self):
-        self.betas = tuple(self.betas)
         if self.nfe < 1:
             raise ValueError(f"nfe must be >= 1, got {self.nfe}")
-        if self.lr <= 0 or self.teacher_cfg < 0:
-            raise ValueError("lr must be > 0 and teacher_cfg >= 0")
+        if self.teacher_cfg < 0 or self.eval_cfg < 0:
+            raise ValueError("teacher_cfg and eval_cfg must be >= 0")
         if self.guidance is not None:
             self.guidance = tuple(float(v) for v in self.guidance)
             if len(self.guidance) != 2 or not 0 <= self.guidance[0] <= self.guidance[1]:
@@ -56,27 +54,29 @@ class ProgressiveConfig:
 
 def x_target(z_t, z_s, a_t, s_t, a_s, s_s):
     """The x that one DDIM step from (z_t, t) to s maps to z_s (Salimans & Ho, Alg. 2 line 11)."""
-    from ...noise.base import _bcast
-
     r = s_s / s_t
-    return (z_s - _bcast(r, z_t) * z_t) / _bcast(a_s - r * a_t, z_t)
+    return (z_s - bcast(r, z_t) * z_t) / bcast(a_s - r * a_t, z_t)
 
 
-@register("progressive")
 class Progressive(StudentMethod):
-    Config = ProgressiveConfig
+    """Progressive distillation: one halving stage, N student DDIM steps learn the teacher's 2N."""
 
-    def __init__(self, teacher: Denoiser, cfg=None, shape=None, num_classes: int = 0):
-        self.cfg = cfg or self.Config()
+    name = "progressive"
+    Config = ProgressiveConfig
+    # MNIST: fine-tuning from the teacher at LR 2e-4 (the paper's LR assumes 10^4-10^5 steps per stage)
+    presets = {"mnist": DistillConfig(ProgressiveConfig(optim=adam(2e-4, grad_clip=1.0)),
+                                      TrainSettings(max_iters=200, ema_decay=0.0))}
+
+    def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
+        super().__init__(teacher, cfg, shape, num_classes)
         c = self.cfg
         if c.guidance is not None and not teacher.embeds_guidance:
             raise ValueError("guidance=(lo, hi) needs a w-conditioned teacher (a guidance_distill model)")
         self.teacher = frozen_copy(teacher)
-        self.student = student_from(teacher)
-        self.process = teacher.process
+        self.student = trainable_copy(teacher)
         self.grid_s = make_grid("nested", self.process, c.nfe)  # N + 1 levels ending at 0
         self.grid_t = make_grid("nested", self.process, 2 * c.nfe)
-        self.opt = torch.optim.Adam(self.student.net.parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+        self.opt = c.optim.build(self.student.net.parameters())
         self.max_iters = None
 
     def plan(self, max_iters: int) -> None:
@@ -106,5 +106,5 @@ class Progressive(StudentMethod):
             x0_hat, _ = self.student.raw(z_t, t, cond)
             loss = snr_truncated_mse(x0_hat, target, a_t, s_t)
         scale = 1.0 - it / self.max_iters if (self.cfg.anneal and self.max_iters) else 1.0
-        ctx.update(loss, "student", clip=self.cfg.grad_clip, lr_scale=scale)
+        self.update(ctx, loss, lr_scale=scale)
         return {"loss": loss.mean()}

@@ -1,4 +1,4 @@
-"""Rectified-flow reflow and one-step distillation (Liu et al. 2022; InstaFlow, Liu et al. 2023).
+"""Rectified-flow reflow (Liu et al. 2022); ``CouplingMethod`` is shared with InstaFlow (instaflow.py).
 
 Stage 1 (``prepare``): couplings (noise z, label c, image x1) from the teacher's ODE started at z,
 cached on disk (data/pairs.py).
@@ -17,17 +17,16 @@ Euler in tau is DDIM on the ``flow`` grid (samplers/grids.py), which is how both
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from ...noise.base import _bcast
+from ...config import DistillConfig, TrainSettings
+from ...noise.base import bcast
 from ...noise.precond import Denoiser
+from ...samplers.generate import SamplingSpec
 from ...samplers.ode import level_coeffs
-from ..base import SamplingSpec
-from ..registry import register
-from ...data.pairs import one_step_regression
-from .common import StudentMethod, frozen_copy, student_from
+from ..base import OptimConfig, StudentMethod, adam, frozen_copy, trainable_copy
 
 
 @dataclass
@@ -38,18 +37,14 @@ class ReflowConfig:
     pair_steps: int = 16
     pair_grid: str = "karras"
     pair_cfg: float = 1.0  # CFG scale of the teacher when making couplings
-    lr: float = 1e-4
-    betas: tuple = (0.9, 0.999)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    eval_nfes: tuple = (1, 2, 4)  # Euler step counts the model is benchmarked at
+    optim: OptimConfig = field(default_factory=lambda: adam(1e-4, grad_clip=1.0))
+    eval_nfes: tuple[int, ...] = (1, 2, 4)  # Euler step counts the model is benchmarked at
 
     def __post_init__(self):
-        self.betas = tuple(self.betas)
         if self.nfe < 1 or self.pairs < 1 or self.pair_steps < 1:
             raise ValueError("nfe, pairs and pair_steps must be >= 1")
-        if self.lr <= 0 or self.pair_cfg < 0:
-            raise ValueError("lr must be > 0 and pair_cfg >= 0")
+        if self.pair_cfg < 0 or not self.eval_nfes or min(self.eval_nfes) < 1:
+            raise ValueError("pair_cfg must be >= 0 and eval_nfes positive step counts")
 
 
 class CouplingMethod(StudentMethod):
@@ -57,14 +52,11 @@ class CouplingMethod(StudentMethod):
 
     Config = ReflowConfig
 
-    def __init__(self, teacher: Denoiser, cfg=None, shape=None, num_classes: int = 0):
-        self.cfg = cfg or self.Config()
+    def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
+        super().__init__(teacher, cfg, shape, num_classes)
         self.teacher = frozen_copy(teacher)
-        self.process = teacher.process
-        self.student = student_from(teacher)
-        self.shape, self.num_classes = tuple(shape), num_classes
-        self.opt = torch.optim.Adam(self.student.net.parameters(), lr=self.cfg.lr, betas=self.cfg.betas,
-                                    weight_decay=self.cfg.weight_decay)
+        self.student = trainable_copy(teacher)
+        self.opt = self.cfg.optim.build(self.student.net.parameters())
         self.sh_top = min(float(self.process.sigma_hat(torch.tensor(self.process.t_max))), 1e4)
         self.tau_max = self.sh_top / (1 + self.sh_top)
         self.pairs = None
@@ -99,11 +91,16 @@ def flow_point(process, x1, z, tau):
     x = alpha (x1 + sh z) with sh = tau / (1 - tau), i.e. (1 - tau) x1 + tau z rescaled by alpha/(1 - tau)."""
     sh = (tau / (1 - tau)).double()
     t, a, _ = level_coeffs(process, sh)
-    return _bcast(a, x1) * (x1 + _bcast(sh.float(), x1) * z), t
+    return bcast(a, x1) * (x1 + bcast(sh.float(), x1) * z), t
 
 
-@register("reflow")
 class Reflow(CouplingMethod):
+    """Reflow: the student learns straight lines between the teacher's noise-sample couplings."""
+
+    name = "reflow"
+    presets = {"mnist": DistillConfig(ReflowConfig(optim=adam(1e-4, grad_clip=1.0), pairs=4000),
+                                      TrainSettings(max_iters=1000))}
+
     def step(self, batch, it, ctx):
         n = batch["x"].shape[0]
         z, x1, cond = self.coupling_batch(n, ctx.rng)
@@ -113,31 +110,5 @@ class Reflow(CouplingMethod):
             x0_hat, eps_hat = self.student.raw(x, t, cond)
             v_hat = eps_hat.float() - x0_hat.float()  # the flow velocity d x_tau / d tau = eps - x0
             loss = ((v_hat - (z - x1)) ** 2).flatten(1).mean(1)
-        ctx.update(loss, "student", clip=self.cfg.grad_clip)
-        return {"loss": loss.mean()}
-
-
-@dataclass
-class InstaFlowConfig(ReflowConfig):
-    pair_sampler: str = "euler"  # the reflowed model's own ODE (its straight paths need few steps)
-    pair_steps: int = 16
-    pair_grid: str = "flow"
-    eval_nfes: tuple = (1,)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.nfe != 1:
-            raise ValueError("instaflow distils a one-step model; use nfe 1")
-
-
-@register("instaflow")
-class InstaFlow(CouplingMethod):
-    Config = InstaFlowConfig
-
-    def step(self, batch, it, ctx):
-        n = batch["x"].shape[0]
-        z, x1, cond = self.coupling_batch(n, ctx.rng)
-        with ctx.autocast():
-            loss = one_step_regression(self.student, self.sh_top, z, x1, cond)
-        ctx.update(loss, "student", clip=self.cfg.grad_clip)
+        self.update(ctx, loss)
         return {"loss": loss.mean()}

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from ..io import write_json_atomic, write_text_atomic
+
 DEMO_TEACHER_CURVE = {"euler": [1, 2, 4, 8, 16], "dpmpp2m": [1, 2, 4, 8, 16], "heun": [3, 7, 15]}
 
 
@@ -17,22 +19,19 @@ def _cached(path: Path, compute):
     if path.is_file():
         return json.loads(path.read_text())
     val = compute()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(val, indent=2))
-    tmp.replace(path)
+    write_json_atomic(val, path)
     return val
 
 
-def run_demo(a) -> Path:
-    from .bench import bench_row, real_floor, time_row
-    from .commands import distill, save_grid
-    from .data import load_dataset
-    from .methods.base import SamplingSpec
-    from .metrics.evaluate import generate
-    from .metrics.features import load_features
-    from .model_io import load_denoiser
-    from .report import fd_vs_nfe_plot, file_b64, html_report
-    from .samplers import steps_for_nfe
+def run(a) -> Path:
+    from ..data import load_dataset
+    from ..metrics.benchmark import bench_row, real_floor, time_row
+    from ..metrics.features import load_features
+    from ..model_io import load_denoiser
+    from ..report import fd_vs_nfe_plot, file_b64, html_report, save_grid
+    from ..samplers import steps_for_nfe
+    from ..samplers.generate import SamplingSpec, generate
+    from .distill import DistillRequest, distill
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,12 +48,9 @@ def run_demo(a) -> Path:
     student_dir = out / "student"
     if not (student_dir / "model" / "config.json").is_file() or _iters_done(student_dir) < a.max_iters:
         t0 = time.perf_counter()
-        from .cli import build_parser
-
-        argv = ["distill", "--teacher", a.teacher, "--method", "dmd2", "--nfe", "1", "--out", str(student_dir),
-                "--seed", str(a.seed), "--max-iters", str(a.max_iters), "--ckpt-every", "50",
-                "--eval-every", str(a.eval_every), "--resume"] + (["--no-progress"] if a.no_progress else [])
-        distill(build_parser().parse_args(argv))
+        distill(DistillRequest(teacher=a.teacher, method="dmd2", nfe=1, out=str(student_dir), seed=a.seed,
+                               threads=a.threads, max_iters=a.max_iters, ckpt_every=50, eval_every=a.eval_every,
+                               resume=True, progress=not a.no_progress))
         log(f"distillation took {time.perf_counter() - t0:.0f} s")
     student, scfg = load_denoiser(str(student_dir / "model"))
     sspec = SamplingSpec(**scfg["sampling"])
@@ -116,10 +112,7 @@ def run_demo(a) -> Path:
                        [("teacher, 1 NFE", file_b64(grids["teacher_1"])),
                         (f"teacher, {best['sampler']} {best['nfe']} NFE", file_b64(grids["teacher_best"])),
                         ("DMD2 student, 1 NFE", file_b64(grids["student_1"]))], tables, notes)
-    report = out / "report.html"
-    tmp = report.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(report)
+    report = write_text_atomic(out / "report.html", page)
     summary = {"report": str(report.resolve()), "student_fd": s["fd"], "teacher_best_fd": best["fd"],
                "teacher_best_nfe": best["nfe"], "speedup": speedup}
     print(json.dumps(summary))

@@ -1,12 +1,15 @@
 """Small builders shared by tests."""
 import torch
 
+from fewstep.config import build_config, fields_of_type
 from fewstep.data import load_dataset
+from fewstep.methods.base import OptimConfig
 from fewstep.methods.teacher import DenoisingTeacher, TeacherMethodConfig
 from fewstep.model_io import build_denoiser
 from fewstep.noise import TimeSampler
-from fewstep.train.loop import Trainer, TrainConfig
+from fewstep.train.loop import TrainConfig, Trainer
 
+TOY_TIMES = TimeSampler("lognormal", -0.5, 1.5)  # the toy2d teacher preset's sigma sampling
 TOY_ARCH = {"arch": "mlp", "dim": 2, "hidden": 64, "depth": 2, "num_classes": 8, "time_scale": 1000.0}
 
 
@@ -17,7 +20,7 @@ def toy_denoiser(seed=0, arch=TOY_ARCH):
 
 def toy_trainer(out, max_iters, seed=0, ckpt_every=0, batch_size=256, lr=2e-3, **kw):
     den = toy_denoiser(seed)
-    method = DenoisingTeacher(den, TeacherMethodConfig(lr=lr, time_sampler=TimeSampler("lognormal", -0.5, 1.5)))
+    method = DenoisingTeacher(den, TeacherMethodConfig(OptimConfig(lr=lr, grad_clip=1.0), TOY_TIMES))
     cfg = TrainConfig(out=str(out), max_iters=max_iters, batch_size=batch_size, seed=seed, ckpt_every=ckpt_every,
                       ema_decay=0.99, warmup=10, progress=False, **kw)
     return Trainer(method, load_dataset("toy2d", "train"), cfg)
@@ -32,7 +35,7 @@ def train_toy_teacher(out, num_classes=0, iters=500):
     torch.manual_seed(0)
     den = build_denoiser({"arch": {"arch": "mlp", "dim": 2, "hidden": 128, "depth": 3, "num_classes": num_classes,
                                    "time_scale": 1000.0}, "process": {"family": "edm"}, "param": "edm"})
-    method = DenoisingTeacher(den, TeacherMethodConfig(lr=2e-3, time_sampler=TimeSampler("lognormal", -0.5, 1.5)))
+    method = DenoisingTeacher(den, TeacherMethodConfig(OptimConfig(lr=2e-3, grad_clip=1.0), TOY_TIMES))
     tr = Trainer(method, load_dataset("toy2d", "train"),
                  TrainConfig(out=str(out), max_iters=iters, batch_size=512, ema_decay=0.99, warmup=10, progress=False))
     tr.train()
@@ -41,9 +44,9 @@ def train_toy_teacher(out, num_classes=0, iters=500):
 
 def toy_fd(den, spec, labels=False):
     """FD on the toy2d test set (random-Fourier point features)."""
-    from fewstep.metrics.evaluate import generate
     from fewstep.metrics.features import PointFeatures
     from fewstep.metrics.fid import fd
+    from fewstep.samplers import generate
 
     test = load_dataset("toy2d", "test")
     f = PointFeatures().features
@@ -58,3 +61,13 @@ def train_student(method, out, iters, batch_size=256, ema_decay=0.95):
                              progress=False, grad_clip=0.0))
     tr.train()
     return tr.eval_generator()
+
+
+def config(cls, lr=None, **fields):
+    """A method config: the class's defaults with ``fields`` set and, given ``lr``, that LR for every
+    optimiser it configures (the layered build the CLI uses)."""
+    over = dict(fields)
+    if lr is not None:
+        for f in fields_of_type(cls, OptimConfig):
+            over[f] = {**over.get(f, {}), "lr": lr}
+    return build_config(cls, over)

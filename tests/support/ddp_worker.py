@@ -7,10 +7,10 @@ import sys
 import torch
 
 from fewstep.data import load_dataset
-from fewstep.methods.base import cond_of
-from fewstep.methods.trajectory.common import StudentMethod
-from fewstep.train.loop import Trainer, TrainConfig
-from helpers import toy_denoiser
+from fewstep.methods.base import StudentMethod, cond_of
+from fewstep.train.loop import TrainConfig, Trainer
+
+from helpers import config, toy_denoiser
 
 
 class Regress(StudentMethod):
@@ -22,7 +22,7 @@ class Regress(StudentMethod):
         self.student = toy_denoiser(0).train()
         self.opt = torch.optim.Adam(self.student.net.parameters(), lr=1e-2)
 
-    def config(self):
+    def config(self):  # noqa: F811 (the method contract's config(), not the helper)
         return {"method": self.name}
 
     def step(self, batch, it, ctx):
@@ -39,7 +39,7 @@ def main(mode, out, batch, iters):
     else:
         from fewstep.methods.distribution_matching.dmd2 import DMD2, DMD2Config
 
-        method = DMD2(toy_denoiser(0), DMD2Config(gen_lr=1e-3, critic_lr=1e-3, gen_every=2, nfe=2), shape=(2,),
+        method = DMD2(toy_denoiser(0), config(DMD2Config, lr=1e-3, gen_every=2, nfe=2), shape=(2,),
                       num_classes=8)
     cfg = TrainConfig(out=out, max_iters=iters, batch_size=batch, ema_decay=0.0, progress=False, ckpt_every=2,
                       grad_clip=0.0)

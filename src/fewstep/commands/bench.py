@@ -1,0 +1,126 @@
+"""``fewstep bench``: a sweep of a model's samplers x NFE x CFG into one results file in the
+docs/benchmarks.md schema, with the real-vs-real floor. Rows are saved as they finish, so an interrupted
+sweep resumes where it stopped (same model and arguments)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import FewstepError
+from ..io import write_text_atomic
+from ..metrics.benchmark import (
+    SPEED_MAX_NFE,
+    bench_row,
+    git_commit,
+    machine,
+    real_floor,
+    row_key,
+    student_row,
+    student_specs,
+    sweep_rows,
+    time_row,
+    write_results,
+)
+from ..samplers import nfe_of, steps_for_nfe
+from ..samplers.generate import SamplingSpec
+from .common import command_line
+
+
+def run(a):
+    command = command_line()
+    from ..data import load_dataset
+    from ..metrics.features import load_features
+    from ..model_io import load_denoiser, resolve_model_dir
+    from ..report import results_table
+
+    models = [m for m in a.model.split(",") if m]
+    loaded = [load_denoiser(m) for m in models]
+    den, mcfg = loaded[0]
+    data = a.data or mcfg.get("data", {}).get("name")
+    if not data:
+        raise FewstepError("--data is required (the model does not record its dataset)")
+    train, test = load_dataset(data, "train"), load_dataset(data, "test")
+    test = test.subset(a.n)
+    feats = load_features(data)
+    ref_feats = feats.features(test.x)
+    out_dir = Path(a.results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{a.name}.json"
+    key = {"model": str(a.model), "samplers": a.samplers, "nfe": a.nfe, "cfg": a.cfg, "grid": a.grid, "seeds": a.seeds,
+           "seeds_max_nfe": a.seeds_max_nfe, "n": a.n, "bf16": a.bf16, "baseline": a.baseline}
+    old = json.loads(path.read_text()) if path.exists() else {}
+    resume = old.get("bench_args") == key and not old.get("complete", False)
+    done = {row_key(r): r for r in old.get("rows", [])} if resume else {}
+    students = [(m, d, c) for m, (d, c) in zip(models, loaded) if "method" in c]
+    teachers = [(m, d, c) for m, (d, c) in zip(models, loaded) if "method" not in c]
+    teacher_dir = students[0][2].get("teacher") if students and not teachers else str(resolve_model_dir(teachers[0][0]))
+    tcfg = load_denoiser(teacher_dir)[1] if teacher_dir else mcfg
+    training = tcfg.get("training", {})
+    results = {
+        "benchmark": data, "command": command, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(), "git_commit": git_commit(),
+        "teacher": {"checkpoint": teacher_dir, "train_s": training.get("train_s"),
+                    "iterations": training.get("iterations"), "command": training.get("command")},
+        "floor": {"fd": old.get("floor", {}).get("fd") if resume else None},
+        "bench_args": key, "complete": False, "rows": [],
+    }
+    t0 = time.perf_counter()
+    if a.baseline:
+        base = json.loads(Path(a.baseline).read_text())
+        results["floor"] = base["floor"]
+        results["baseline_from"] = {"file": a.baseline, "created": base.get("created"), "git_commit": base.get("git_commit")}
+        results["rows"] = [dict(r, from_baseline=True) for r in base["rows"]]
+    if results["floor"]["fd"] is None:
+        results["floor"]["fd"] = real_floor(train, test, feats)
+    from tqdm.auto import tqdm
+
+    todo = []
+    for _model, d, c in teachers:
+        plan = list(sweep_rows(a.samplers, a.nfe, a.cfg))
+        # bf16 sampling is checked against fp32 on one row (docs/benchmarks.md): same FD or it is not used.
+        check = [("dpmpp2m", steps_for_nfe("dpmpp2m", 8), a.cfg[0], False)] if a.bf16 else []
+        todo += [("teacher", d, c, s, k, cf, bf) for s, k, cf, bf in [(*p, a.bf16) for p in plan] + check]
+    todo += [("student", d, c, m, spec, None, a.bf16) for m, d, c in students for spec in student_specs(c)]
+    timed: dict = {}
+    for kind, d, c, sampler, steps, cfg, bf16 in tqdm(todo, desc=f"bench {a.name}", dynamic_ncols=True):
+        if kind == "student":
+            model, sdict = sampler, steps
+            k = (c["method"]["method"], sdict["sampler"], sdict["steps"], "student", "bf16" if bf16 else "fp32", model)
+            row = done.get(k) or student_row(d, c, test, feats, ref_feats, a.seeds, bf16, sdict, model)
+            results["rows"].append(row)
+            write_results(path, results)
+            continue
+        spec = SamplingSpec(sampler, steps, a.grid, cfg)
+        dkey = ("teacher", sampler, steps, cfg, "bf16" if bf16 else "fp32", a.grid)
+        if dkey in done:
+            row = done[dkey]
+            if row.get("images_per_s_timed") and row.get("threads") != torch.get_num_threads():
+                row["images_per_s"], row["threads"] = time_row(d, spec, test, bf16), torch.get_num_threads()
+        else:
+            total_nfe = nfe_of(sampler, steps) * (1 if cfg == 1.0 else 2)
+            seeds = a.seeds if total_nfe <= a.seeds_max_nfe else 1
+            row = bench_row(d, spec, test, feats, ref_feats, len(test), seeds, bf16)
+            if total_nfe <= SPEED_MAX_NFE:
+                row["images_per_s"] = time_row(d, spec, test, bf16)
+                row["images_per_s_timed"], row["threads"] = True, torch.get_num_threads()
+            row.update(train_s=None, iterations=None)
+        if row.get("images_per_s_timed"):
+            timed[(sampler, cfg, bf16)] = (row["nfe"], row["images_per_s"])
+        elif (sampler, cfg, bf16) in timed:
+            n0, ips0 = timed[(sampler, cfg, bf16)]
+            row["images_per_s"], row["images_per_s_timed"] = ips0 * n0 / row["nfe"], False
+        results["rows"].append(row)
+        write_results(path, results)
+    results["complete"] = True
+    results["bench_s"] = round(time.perf_counter() - t0, 1)
+    write_results(path, results)
+    table = results_table(results)
+    write_text_atomic(path.with_suffix(".md"), table + "\n")
+    print(table)
+    print(f"wrote {path}")
+
+

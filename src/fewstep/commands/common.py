@@ -1,0 +1,70 @@
+"""Helpers several verbs share: the command line that ran, output folders, sampling specs from flags."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from ..errors import FewstepError
+from ..samplers.generate import SamplingSpec
+
+
+def command_line() -> str:
+    return "fewstep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def need_out(a) -> Path:
+    if not getattr(a, "out", None):
+        raise FewstepError("--out is required")
+    return Path(a.out)
+
+
+def maybe_evaluator(data, test, spec: SamplingSpec, n: int, seed: int):
+    """The periodic evaluator for a run, or None (with a note) where the data has no feature net."""
+    from ..metrics.evaluate import make_evaluator
+    from ..metrics.features import load_features
+
+    try:
+        feats = load_features(data)
+    except FewstepError as e:
+        print(f"note: periodic eval disabled ({e})", file=sys.stderr)
+        return None
+    return make_evaluator(test, feats, spec, n=n, seed=seed)
+
+
+def spec_from(a, model_cfg: dict) -> SamplingSpec:
+    """The model's own sampling, with --sampler/--grid/--steps/--cfg applied."""
+    from ..samplers import steps_for_nfe
+
+    spec = SamplingSpec(**model_cfg.get("sampling", {}))
+    if a.sampler:
+        spec.sampler = a.sampler
+        if a.sampler != "multistep":  # an explicit student grid only fits the student's own sampler
+            spec.sigmas = None
+    if a.grid:
+        spec.grid, spec.sigmas = a.grid, None
+    if a.steps:
+        steps = steps_for_nfe(spec.sampler, a.steps)
+        if steps is None:
+            raise FewstepError(f"sampler {spec.sampler!r} cannot run with {a.steps} NFE")
+        spec.steps, spec.sigmas = steps, (None if spec.sigmas is None or len(spec.sigmas) - 1 != steps else spec.sigmas)
+    if a.cfg is not None:
+        spec.cfg = a.cfg
+    return spec
+
+
+def labels_for(model_cfg: dict, n: int):
+    """Class labels 0, 1, ..., k-1, 0, ... for a conditional model; None otherwise."""
+    k = model_cfg.get("data", {}).get("num_classes", 0) or model_cfg.get("arch", {}).get("num_classes", 0)
+    return (torch.arange(n) % k) if k else None
+
+
+def sample_shape(model_cfg: dict) -> tuple:
+    if model_cfg.get("data", {}).get("shape"):
+        return tuple(model_cfg["data"]["shape"])
+    arch = model_cfg["arch"]
+    if arch["arch"] == "mlp":
+        return (arch["dim"],)
+    return (arch["in_channels"], arch["image_size"], arch["image_size"])

@@ -1,0 +1,42 @@
+"""``fewstep eval``: FD, class accuracy, precision/recall and speed of one model at one sampling (JSON)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from ..errors import FewstepError
+from ..io import write_text_atomic
+from .common import spec_from
+
+
+def run(a):
+    from ..data import load_dataset
+    from ..metrics.evaluate import mean_std, measure
+    from ..metrics.features import load_features
+    from ..metrics.speed import images_per_second
+    from ..model_io import load_denoiser
+    from ..samplers.generate import generate
+
+    den, mcfg = load_denoiser(a.model)
+    spec = spec_from(a, mcfg)
+    data = a.data or mcfg.get("data", {}).get("name")
+    if not data:
+        raise FewstepError("--data is required (the model does not record its dataset)")
+    test = load_dataset(data, "test")
+    feats = load_features(data, a.features)
+    n = a.n or len(test)
+    test = test.subset(n)
+    labels = test.class_balanced_labels(n)
+    ref_feats = feats.features(test.x)
+    rows, nfe = [], None
+    for s in range(a.seeds):
+        samples, nfe = generate(den, n, spec, test.shape, labels, seed=a.seed + s, bf16=a.bf16, return_nfe=True)
+        rows.append(measure(samples, labels, test.x, feats, ref_feats))
+    res = {"model": a.model, "data": data, "n": n, "seeds": a.seeds, "nfe": nfe, "sampling": asdict(spec),
+           **mean_std(rows)}
+    res["images_per_s"] = images_per_second(
+        lambda b: generate(den, b, spec, test.shape, test.class_balanced_labels(b), seed=0, batch=b, bf16=a.bf16))
+    text = json.dumps(res, indent=2)
+    if a.out:
+        write_text_atomic(a.out, text + "\n")
+    print(text)

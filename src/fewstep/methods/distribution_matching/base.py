@@ -1,0 +1,198 @@
+"""What the distribution-matching family shares (DMD, Yin et al. 2023; DMD2, Yin et al. 2024).
+
+Networks: the student G (a copy of the teacher, trainable), the real score = the frozen teacher, and
+the fake score = a trainable copy of the teacher that tracks the student's output distribution.
+
+Student update (DMD Eq. 7, as tianweiy/DMD2 main/edm/edm_guidance.py implements it):
+    t ~ Karras index U{lo..hi};  x_t = x_hat + sigma_t eps  (no grad)
+    g = (mu_fake(x_t) - mu_real(x_t)) / mean_CHW |x_hat - mu_real(x_t)|     (per-sample normaliser)
+    L_DM = 0.5 || x_hat - sg(x_hat - g) ||^2     (its gradient w.r.t. x_hat is exactly g)
+Fake-score update: the teacher's denoising loss on sg(x_hat) (EDM weighting 1/sigma^2 + 1/sigma_d^2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ...noise.guidance import guided
+from ...noise.precond import Denoiser
+from ...samplers import make_grid, multistep
+from ...samplers.generate import SamplingSpec
+from ...samplers.grids import student_levels
+from ...samplers.ode import coeffs, initial_noise
+from ..base import LoRAConfig, OptimConfig, StudentMethod, trainable_copy
+from ..losses import denoising_loss, pair_regression
+
+
+def _dmd2_imagenet_optim() -> OptimConfig:
+    # DMD2 ImageNet-64: AdamW (0.9, 0.999), LR 2e-6, weight decay 0.01, max_grad_norm 10 (docs/methods.md)
+    return OptimConfig(lr=2e-6, betas=(0.9, 0.999), weight_decay=0.01, grad_clip=10.0)
+
+
+@dataclass
+class DMDConfig:
+    nfe: int = 1  # student steps; > 1 trains with backward simulation (DMD2 Sec. 4.5)
+    student_sigmas: list[float] | None = None  # explicit sigma_hat list of the student's steps (overrides below)
+    student_sigma_min: float = 0.5  # multi-step: last (smallest) student level, Karras-spaced from the top
+    real_cfg: float = 1.0  # CFG scale on the real score only (1 = none; DMD2 ImageNet uses none)
+    dm_index_range: tuple[float, float] = (0.02, 0.98)  # DMD2 min/max_step_percent of a 1000-level Karras grid
+    num_levels: int = 1000  # Karras grid the critic and DM loss draw noise levels from (DMD2 num_train_timesteps)
+    normalize: str = "per_sample"  # DMD2 official; "batch" = one batch-global scalar (FastVideo)
+    optim: OptimConfig = field(default_factory=_dmd2_imagenet_optim)  # the student (generator)
+    critic_optim: OptimConfig = field(default_factory=_dmd2_imagenet_optim)  # fake score (and GAN head)
+    gen_every: int = 1  # student update every N iterations (DMD: 1; DMD2: 5, dfake_gen_update_ratio)
+    schedule: str = "official"  # "official": critic every iteration, student on every gen_every-th too;
+    #                             "exclusive": student iterations skip the critic (NVlabs/FastGen)
+    regression_weight: float = 0.25  # DMD v1 lambda_reg; 0 disables
+    regression_pairs: int = 1000  # teacher ODE pairs cached for the regression loss
+    regression_steps: int = 16  # DPM-Solver++(2M) steps that make the pairs
+    regression_warmup: int = 0  # iterations of regression-only student training first (DMD2 SDXL)
+    regression_batch: int = 64
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # LoRA student (DMD2 SDXL LoRA)
+
+    def __post_init__(self):
+        self.dm_index_range = tuple(self.dm_index_range)
+        if self.nfe < 1:
+            raise ValueError(f"nfe must be >= 1, got {self.nfe}")
+        if self.normalize not in ("per_sample", "batch"):
+            raise ValueError(f"normalize must be 'per_sample' or 'batch', got {self.normalize!r}")
+        if self.schedule not in ("official", "exclusive"):
+            raise ValueError(f"schedule must be 'official' or 'exclusive', got {self.schedule!r}")
+        lo, hi = self.dm_index_range
+        if not 0 <= lo < hi <= 1:
+            raise ValueError(f"dm_index_range must satisfy 0 <= lo < hi <= 1, got {self.dm_index_range}")
+        if self.gen_every < 1 or self.real_cfg < 0 or self.num_levels < 2:
+            raise ValueError("gen_every must be >= 1, real_cfg >= 0 and num_levels >= 2")
+        if self.regression_pairs < 1 or self.regression_steps < 1 or self.regression_batch < 1:
+            raise ValueError("regression_pairs, regression_steps and regression_batch must be >= 1")
+        if self.student_sigmas is not None and len(self.student_sigmas) != self.nfe:
+            raise ValueError(f"student_sigmas has {len(self.student_sigmas)} levels but nfe is {self.nfe}")
+
+
+def dm_gradient(x_hat, mu_fake, mu_real, normalize: str = "per_sample"):
+    """DMD's student gradient g = (mu_fake - mu_real) / mean|x_hat - mu_real| (DMD2 edm_guidance)."""
+    dims = list(range(1, x_hat.ndim))
+    if normalize == "per_sample":
+        w = (x_hat - mu_real).abs().mean(dim=dims, keepdim=True)
+    else:
+        w = (x_hat - mu_real).abs().mean()
+    return torch.nan_to_num((mu_fake - mu_real) / w)
+
+
+def dm_loss(x_hat, grad):
+    """0.5 ||x_hat - sg(x_hat - g)||^2 per sample (mean over elements): d/dx_hat = g / numel."""
+    return 0.5 * ((x_hat - (x_hat - grad).detach()) ** 2).flatten(1).mean(1)
+
+
+class DistributionMatchingBase(StudentMethod):
+    """Networks, noise-level grid, student sampling, DM and critic losses of the family."""
+
+    Config = DMDConfig
+
+    def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
+        super().__init__(teacher, cfg, shape, num_classes)
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.student = trainable_copy(teacher, self.cfg.lora)
+        self.fake = trainable_copy(teacher)
+        self.levels = make_grid("karras", self.process, self.cfg.num_levels, final_zero=False).flip(0)  # ascending
+        self.student_sigmas = student_levels(self.process, self.cfg.nfe, self.cfg.student_sigma_min,
+                                             self.cfg.student_sigmas)
+        self.opt = self.cfg.optim.build(self.student.net.parameters())
+        self.opt_critic = self.cfg.critic_optim.build(self.critic_parameters())
+        self.pairs = None
+
+    # -- contract --------------------------------------------------------------------------------
+    def networks(self):
+        return {"student": self.student.net, "fake": self.fake.net}
+
+    def critic_parameters(self):
+        return list(self.fake.net.parameters())
+
+    def optimizers(self):
+        return {"student": self.opt, "critic": self.opt_critic}
+
+    def default_sampling(self):
+        return SamplingSpec("multistep", self.cfg.nfe, "karras", 1.0, [float(s) for s in self.student_sigmas])
+
+    def config(self):
+        return {**super().config(), "student_sigmas_resolved": [float(s) for s in self.student_sigmas]}
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def sample_levels(self, n, rng, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+        """Native times at Karras-grid indices drawn uniformly from [lo, hi] of the grid."""
+        L = self.cfg.num_levels
+        idx = torch.randint(int(lo * L), min(int(hi * L) + 1, L), (n,), generator=rng)
+        return self.process.t_from_sigma_hat(self.levels[idx]).float()
+
+    @property
+    def device(self):
+        return next(self.student.net.parameters()).device
+
+    def noise(self, shape, rng):
+        return torch.randn(shape, generator=rng).to(self.device)
+
+    def student_sample(self, cond, rng, n: int, stage: int | None = None, shared_rng=None):
+        """x_hat with gradient through the last student call. Multi-step students start from a
+        stage s (DMD2 backward simulation: s steps of the student itself without gradient), drawn from
+        ``shared_rng`` so every process of a multi-process run picks the same stage."""
+        sig = self.student_sigmas
+        k = len(sig) - 1
+        s = int(torch.randint(0, k, (1,), generator=shared_rng or rng)) if stage is None and k > 1 else (stage or 0)
+        x = initial_noise(self.process, sig, (n, *self.shape), generator=rng, device=self.device)
+        if s > 0:
+            with torch.no_grad():
+                x = multistep(self.student, x, sig[: s + 1], cond=cond, generator=rng)
+        t, _, _ = coeffs(self.process, float(sig[s]))
+        return self.student(x, torch.full((n,), float(t)), cond)
+
+    def dm_student_loss(self, x_hat, cond, rng):
+        """(per-sample L_DM, its gradient g) at one noise level per sample."""
+        c = self.cfg
+        n = x_hat.shape[0]
+        t = self.sample_levels(n, rng, *c.dm_index_range)
+        with torch.no_grad():
+            x_t = self.process.add_noise(x_hat.detach(), self.noise(x_hat.shape, rng), t)
+            mu_fake = self.fake(x_t, t, cond).float()  # fake score: no CFG (DMD2)
+            mu_real = guided(self.teacher, c.real_cfg)(x_t, t, cond).float()
+            grad = dm_gradient(x_hat.detach().float(), mu_fake, mu_real, c.normalize)
+        return dm_loss(x_hat.float(), grad), grad
+
+    def fake_score_loss(self, x_fake, cond, rng):
+        t = self.sample_levels(x_fake.shape[0], rng)
+        return denoising_loss(self.fake, x_fake.detach(), t, self.noise(x_fake.shape, rng), cond)
+
+    def regression_loss(self, rng):
+        """L2 between G(z) and the teacher's ODE output for the same z (DMD Sec. 3.3)."""
+        from ...data.pairs import pair_batch
+
+        z, y, cond = pair_batch(self.pairs, self.cfg.regression_batch, rng, self.device, bool(self.num_classes))
+        return pair_regression(self.student, float(self.student_sigmas[0]), z, y, cond)
+
+    def needs_pairs(self) -> bool:
+        return self.cfg.regression_weight > 0 or self.cfg.regression_warmup > 0
+
+    def pair_spec(self) -> SamplingSpec:
+        return SamplingSpec("dpmpp2m", self.cfg.regression_steps, "karras", self.cfg.real_cfg)
+
+    def regression_warmup_step(self, ctx) -> dict:
+        """Regression-only student update (the optional warm start, DMD2 one-step SDXL)."""
+        with ctx.autocast():
+            reg = self.regression_loss(ctx.rng)
+        self.update(ctx, reg)
+        return {"loss_reg": reg.mean()}
+
+    def update_critic(self, ctx, loss) -> bool:
+        return ctx.update(loss, "critic", clip=self.cfg.critic_optim.grad_clip)
+
+    def is_student_iteration(self, it: int) -> bool:
+        return it % self.cfg.gen_every == 0
+
+    def prepare(self, cache_dir) -> None:
+        """Cache the teacher ODE pairs the regression loss needs (same pairs on every resume)."""
+        if not self.needs_pairs():
+            return
+        from ...data.pairs import teacher_pairs
+
+        self.pairs = teacher_pairs(self.teacher, self.cfg.regression_pairs, self.pair_spec(), self.shape,
+                                   self.num_classes, seed=12345, cache_dir=cache_dir)

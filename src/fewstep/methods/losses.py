@@ -1,0 +1,54 @@
+"""Losses more than one method uses. Each returns one value per sample; ``ctx.update`` takes the mean."""
+from __future__ import annotations
+
+import torch
+
+from ..noise.base import bcast, from_x0_eps
+from ..noise.precond import Denoiser
+from ..samplers.ode import level_coeffs
+
+
+def denoising_loss(den: Denoiser, x0, t, eps, cond) -> torch.Tensor:
+    """The denoising loss at times t with noise eps, each parameterisation as its paper trains it:
+    ``edm``: lambda(sigma) ||D(x_t) - x0||^2 with lambda = 1/c_out^2 (EDM Eq. 8, Table 1), a unit-weighted
+    MSE on the raw network output; ``eps`` / ``v`` / ``x0`` / ``flow``: plain MSE in that prediction space.
+    Teachers train with it, and so do the fake scores that track a student's distribution (DMD)."""
+    proc = den.process
+    xt = proc.add_noise(x0, eps, t)
+    x0_hat, eps_hat = den.raw(xt, t, cond)
+    a, s = proc.alpha(t).float(), proc.sigma(t).float()
+    if den.param == "edm":
+        sd = den.sigma_data
+        weight = bcast((a * a * sd * sd + s * s) / (s * sd) ** 2, x0)
+        err = weight * (x0_hat.float() - x0) ** 2
+    else:
+        pred = from_x0_eps(den.param, x0_hat.float(), eps_hat.float(), a, s)
+        err = (pred - from_x0_eps(den.param, x0, eps, a, s)) ** 2
+    return err.flatten(1).mean(1)
+
+
+def snr_truncated_mse(x0_hat, x0_target, alpha, sigma) -> torch.Tensor:
+    """Salimans & Ho 2022 Sec. 4, 'truncated SNR' weighting: max(||x - x~||^2, ||eps - eps~||^2)
+    = max(SNR, 1) ||x - x~||^2 with SNR = alpha^2 / sigma^2 (eps errors are x errors times alpha/sigma)."""
+    snr = (alpha.float() / sigma.float()) ** 2
+    err = ((x0_hat.float() - x0_target.float()) ** 2).flatten(1).mean(1)
+    return torch.clamp(snr, min=1.0) * err
+
+
+def consistency_distance(a, b, kind: str = "l2", c: float = 0.03) -> torch.Tensor:
+    """Per-sample distance: 'l2' mean squared error (CD with L2) or pseudo-Huber
+    sqrt(||a - b||^2 / d + c^2) - c (Song & Dhariwal 2023; LCM uses c = 0.001 on latents)."""
+    sq = ((a.float() - b.float()) ** 2).flatten(1).mean(1)
+    if kind == "l2":
+        return sq
+    if kind == "huber":
+        return torch.sqrt(sq + c * c) - c
+    raise ValueError(f"loss must be 'l2' or 'huber', got {kind!r}")
+
+
+def pair_regression(gen: Denoiser, sh: float, z, target, cond) -> torch.Tensor:
+    """Per-sample L2 between the generator's one step from noise z at level sh and the teacher's ODE
+    output for the same z (DMD Sec. 3.3 regression loss; InstaFlow's distillation loss)."""
+    t, _, s = level_coeffs(gen.process, torch.full((z.shape[0],), float(sh), dtype=torch.float64))
+    out = gen(bcast(s, z) * z, t.to(z.device), cond)
+    return ((out.float() - target) ** 2).flatten(1).mean(1)
