@@ -78,12 +78,17 @@ def heun_to(denoiser, x, sh0, sh1, cond=None):
     return a1 * (x / a0 + dsh * 0.5 * (eps + eps1))
 
 
+def grid_steps(process, sigmas):
+    """Each step of a sigma_hat grid: (i, sh0, sh1, (t0, a0, s0), (t1, a1, s1)), the levels as floats
+    with their native times and coefficients. Every sampler walks its grid through this."""
+    for i in range(len(sigmas) - 1):
+        sh0, sh1 = float(sigmas[i]), float(sigmas[i + 1])
+        yield i, sh0, sh1, coeffs(process, sh0), coeffs(process, sh1)
+
+
 def euler(denoiser, x, sigmas, cond=None, callback=None):
     """Euler on the PF-ODE in sigma_hat (EDM Alg. 1 without churn) == DDIM: 1 NFE per step."""
-    proc = denoiser.process
-    for i in range(len(sigmas) - 1):
-        t, _, _ = coeffs(proc, float(sigmas[i]))
-        _, a1, s1 = coeffs(proc, float(sigmas[i + 1]))
+    for i, _, _, (t, _, _), (_, a1, s1) in grid_steps(denoiser.process, sigmas):
         x0, eps = _eval(denoiser, x, t, cond)
         x = ddim_step(x0, eps, a1, s1)
         if callback is not None:
@@ -95,11 +100,7 @@ def heun(denoiser, x, sigmas, cond=None, callback=None):
     """Heun's 2nd-order method, EDM Alg. 2 (no churn), in the normalised variable y = x/alpha:
     dy/dsh = eps(y). The last step to sh = 0 is Euler. NFE = 2 n - 1 for an n-step grid ending at 0.
     A step starting where alpha = 0 (flow at t = 1) cannot be taken in y and falls back to DDIM."""
-    proc = denoiser.process
-    for i in range(len(sigmas) - 1):
-        sh0, sh1 = float(sigmas[i]), float(sigmas[i + 1])
-        t0, a0, s0 = coeffs(proc, sh0)
-        t1, a1, s1 = coeffs(proc, sh1)
+    for i, sh0, sh1, (t0, a0, _), (t1, a1, s1) in grid_steps(denoiser.process, sigmas):
         x0, eps = _eval(denoiser, x, t0, cond)
         if sh1 == 0 or a0 == 0 or not math.isfinite(sh0):
             x = ddim_step(x0, eps, a1, s1)
@@ -116,12 +117,8 @@ def heun(denoiser, x, sigmas, cond=None, callback=None):
 def dpmpp_2m(denoiser, x, sigmas, cond=None, callback=None):
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) in lambda = -log sigma_hat; first and final steps
     are first order (as in k-diffusion and diffusers' lower_order_final). 1 NFE per step."""
-    proc = denoiser.process
     x0_prev, h_prev = None, None
-    for i in range(len(sigmas) - 1):
-        sh0, sh1 = float(sigmas[i]), float(sigmas[i + 1])
-        t0, a0, s0 = coeffs(proc, sh0)
-        _, a1, s1 = coeffs(proc, sh1)
+    for i, sh0, sh1, (t0, a0, s0), (_, a1, s1) in grid_steps(denoiser.process, sigmas):
         x0, eps = _eval(denoiser, x, t0, cond)
         if sh1 == 0 or a0 == 0 or not math.isfinite(sh0):
             x = ddim_step(x0, eps, a1, s1)

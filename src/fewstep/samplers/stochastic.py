@@ -5,18 +5,14 @@ import math
 
 import torch
 
-from .ode import _eval, coeffs
+from .ode import _eval, grid_steps
 
 
 def ancestral(denoiser, x, sigmas, cond=None, eta: float = 1.0, generator: torch.Generator | None = None,
               callback=None):
     """DDIM with noise (Song et al. 2021, Eq. 16); eta = 1 is DDPM's ancestral sampler.
     Written for any process: the injected noise has std c = eta s' sqrt(1 - (sh'/sh)^2)."""
-    proc = denoiser.process
-    for i in range(len(sigmas) - 1):
-        sh0, sh1 = float(sigmas[i]), float(sigmas[i + 1])
-        t0, _, _ = coeffs(proc, sh0)
-        _, a1, s1 = coeffs(proc, sh1)
+    for i, sh0, sh1, (t0, _, _), (_, a1, s1) in grid_steps(denoiser.process, sigmas):
         x0, eps = _eval(denoiser, x, t0, cond)
         ratio = 0.0 if not math.isfinite(sh0) else sh1 / sh0
         c = eta * s1 * math.sqrt(max(0.0, 1 - ratio ** 2))

@@ -21,7 +21,7 @@ from ...samplers import make_grid, multistep
 from ...samplers.generate import SamplingSpec
 from ...samplers.grids import student_levels
 from ...samplers.ode import coeffs, initial_noise
-from ..base import LoRAConfig, OptimConfig, StudentMethod, trainable_copy
+from ..base import LoRAConfig, OptimConfig, StudentMethod, cond_of, trainable_copy
 from ..losses import denoising_loss, pair_regression
 
 
@@ -184,6 +184,16 @@ class DistributionMatchingBase(StudentMethod):
 
     def update_critic(self, ctx, loss) -> bool:
         return ctx.update(loss, "critic", clip=self.cfg.critic_optim.grad_clip)
+
+    def step(self, batch, it, ctx):
+        """Regression-only warm-up iterations first (if any), then the method's own iteration."""
+        if it < self.cfg.regression_warmup:
+            return self.regression_warmup_step(ctx)
+        return self.dm_step(batch, cond_of(batch), batch["x"].shape[0], it, ctx)
+
+    def dm_step(self, batch: dict, cond, n: int, it: int, ctx) -> dict:
+        """One iteration of the method's update schedule (the family members differ here)."""
+        raise NotImplementedError
 
     def is_student_iteration(self, it: int) -> bool:
         return it % self.cfg.gen_every == 0

@@ -7,7 +7,7 @@ fake score updated 1:1.
 from __future__ import annotations
 
 from ...config import DistillConfig, TrainSettings
-from ..base import OptimConfig, cond_of
+from ..base import OptimConfig
 from .base import DistributionMatchingBase, DMDConfig
 
 
@@ -30,12 +30,8 @@ class DMD(DistributionMatchingBase):
                                TrainSettings(max_iters=500, batch_size=256, bf16=False, eval_n=2000)),
     }
 
-    def step(self, batch, it, ctx):
-        cond = cond_of(batch)
-        n = batch["x"].shape[0]
+    def dm_step(self, batch, cond, n, it, ctx):
         logs = {}
-        if it < self.cfg.regression_warmup:
-            return self.regression_warmup_step(ctx)
         with ctx.autocast():
             x_hat = self.student_sample(cond, ctx.rng, n, shared_rng=ctx.shared_rng)
             l_dm, grad = self.dm_student_loss(x_hat, cond, ctx.rng)

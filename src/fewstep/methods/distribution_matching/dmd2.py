@@ -20,7 +20,6 @@ from torch import nn
 
 from ...config import DistillConfig, TrainSettings
 from ...noise.precond import Denoiser
-from ..base import cond_of
 from .base import DistributionMatchingBase, DMDConfig
 from .dmd import cpu_optim
 
@@ -133,12 +132,8 @@ class DMD2(DistributionMatchingBase):
         self.update_critic(ctx, loss)
         logs["loss_fake"] = l_fake.mean()
 
-    def step(self, batch, it, ctx):
-        cond = cond_of(batch)
-        n = batch["x"].shape[0]
+    def dm_step(self, batch, cond, n, it, ctx):
         logs = {}
-        if it < self.cfg.regression_warmup:
-            return self.regression_warmup_step(ctx)
         x_fake = None
         gen_it = self.is_student_iteration(it)
         if gen_it:
