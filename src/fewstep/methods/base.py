@@ -3,8 +3,9 @@
 A method is one class in one file, registered by name in methods/registry.py. It is built as
 ``cls(teacher, cfg, shape=..., num_classes=...)``: ``teacher`` is the frozen model it distils (for the
 teacher method itself, the network it trains), ``cfg`` an instance of its typed ``Config`` dataclass
-(paper defaults when None), ``shape`` one sample's shape and ``num_classes`` the label count (0 =
-unconditional). It owns its networks, optimizers and update schedule:
+(paper defaults when None; its ``nfe`` field, the student's steps, is what ``--nfe`` sets), ``shape``
+one sample's shape and ``num_classes`` the label count (0 = unconditional). It owns its networks, optimizers
+and update schedule:
 
 * ``networks()``   every network whose weights a checkpoint saves (trained and auxiliary);
 * ``optimizers()`` name -> optimizer; ``step`` updates them through ``ctx.update(loss, name)``, which

@@ -5,32 +5,8 @@ from .few_step import multistep
 from .generate import CountNFE, SamplingSpec, generate, sigmas_for
 from .grids import GRIDS, make_grid
 from .ode import dpmpp_2m, euler, heun, initial_noise
+from .registry import SAMPLERS, STOCHASTIC, nfe_of, sample, steps_for_nfe
 from .stochastic import ancestral
 
-SAMPLERS = {"euler": euler, "heun": heun, "dpmpp2m": dpmpp_2m, "ancestral": ancestral, "multistep": multistep}
-STOCHASTIC = {"ancestral", "multistep"}
-
-
-def steps_for_nfe(sampler: str, nfe: int) -> int | None:
-    """Grid steps that spend at most ``nfe`` evaluations (None if the sampler cannot)."""
-    if sampler == "heun":  # n steps cost 2 n - 1 (last step is Euler)
-        n = (nfe + 1) // 2
-        return n if n >= 2 else None
-    return nfe if nfe >= 1 else None
-
-
-def nfe_of(sampler: str, steps: int) -> int:
-    return 2 * steps - 1 if sampler == "heun" else steps
-
-
-def sample(denoiser, x, sigmas, sampler: str = "euler", cond=None, generator=None, callback=None):
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; expected one of {sorted(SAMPLERS)}")
-    fn = SAMPLERS[sampler]
-    if sampler in STOCHASTIC:
-        return fn(denoiser, x, sigmas, cond=cond, generator=generator, callback=callback)
-    return fn(denoiser, x, sigmas, cond=cond, callback=callback)
-
-
-__all__ = ["SAMPLERS", "GRIDS", "make_grid", "euler", "heun", "dpmpp_2m", "ancestral", "multistep",
+__all__ = ["SAMPLERS", "STOCHASTIC", "GRIDS", "make_grid", "euler", "heun", "dpmpp_2m", "ancestral", "multistep",
            "sample", "initial_noise", "steps_for_nfe", "nfe_of", "SamplingSpec", "generate", "sigmas_for", "CountNFE"]

@@ -10,6 +10,7 @@ import torch
 from ..noise.guidance import guided
 from .grids import make_grid
 from .ode import initial_noise
+from .registry import sample
 
 
 @dataclass
@@ -43,8 +44,6 @@ def sigmas_for(den, spec: SamplingSpec) -> torch.Tensor:
 def generate(den, n: int, spec: SamplingSpec, shape, labels=None, seed: int = 0, batch: int = 500,
              bf16: bool = False, return_nfe: bool = False):
     """n samples (in [-1, 1] data units, not clamped) from noise seeded by ``seed``."""
-    from . import sample
-
     g = torch.Generator().manual_seed(seed)
     device = next(den.parameters()).device
     model = CountNFE(guided(den, spec.cfg))
