@@ -105,3 +105,18 @@ def test_shipped_mnist_teacher_loads_by_name_and_records_its_training():
     assert training["train_s"] > 0
     x = generate(den, 10, SamplingSpec("euler", 2, "karras"), (1, 28, 28), torch.arange(10), seed=0)
     assert x.shape == (10, 1, 28, 28) and torch.isfinite(x).all()
+
+
+@pytest.mark.slow
+def test_shipped_mnist_teacher_draws_the_digits_it_is_asked_for():
+    """The trained weights, not just their shapes: 8 DPM-Solver++ steps give digits the shipped
+    classifier reads as the requested class (random weights would score ~0.1)."""
+    from fewstep.metrics.features import load_features
+    from fewstep.samplers import SamplingSpec, generate
+
+    den, _ = load_denoiser("mnist")
+    labels = torch.arange(100) % 10
+    x = generate(den, 100, SamplingSpec("dpmpp2m", 8, "karras"), (1, 28, 28), labels, seed=0, bf16=True)
+    feats = load_features("mnist")
+    acc = (feats.head(feats.features(x.clamp(-1, 1))).argmax(1) == labels).float().mean().item()
+    assert acc > 0.8, acc

@@ -1,4 +1,5 @@
 """torch.distributed: 2 CPU processes (gloo, launched by torchrun) train as one process with twice the batch."""
+import json
 import os
 import subprocess
 import sys
@@ -41,8 +42,11 @@ def test_two_processes_of_batch_b_equal_one_process_of_batch_2b(tmp_path):
     _torchrun(1, "regress", tmp_path / "half", 16, 5)  # control: one process of batch B alone differs
     c = load_tensors(tmp_path / "half" / "model" / "model.safetensors")
     assert any(not torch.allclose(a[k], c[k], atol=1e-6, rtol=1e-5) for k in a)
-    # only rank 0 wrote: one metrics log, checkpoints and the model
-    assert (tmp_path / "two" / "metrics.jsonl").read_text().count('"kind": "train"') >= 1
+    # only rank 0 wrote: each logged iteration appears once (two writers would log it twice), one
+    # set of complete checkpoints, no partial folders of another writer
+    rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["it"] for r in rows if r["kind"] == "train"] == [5]
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["00000004", "00000005"]  # keep 2
 
 
 @pytest.mark.slow

@@ -87,3 +87,29 @@ def test_teacher_learns_toy2d(tmp_path):
     t.train()
     after = fd(f(generate(t.eval_generator(), len(test), spec, (2,), labels, seed=0)), f(test.x))
     assert after < 0.1 * before, (before, after)
+
+
+def test_a_non_finite_gradient_skips_the_update():
+    """A finite loss whose gradient is infinite (d sqrt(u)/du at u = 0) leaves weights and Adam moments
+    untouched and is recorded as a skip naming the optimizer and the gradient."""
+    from fewstep.train.guards import StepContext
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([w], lr=0.1)
+    ctx = StepContext({"net": opt}, torch.Generator().manual_seed(0))
+    ctx.begin(0)
+    assert ctx.update((w ** 2).sum(), "net")  # a normal step first, so Adam has moments to protect
+    before_w, before_m = w.detach().clone(), opt.state[w]["exp_avg"].clone()
+    ctx.begin(1)
+    loss = torch.sqrt(w - w.detach()).sum()  # value 0, gradient +inf
+    assert torch.isfinite(loss)
+    assert ctx.update(loss, "net") is False
+    assert ctx.skipped == ["net: non-finite gradient"]
+    assert torch.equal(w.detach(), before_w) and torch.equal(opt.state[w]["exp_avg"], before_m) and w.grad is None
+
+
+def test_fault_injection_announces_itself(tmp_path, monkeypatch, capsys):
+    """The kill-in-checkpoint test hook, left exported by mistake, is said loudly at the start of a run."""
+    monkeypatch.setenv("FEWSTEP_TEST_KILL_IN_CHECKPOINT", "999999")
+    toy_trainer(tmp_path, 2).train()
+    assert "WARNING: fault injection is on" in capsys.readouterr().err

@@ -23,7 +23,7 @@ from fewstep.samplers import SamplingSpec, euler, heun, make_grid
 from fewstep.samplers.ode import ddim_to, heun_to, level_coeffs
 from fewstep.train.guards import StepContext
 
-from helpers import config, state, toy_denoiser, toy_fd, train_student
+from helpers import assert_learns, config, gaussian_fd, state, toy_denoiser, toy_fd, train_student
 
 
 def _perturb(den, seed, scale=0.05):
@@ -244,55 +244,84 @@ def test_progressive_with_guidance_needs_a_w_teacher():
 
 
 # -- end to end on toy2d ---------------------------------------------------------------------------
+# Every learning test compares the trained student with its negative controls: the untrained student
+# (the teacher copy it starts from, sampled the student's way) and a Gaussian with the data's mean and
+# covariance (FD ~12.7). Each bar sits below both, stated against the teacher it distils; the controls
+# failing the bar are asserted too (helpers.assert_learns). Reference points on the toy teacher (FD):
+# floor 0.18, Heun 40 steps 2.8, Euler 4 nested steps 14.3, 8 nested steps 6.7, 1 step (any grid) 63.7.
+@pytest.fixture(scope="module")
+def blob_fd():
+    return gaussian_fd()
+
+
 @pytest.mark.slow
-def test_progressive_student_beats_the_teacher_at_its_nfe(toy_teacher, tmp_path):
-    """A 2-step student distilled from the 4-step teacher beats the teacher's own 2 steps."""
-    m = Progressive(toy_teacher, config(ProgressiveConfig, nfe=2, lr=1e-3), shape=(2,), num_classes=0)
+def test_progressive_student_matches_the_teacher_it_halves(toy_teacher, blob_fd, tmp_path):
+    """4 student steps learn the teacher's 8 (nested grid): the student must come within 20% of the
+    8-step teacher (6.7; measured 6.6 after 300 it), which the untrained student (= the teacher's own
+    4 steps, 14.3) and the blob (12.7) both miss."""
+    m = Progressive(toy_teacher, config(ProgressiveConfig, nfe=4, lr=1e-3), shape=(2,), num_classes=0)
+    untrained = toy_fd(m.generator(), m.default_sampling())
     student = train_student(m, tmp_path, 300, ema_decay=0.0)
-    s2, t2 = toy_fd(student, m.default_sampling()), toy_fd(toy_teacher, SamplingSpec("euler", 2, "nested"))
-    t4 = toy_fd(toy_teacher, SamplingSpec("euler", 4, "nested"))
-    assert s2 < 0.6 * t2, (s2, t2, t4)
+    teacher_8 = toy_fd(toy_teacher, SamplingSpec("euler", 8, "nested"))
+    assert_learns(toy_fd(student, m.default_sampling()), 1.2 * teacher_8, untrained=untrained, gaussian=blob_fd)
 
 
 @pytest.mark.slow
-def test_cd_student_beats_the_teacher_and_two_steps_beat_one(toy_teacher, tmp_path):
+def test_cd_student_learns_one_and_two_step_generation(toy_teacher, blob_fd, tmp_path):
+    """CD at 1 and 2 steps: bar half the blob's FD (6.3; the teacher's 40-step Heun is 2.8, CD measured
+    3.5 at 2 steps and 3.8 at 1 step after 600 it); untrained 19.6 (2 steps) and 59 (1 step)."""
     m = ConsistencyDistillation(toy_teacher, config(CDConfig, nfe=2, lr=1e-3), shape=(2,), num_classes=0)
-    student = train_student(m, tmp_path, 300)
     one_step = next(s for s in m.sampling_options() if s.steps == 1)
-    one, two = toy_fd(student, one_step), toy_fd(student, m.default_sampling())
-    t2 = toy_fd(toy_teacher, SamplingSpec("euler", 2, "karras"))
-    assert two < 0.3 * t2, (two, t2)
-    assert two < one, (one, two)
+    untrained = {"untrained_2": toy_fd(m.generator(), m.default_sampling()), "untrained_1": toy_fd(m.generator(), one_step)}
+    student = train_student(m, tmp_path, 600)
+    bar = 0.5 * blob_fd
+    assert_learns(toy_fd(student, m.default_sampling()), bar, gaussian=blob_fd, **untrained)
+    assert_learns(toy_fd(student, one_step), bar, gaussian=blob_fd, **untrained)
 
 
 @pytest.mark.slow
-def test_lcm_student_beats_the_teacher_at_two_steps(toy_teacher, tmp_path):
+def test_lcm_student_learns_two_step_generation(toy_teacher, blob_fd, tmp_path):
+    """LCM at 2 steps: bar 0.4 x the blob (5.1; measured 3.3 after 300 it, untrained 19.7)."""
     m = LatentConsistency(toy_teacher, config(LCMConfig, nfe=2, lr=1e-3, eval_cfg=1.0, w_range=(1.0, 1.0)), shape=(2,),
                           num_classes=0)
+    untrained = toy_fd(m.generator(), m.default_sampling())
     student = train_student(m, tmp_path, 300)
-    two, t2 = toy_fd(student, m.default_sampling()), toy_fd(toy_teacher, SamplingSpec("euler", 2, "karras"))
-    assert two < 0.3 * t2, (two, t2)
+    assert_learns(toy_fd(student, m.default_sampling()), 0.4 * blob_fd, untrained=untrained, gaussian=blob_fd)
 
 
 @pytest.mark.slow
-def test_reflow_straightens_and_instaflow_distils_one_step(toy_teacher, tmp_path):
-    reflow = Reflow(toy_teacher, config(ReflowConfig, lr=1e-3, pairs=2000), shape=(2,), num_classes=0)
-    rf = train_student(reflow, tmp_path / "reflow", 300)
-    before, after = toy_fd(toy_teacher, SamplingSpec("euler", 1, "flow")), toy_fd(rf, reflow.default_sampling())
-    assert after < 0.2 * before, (before, after)
-    insta = InstaFlow(rf, config(InstaFlowConfig, lr=1e-3, pairs=2000), shape=(2,), num_classes=0)
-    one = toy_fd(train_student(insta, tmp_path / "insta", 200), insta.default_sampling())
-    assert one < 0.2 * before, (before, one)
+def test_reflow_straightens_the_teacher_to_one_euler_step(toy_teacher, blob_fd, tmp_path):
+    """Reflow at 1 Euler step: bar half the blob (6.3; measured 3.2 after 300 it; the teacher's own
+    Euler step, which the untrained student is, scores 63.7)."""
+    m = Reflow(toy_teacher, config(ReflowConfig, lr=1e-3, pairs=2000), shape=(2,), num_classes=0)
+    untrained = toy_fd(m.generator(), m.default_sampling())
+    student = train_student(m, tmp_path, 300)
+    assert_learns(toy_fd(student, m.default_sampling()), 0.5 * blob_fd, untrained=untrained, gaussian=blob_fd)
 
 
 @pytest.mark.slow
-def test_guidance_distilled_student_beats_teacher_cfg_at_equal_nfe(toy_teacher_cond, tmp_path):
-    """At 4 NFE the w-student runs 4 steps; the guided teacher can only afford 2."""
+def test_instaflow_distils_the_teacher_ode_into_one_step(toy_teacher, blob_fd, tmp_path):
+    """InstaFlow's regression onto the ODE it distils (here the teacher's own: 16 Euler steps on the flow
+    grid, FD 2.8): bar 1.5 x that target (4.2; measured 2.85 after 300 it; untrained 63.7). Started from
+    a reflowed model instead, the untrained student already scores ~3.2 and no such test could fail."""
+    m = InstaFlow(toy_teacher, config(InstaFlowConfig, lr=1e-3, pairs=2000), shape=(2,), num_classes=0)
+    untrained = toy_fd(m.generator(), m.default_sampling())
+    target = toy_fd(toy_teacher, m.pair_spec())
+    student = train_student(m, tmp_path, 300)
+    assert_learns(toy_fd(student, m.default_sampling()), 1.5 * target, untrained=untrained, gaussian=blob_fd)
+
+
+@pytest.mark.slow
+def test_guidance_distilled_student_matches_the_guided_teacher_at_half_the_nfe(toy_teacher_cond, tmp_path):
+    """At 4 NFE the w-student runs 4 steps; the guided teacher needs 8 NFE for the same grid (FD 3.5).
+    Bar 1.25 x that (4.4; measured 3.6 after 300 it); the untrained student ignores w (5.1), the guided
+    teacher at 4 NFE (2 steps, 27.6) and the blob (12.7 against the labelled set) all fail it."""
     m = GuidanceDistill(toy_teacher_cond, config(GuidanceDistillConfig, nfe=4, sampler="euler", lr=1e-3, eval_cfg=1.5,
-                                                                w_range=(1.0, 2.0), w_dim=16),
+                                                 w_range=(1.0, 2.0), w_dim=16),
                         shape=(2,), num_classes=8)
+    untrained = toy_fd(m.generator(), m.default_sampling(), labels=True)
     student = train_student(m, tmp_path, 300)
-    s4 = toy_fd(student, m.default_sampling(), labels=True)
-    t4 = toy_fd(toy_teacher_cond, SamplingSpec("euler", 2, "karras", 1.5), labels=True)
-    t8 = toy_fd(toy_teacher_cond, SamplingSpec("euler", 4, "karras", 1.5), labels=True)
-    assert s4 < t4, (s4, t4, t8)
+    teacher_8nfe = toy_fd(toy_teacher_cond, SamplingSpec("euler", 4, "karras", 1.5), labels=True)
+    teacher_4nfe = toy_fd(toy_teacher_cond, SamplingSpec("euler", 2, "karras", 1.5), labels=True)
+    assert_learns(toy_fd(student, m.default_sampling(), labels=True), 1.25 * teacher_8nfe, untrained=untrained,
+                  teacher_at_equal_nfe=teacher_4nfe, gaussian=gaussian_fd())

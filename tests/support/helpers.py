@@ -71,3 +71,25 @@ def config(cls, lr=None, **fields):
         for f in fields_of_type(cls, OptimConfig):
             over[f] = {**over.get(f, {}), "lr": lr}
     return build_config(cls, over)
+
+
+def gaussian_fd(seed: int = 1) -> float:
+    """FD of the negative control every learning test must fail: a Gaussian with the training data's
+    mean and covariance (one blob where the data has eight modes; toy2d FD ~12.7)."""
+    from fewstep.metrics.features import PointFeatures
+    from fewstep.metrics.fid import fd
+
+    train, test = load_dataset("toy2d", "train"), load_dataset("toy2d", "test")
+    g = torch.Generator().manual_seed(seed)
+    chol = torch.linalg.cholesky(torch.cov(train.x.T))
+    blob = train.x.mean(0) + torch.randn(len(test), 2, generator=g) @ chol.T
+    f = PointFeatures().features
+    return fd(f(blob), f(test.x))
+
+
+def assert_learns(trained: float, bar: float, **controls: float) -> None:
+    """The trained student passes ``bar`` and every negative control (the untrained student, the
+    mean-matched Gaussian, ...) fails it: a test that an untrained or broken method cannot pass."""
+    assert trained < bar, f"trained student FD {trained:.3f} >= bar {bar:.3f} (controls: {controls})"
+    for name, value in controls.items():
+        assert value >= bar, f"negative control {name} (FD {value:.3f}) passes the bar {bar:.3f}: the test cannot fail"
