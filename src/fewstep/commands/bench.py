@@ -15,8 +15,8 @@ from ..io import write_text_atomic
 from ..metrics.benchmark import (
     SPEED_MAX_NFE,
     bench_row,
-    git_commit,
     machine,
+    provenance,
     real_floor,
     row_key,
     student_row,
@@ -62,7 +62,7 @@ def run(a):
     training = tcfg.get("training", {})
     results = {
         "benchmark": data, "command": command, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "git_commit": git_commit(),
+        "machine": machine(), **provenance(),
         "teacher": {"checkpoint": teacher_dir, "train_s": training.get("train_s"),
                     "iterations": training.get("iterations"), "command": training.get("command")},
         "floor": {"fd": old.get("floor", {}).get("fd") if resume else None},

@@ -12,7 +12,8 @@ and update schedule:
   applies the LR warm-up, gradient clipping and the non-finite guard uniformly (train/guards.py);
 * ``step(batch, it, ctx)`` one training iteration; returns scalars to log;
 * ``generator(net=None)`` the model being produced (``net``, e.g. its EMA, in place of its network);
-* ``ema_network()`` the name in ``networks()`` whose EMA is kept, evaluated and saved;
+* ``ema_network()`` the name in ``networks()`` whose EMA is kept, evaluated and saved; the EMA advances
+  on iterations where the optimizer of the same name stepped (train/loop.py);
 * ``default_sampling()`` / ``sampling_options()`` how the produced model is sampled and benchmarked;
 * ``plan(max_iters)`` / ``prepare(cache_dir)`` optional: the run's length, one-off deterministic work.
 

@@ -18,12 +18,24 @@ from .speed import images_per_second
 SPEED_MAX_NFE = 8  # speed is timed up to this NFE; above, scaled from the sampler's timed row
 
 
-def git_commit() -> str | None:
+def _git(*args) -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def git_commit() -> str | None:
+    return _git("rev-parse", "HEAD")
+
+
+def provenance() -> dict:
+    """What a results file needs to be reproduced: the commit, whether the tree differed from it
+    (uncommitted changes to tracked files), the thread count and the torch build."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": git_commit(), "git_dirty": None if status is None else bool(status),
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def machine() -> str:

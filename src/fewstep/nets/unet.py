@@ -104,7 +104,9 @@ class UNet(nn.Module):
         self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight), nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x, c_noise, cond=None, return_bottleneck: bool = False):
+    def forward(self, x, c_noise, cond=None, return_bottleneck: bool | str = False):
+        """The prediction; with ``return_bottleneck`` also the mid-block features, and with
+        ``return_bottleneck="only"`` those alone (the decoder is not run: a GAN head needs no output)."""
         emb = self.embed(c_noise, cond)
         h = self.inp(x)
         hs = [h]
@@ -116,6 +118,8 @@ class UNet(nn.Module):
             hs.append(h)
         h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
         mid = h
+        if return_bottleneck == "only":
+            return mid
         for blk in self.up:
             if isinstance(blk, nn.ModuleList):
                 h = blk[1](blk[0](torch.cat([h, hs.pop()], dim=1), emb))

@@ -117,7 +117,8 @@ class Denoiser(nn.Module):
     def bottleneck(self, x, t, cond=None):
         """The architecture's mid-block features at (x, t) (DMD2's GAN head reads these)."""
         _, _, _, x_in, c_noise = self._net_inputs(x, t)
-        return self.net(x_in, c_noise, cond, return_bottleneck=True)[1]
+        out = self.net(x_in, c_noise, cond, return_bottleneck="only")  # architectures that can stop early do
+        return out[1] if isinstance(out, tuple) else out
 
     def predict(self, kind: str, x, t, cond=None):
         x0, eps = self.raw(x, t, cond)

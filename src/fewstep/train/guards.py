@@ -28,6 +28,7 @@ class StepContext:
         self.device_type = self.device.type
         self.it = 0
         self.skipped: list[str] = []
+        self.stepped: list[str] = []  # optimizers that stepped this iteration (the trainer's EMA follows its own)
         self.grad_norms: dict[str, float] = {}
         self.inject_nonfinite_at: set[int] = set()  # test hook: poison the loss at these iterations
         for opt in optimizers.values():
@@ -39,7 +40,7 @@ class StepContext:
         return torch.randn(shape, generator=self.rng).to(self.device)
 
     def begin(self, it: int) -> None:
-        self.it, self.skipped, self.grad_norms = it, [], {}
+        self.it, self.skipped, self.stepped, self.grad_norms = it, [], [], {}
 
     def autocast(self):
         if not self.bf16:
@@ -72,6 +73,7 @@ class StepContext:
             g["lr"] = g["initial_lr"] * self.lr_factor() * lr_scale
         opt.step()
         opt.zero_grad(set_to_none=True)
+        self.stepped.append(opt_name)
         return True
 
     def _skip(self, opt, params, name, what) -> bool:

@@ -173,6 +173,14 @@ class Trainer:
             self.on_log(row)
 
     # -- the loop ---------------------------------------------------------------------------------
+    def _ema_due(self) -> bool:
+        """The EMA advances when its network was updated: on iterations where the optimizer of the same
+        name stepped (a DMD2 student updated every 5th iteration gets 1 EMA update per 5 iterations, so
+        a decay of 0.99 averages ~100 student updates, as the paper means it), and every iteration for
+        a network without an optimizer of its name. Its warm-up counts these updates too (nets/ema.py)."""
+        name = self.method.ema_network()
+        return name not in self.method.optimizers() or name in self.ctx.stepped
+
     def eval_generator(self):
         if self.ema is not None:
             return self.method.generator(self.ema.net)
@@ -224,7 +232,7 @@ class Trainer:
                 self.log_line(f"iteration {self.it}: skipped update ({'; '.join(self.ctx.skipped)})")
             else:
                 self.consecutive_skips = 0
-            if self.ema is not None:
+            if self.ema is not None and self._ema_due():
                 self.ema.update(self.nets[self.method.ema_network()])
             self.it += 1
             self.train_s += time.perf_counter() - t0
