@@ -28,7 +28,7 @@ class TrainSettings:
     batch_size: int = 64
     warmup: int = 0  # linear LR warm-up iterations
     ema_decay: float = 0.99  # EMA of the evaluated network (0 = off); evaluate the EMA (docs/notes.md)
-    bf16: bool = True  # bf16 autocast: 1.3-1.9x faster on CPU, same FD (docs/notes.md)
+    bf16: bool = True  # bf16 autocast where the hardware has bf16 (fewstep.hardware): same FD, faster
     eval_every: int = 200  # periodic evaluation every N iterations (0 = at the end)
     eval_n: int = 500  # samples per periodic evaluation
     ckpt_every: int = 100  # resumable checkpoint every N iterations (0 = at the end)

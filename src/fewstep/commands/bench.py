@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import FewstepError
+from ..hardware import use_bf16
 from ..io import write_text_atomic
 from ..metrics.benchmark import (
     SPEED_MAX_NFE,
@@ -82,7 +83,7 @@ def run(a):
     for _model, d, c in teachers:
         plan = list(sweep_rows(a.samplers, a.nfe, a.cfg))
         # bf16 sampling is checked against fp32 on one row (docs/benchmarks.md): same FD or it is not used.
-        check = [("dpmpp2m", steps_for_nfe("dpmpp2m", 8), a.cfg[0], False)] if a.bf16 else []
+        check = [("dpmpp2m", steps_for_nfe("dpmpp2m", 8), a.cfg[0], False)] if use_bf16(a.bf16) else []
         todo += [("teacher", d, c, s, k, cf, bf) for s, k, cf, bf in [(*p, a.bf16) for p in plan] + check]
     todo += [("student", d, c, m, spec, None, a.bf16) for m, d, c in students for spec in student_specs(c)]
     timed: dict = {}

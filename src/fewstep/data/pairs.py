@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..hardware import use_bf16
 from ..io import load_tensors, save_tensors_atomic
 
 
@@ -39,7 +40,7 @@ def teacher_pairs(teacher, n: int, spec, shape, num_classes: int, seed: int, cac
     _, _, s0 = coeffs(teacher.process, float(sigmas[0]))
     model = guided(teacher, spec.cfg)
     outs = []
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16(bf16) else torch.autocast("cpu", enabled=False)
     with torch.no_grad(), ctx:
         for i in range(0, n, batch):
             cond = labels[i:i + batch] if num_classes else None

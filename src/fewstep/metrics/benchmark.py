@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..hardware import use_bf16
 from ..io import write_json_atomic
 from ..samplers import steps_for_nfe
 from ..samplers.generate import SamplingSpec, generate
@@ -81,7 +82,7 @@ def bench_row(den, spec, test, feats, ref_feats, n, seeds, bf16, method="teacher
         per_seed.append(measure(samples, labels, test.x, feats, ref_feats))
     stats = mean_std(per_seed)
     row = {"method": method, "sampler": spec.sampler, "grid": spec.grid, "steps": spec.steps, "nfe": nfe,
-           "cfg": spec.cfg, "seeds": seeds, "dtype": "bf16" if bf16 else "fp32"}
+           "cfg": spec.cfg, "seeds": seeds, "dtype": "bf16" if use_bf16(bf16) else "fp32"}
     for k in ("fd", "class_acc", "precision", "recall"):
         if k in stats:
             row[k] = stats[k]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..hardware import use_bf16
 from ..noise.guidance import guided
 from .grids import make_grid
 from .ode import initial_noise
@@ -46,6 +47,7 @@ def generate(den, n: int, spec: SamplingSpec, shape, labels=None, seed: int = 0,
     """n samples (in [-1, 1] data units, not clamped) from noise seeded by ``seed``."""
     g = torch.Generator().manual_seed(seed)
     device = next(den.parameters()).device
+    bf16 = use_bf16(bf16, device)
     model = CountNFE(guided(den, spec.cfg))
     sigmas = sigmas_for(den, spec)
     out = []

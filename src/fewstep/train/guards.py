@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from ..hardware import use_bf16
+
 
 class StepContext:
     """Handed to ``Method.step``: the seeded generator, autocast, and ``update``.
@@ -23,8 +25,8 @@ class StepContext:
         self.shared_rng = shared_rng or rng  # choices every process must make alike (e.g. a DMD2 stage)
         self.grad_clip = grad_clip  # default max grad norm of update() (0 = none)
         self.warmup = warmup  # linear LR warm-up iterations
-        self.bf16 = bf16  # bf16 autocast in autocast()
         self.device = torch.device(device)  # where randn() puts noise and batches live
+        self.bf16 = use_bf16(bf16, self.device)  # bf16 autocast in autocast(), where the device is fast at it
         self.device_type = self.device.type
         self.it = 0
         self.skipped: list[str] = []
