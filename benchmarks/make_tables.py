@@ -21,7 +21,7 @@ def main() -> None:
         parts.append(f"### `{path.name}`{note}\n\n```bash\n{res['command']}\n```\n\n"
                      f"Machine: {res['machine']}; commit `{(res.get('git_commit') or '?')[:10]}`; "
                      f"teacher: {t.get('iterations')} iterations, {t.get('train_s')} s of training.\n\n"
-                     + results_table(own) + "\n")
+                     + results_table(own, reference_rows=res["rows"]) + "\n")
     readme = HERE / "README.md"
     text = readme.read_text()
     start, end = "<!-- tables:start -->", "<!-- tables:end -->"

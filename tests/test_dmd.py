@@ -184,3 +184,19 @@ def test_collapse_monitor_flags_a_constant_generator():
     solid = torch.full_like(te.x, -1.0)  # static / solid-colour output (docs/methods.md pitfalls)
     warnings = mon.check(collapse_signals(solid, te.labels))
     assert any("std" in w for w in warnings) and any("mean" in w for w in warnings)
+
+
+def test_uniform_level_grid_on_a_vp_teacher_is_dmd2_sds_timesteps():
+    """On a 1000-step VP teacher, level_grid='uniform' with dm_index_range (0.02, 0.98) draws the DM
+    loss's timesteps uniformly from [20, 980] as DMD2's SD code does; 'karras' crowds them elsewhere."""
+    from fewstep.model_io import build_denoiser
+
+    vp = build_denoiser({"arch": {"arch": "mlp", "dim": 2, "hidden": 16, "depth": 1, "num_classes": 0},
+                         "process": {"family": "vp", "schedule": "scaled_linear", "num_train_timesteps": 1000},
+                         "param": "eps"})
+    m = DMD2(vp, config(DMD2Config, level_grid="uniform"), shape=(2,), num_classes=0)
+    t = m.sample_levels(20000, torch.Generator().manual_seed(0), *m.cfg.dm_index_range)
+    assert 19 <= float(t.min()) <= 21 and 979 <= float(t.max()) <= 981
+    assert abs(float(t.mean()) - 500) < 10  # uniform: mean at the middle
+    k = DMD2(vp, config(DMD2Config), shape=(2,), num_classes=0).sample_levels(20000, torch.Generator().manual_seed(0))
+    assert abs(float(k.float().mean()) - 500) > 50

@@ -113,3 +113,43 @@ def test_fault_injection_announces_itself(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FEWSTEP_TEST_KILL_IN_CHECKPOINT", "999999")
     toy_trainer(tmp_path, 2).train()
     assert "WARNING: fault injection is on" in capsys.readouterr().err
+
+
+def test_ema_advances_once_per_update_of_its_network(tmp_path):
+    """A network updated every 3rd iteration gets one EMA update per update (9 iterations -> 3), and
+    the EMA's weights only move on those iterations."""
+    from fewstep.data import load_dataset
+    from fewstep.methods.base import OptimConfig, StudentMethod, cond_of, trainable_copy
+    from fewstep.train.loop import TrainConfig, Trainer
+    from helpers import toy_denoiser
+
+    class EveryThird(StudentMethod):
+        name = "every_third"
+
+        def __init__(self):
+            self.student = trainable_copy(toy_denoiser(0))
+            self.opt = OptimConfig(lr=1e-2).build(self.student.net.parameters())
+
+        def config(self):
+            return {"method": self.name}
+
+        def step(self, batch, it, ctx):
+            if it % 3:
+                return {}
+            x = batch["x"]
+            loss = ((self.student(x, torch.ones(x.shape[0]), cond_of(batch)) - x) ** 2).mean(1)
+            ctx.update(loss, "student")
+            return {"loss": loss.mean()}
+
+    tr = Trainer(EveryThird(), load_dataset("toy2d", "train"),
+                 TrainConfig(out=str(tmp_path), max_iters=9, batch_size=32, ema_decay=0.9, progress=False))
+    seen = []
+    orig = tr.ema.update
+
+    def update(net):
+        seen.append(tr.ctx.it)
+        orig(net)
+
+    tr.ema.update = update
+    tr.train()
+    assert seen == [0, 3, 6] and tr.ema.num_updates == 3

@@ -9,11 +9,15 @@ def _fmt(v, nd=2):
     return "-" if v is None else f"{v:.{nd}f}"
 
 
-def results_table(results: dict) -> str:
-    """A markdown table of a results file's rows (mean ± std over seeds)."""
+def results_table(results: dict, reference_rows: list[dict] | None = None) -> str:
+    """A markdown table of a results file's rows (mean ± std over seeds). Each student row also states
+    its speed-up at matched FD: its images/s over the teacher's at the cheapest row (any sampler, grid,
+    CFG in the file, or in ``reference_rows``) whose FD is at least as good."""
+    teachers = [r for r in (reference_rows or results["rows"]) if r["method"] == "teacher"]
     lines = [f"Floor (real vs real) FD: {_fmt(results['floor']['fd'])}", "",
-             "| method | sampler | NFE | CFG | FD | class acc | precision | recall | images/s | seeds |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| method | sampler | NFE | CFG | FD | class acc | precision | recall | images/s | seeds "
+             "| speed-up at matched FD |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results["rows"]:
         ips = r.get("images_per_s")
         ips_s = "-" if ips is None else f"{ips:.0f}" + ("" if r.get("images_per_s_timed", True) else "*")
@@ -25,10 +29,24 @@ def results_table(results: dict) -> str:
             f"| {name} | {sampler}{'' if r.get('dtype', 'bf16') == 'bf16' else ' (fp32)'} | "
             f"{_fmt(r['nfe'], 0)} | {_fmt(r.get('cfg'), 2)} | {_fmt(r.get('fd'))} ± {_fmt(r.get('fd_std'))} | "
             f"{'-' if acc is None else f'{acc:.3f}'} | {_fmt(r.get('precision'), 3)} | {_fmt(r.get('recall'), 3)} | "
-            f"{ips_s} | {r.get('seeds', 1)} |")
+            f"{ips_s} | {r.get('seeds', 1)} | {_speedup(r, teachers)} |")
     lines.append("")
-    lines.append("`*` images/s scaled from the same sampler's timed row (NFE <= 8) by NFE.")
+    lines.append("`*` images/s scaled from the same sampler's timed row (NFE <= 8) by NFE, not timed.")
     return "\n".join(lines)
+
+
+def _speedup(row: dict, teachers: list[dict]) -> str:
+    from .metrics.benchmark import best_per_nfe, matched_row
+
+    if row["method"] == "teacher" or not teachers or row.get("fd") is None or not row.get("images_per_s"):
+        return ""
+    m = matched_row(teachers, row["fd"])
+    if m is None:
+        best = min(best_per_nfe(teachers), key=lambda r: r["fd"])
+        return f"teacher never matches (best {best['fd']:.2f} at {best['nfe']:.0f} NFE)"
+    scaled = "" if m.get("images_per_s_timed", True) else "*"
+    return (f"{row['images_per_s'] / m['images_per_s']:.1f}x{scaled} vs {m['sampler']}/{m.get('grid', 'karras')} "
+            f"{m['nfe']:.0f} NFE (FD {m['fd']:.2f})")
 
 
 def _png_b64(fig) -> str:

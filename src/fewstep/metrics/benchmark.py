@@ -123,3 +123,19 @@ def row_key(r):
     if r["method"] == "teacher":
         return ("teacher", r["sampler"], r["steps"], r["cfg"], r["dtype"], r.get("grid", "karras"))
     return (r["method"], r["sampler"], r["steps"], "student", r["dtype"], r.get("run"))
+
+
+def best_per_nfe(rows: list[dict]) -> list[dict]:
+    """The teacher's best row (lowest FD) at each NFE over every sampler, grid and CFG it was run with:
+    the curve a student has to beat."""
+    best: dict = {}
+    for r in rows:
+        if r.get("fd") is not None and (r["nfe"] not in best or r["fd"] < best[r["nfe"]]["fd"]):
+            best[r["nfe"]] = r
+    return [best[k] for k in sorted(best)]
+
+
+def matched_row(teacher_rows: list[dict], fd: float) -> dict | None:
+    """The teacher's cheapest row whose FD is at least as good as ``fd`` (None if none is)."""
+    ok = [r for r in best_per_nfe(teacher_rows) if r["fd"] <= fd]
+    return ok[0] if ok else None

@@ -37,7 +37,9 @@ class DMDConfig:
     student_sigma_min: float = 0.5  # multi-step: last (smallest) student level, Karras-spaced from the top
     real_cfg: float = 1.0  # CFG scale on the real score only (1 = none; DMD2 ImageNet uses none)
     dm_index_range: tuple[float, float] = (0.02, 0.98)  # DMD2 min/max_step_percent of a 1000-level Karras grid
-    num_levels: int = 1000  # Karras grid the critic and DM loss draw noise levels from (DMD2 num_train_timesteps)
+    num_levels: int = 1000  # grid the critic, DM loss and GAN draw noise levels from (DMD2 num_train_timesteps)
+    level_grid: str = "karras"  # "karras" (DMD2 EDM code) | "uniform": uniform in native time, which on a
+    #                             1000-step VP teacher with dm_index_range (0.02, 0.98) is DMD2 SD's U[20, 980]
     normalize: str = "per_sample"  # DMD2 official; "batch" = one batch-global scalar (FastVideo)
     optim: OptimConfig = field(default_factory=_dmd2_imagenet_optim)  # the student (generator)
     critic_optim: OptimConfig = field(default_factory=_dmd2_imagenet_optim)  # fake score (and GAN head)
@@ -62,6 +64,8 @@ class DMDConfig:
         lo, hi = self.dm_index_range
         if not 0 <= lo < hi <= 1:
             raise ValueError(f"dm_index_range must satisfy 0 <= lo < hi <= 1, got {self.dm_index_range}")
+        if self.level_grid not in ("karras", "uniform"):
+            raise ValueError(f"level_grid must be 'karras' or 'uniform', got {self.level_grid!r}")
         if self.gen_every < 1 or self.real_cfg < 0 or self.num_levels < 2:
             raise ValueError("gen_every must be >= 1, real_cfg >= 0 and num_levels >= 2")
         if self.regression_pairs < 1 or self.regression_steps < 1 or self.regression_batch < 1:
@@ -95,7 +99,7 @@ class DistributionMatchingBase(StudentMethod):
         self.teacher = teacher.eval().requires_grad_(False)
         self.student = trainable_copy(teacher, self.cfg.lora)
         self.fake = trainable_copy(teacher)
-        self.levels = make_grid("karras", self.process, self.cfg.num_levels, final_zero=False).flip(0)  # ascending
+        self.levels = make_grid(self.cfg.level_grid, self.process, self.cfg.num_levels, final_zero=False).flip(0)  # ascending
         self.student_sigmas = student_levels(self.process, self.cfg.nfe, self.cfg.student_sigma_min,
                                              self.cfg.student_sigmas)
         self.opt = self.cfg.optim.build(self.student.net.parameters())
@@ -120,7 +124,7 @@ class DistributionMatchingBase(StudentMethod):
 
     # -- pieces ----------------------------------------------------------------------------------
     def sample_levels(self, n, rng, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
-        """Native times at Karras-grid indices drawn uniformly from [lo, hi] of the grid."""
+        """Native times at grid indices drawn uniformly from the fraction [lo, hi] of the grid (ascending)."""
         L = self.cfg.num_levels
         idx = torch.randint(int(lo * L), min(int(hi * L) + 1, L), (n,), generator=rng)
         return self.process.t_from_sigma_hat(self.levels[idx]).float()
