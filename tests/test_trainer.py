@@ -121,6 +121,7 @@ def test_ema_advances_once_per_update_of_its_network(tmp_path):
     from fewstep.data import load_dataset
     from fewstep.methods.base import OptimConfig, StudentMethod, cond_of, trainable_copy
     from fewstep.train.loop import TrainConfig, Trainer
+
     from helpers import toy_denoiser
 
     class EveryThird(StudentMethod):
