@@ -27,3 +27,12 @@ def toy_teacher_cond(tmp_path_factory):
     from helpers import train_toy_teacher
 
     return train_toy_teacher(tmp_path_factory.mktemp("teacher_cond"), num_classes=8)
+
+
+@pytest.fixture(scope="session")
+def moons_teacher_cond(tmp_path_factory):
+    """Class-conditional two-moons teacher: one step gives each moon's mean (FD ~30), so conditional
+    methods (CFG on the real score) have something to learn."""
+    from helpers import train_toy_teacher
+
+    return train_toy_teacher(tmp_path_factory.mktemp("moons"), num_classes=2, data="toy2d:moons")

@@ -7,7 +7,7 @@ from fewstep.methods.distribution_matching.dmd import DMD
 from fewstep.methods.distribution_matching.dmd2 import DMD2, DMD2Config
 from fewstep.train.guards import StepContext
 
-from helpers import assert_learns, config, gaussian_fd, state, toy_denoiser
+from helpers import assert_learns, config, gaussian_fd, state, toy_denoiser, train_student
 from helpers import toy_fd as _toy_fd
 
 ADAM0 = {"betas": (0.0, 0.999), "weight_decay": 0.0}  # the small-data DM optimiser (dmd.cpu_optim)
@@ -200,3 +200,59 @@ def test_uniform_level_grid_on_a_vp_teacher_is_dmd2_sds_timesteps():
     assert abs(float(t.mean()) - 500) < 10  # uniform: mean at the middle
     k = DMD2(vp, config(DMD2Config), shape=(2,), num_classes=0).sample_levels(20000, torch.Generator().manual_seed(0))
     assert abs(float(k.float().mean()) - 500) > 50
+
+
+# -- Decoupled DMD --------------------------------------------------------------------------------
+def test_decoupled_terms_sum_to_dmd2s_real_cfg_gradient_when_coupled():
+    """One level and one noise for both terms: DM + CA = DMD2's gradient with the real score at alpha."""
+    from fewstep.methods.distribution_matching.decoupled_dmd import DecoupledDMD, DecoupledDMDConfig
+
+    teacher = toy_denoiser(0)
+    d = DecoupledDMD(teacher, config(DecoupledDMDConfig, real_cfg=1.7, decouple=False), shape=(2,), num_classes=8)
+    ref = DMD2(teacher, config(DMD2Config, real_cfg=1.7), shape=(2,), num_classes=8)
+    _perturb(d.fake, 1)
+    ref.fake.load_state_dict(d.fake.state_dict())
+    x_hat, cond = torch.randn(6, 2), torch.arange(6) % 8
+    _, g = d.dm_student_loss(x_hat, cond, torch.Generator().manual_seed(3))
+    _, g_ref = ref.dm_student_loss(x_hat, cond, torch.Generator().manual_seed(3))
+    assert torch.allclose(g, g_ref, atol=1e-5) and g.abs().sum() > 0
+
+
+def test_decoupled_ca_term_is_by_hand_and_renoised_cleaner_than_the_input():
+    from fewstep.methods.distribution_matching.decoupled_dmd import DecoupledDMD, DecoupledDMDConfig
+    from fewstep.noise.guidance import both_branches
+
+    teacher = toy_denoiser(0)
+    d = DecoupledDMD(teacher, config(DecoupledDMDConfig, real_cfg=3.0, nfe=4), shape=(2,), num_classes=8)
+    x, cond = torch.randn(5, 2), torch.arange(5) % 8
+    t, eps = torch.full((5,), 0.7), torch.randn(5, 2)
+    _, ca = d._terms(x, cond, t, eps)
+    (mc, mu), _ = both_branches(teacher, x + 0.7 * eps, t, cond)
+    cfg = mu + 3.0 * (mc - mu)
+    expect = -2.0 * (mc - mu) / (x - cfg).abs().mean(1, keepdim=True)
+    assert torch.allclose(ca, expect, atol=1e-5)
+    sh_in = float(d.student_sigmas[2])  # a stage-2 input level
+    levels = d.sample_levels(4000, torch.Generator().manual_seed(0), *d.cfg.dm_index_range, below=sh_in)
+    assert float(levels.max()) < sh_in and float(levels.min()) > 0
+    with pytest.raises(ValueError, match="real_cfg must be > 1"):
+        config(DecoupledDMDConfig, real_cfg=1.0)
+    with pytest.raises(ValueError, match="conditional"):
+        DecoupledDMD(toy_denoiser(0), config(DecoupledDMDConfig), shape=(2,), num_classes=0)
+
+
+@pytest.mark.slow
+def test_decoupled_dmd_learns_one_step_conditional_generation(moons_teacher_cond, tmp_path):
+    """Two moons, real-score CFG 1.25: the 1-step student must reach 0.2 x the teacher's own single
+    step (FD ~30, which the untrained student is); measured ~2.6 after 300 it (DMD2 with the same
+    real CFG: ~2.8); the data-matched Gaussian fails the bar too."""
+    from fewstep.methods.distribution_matching.decoupled_dmd import DecoupledDMD, DecoupledDMDConfig
+    from fewstep.samplers import SamplingSpec
+
+    m = DecoupledDMD(moons_teacher_cond, config(DecoupledDMDConfig, lr=1e-3, optim=ADAM0, critic_optim=ADAM0,
+                                                real_cfg=1.25), shape=(2,), num_classes=2)
+    moons = {"labels": True, "data": "toy2d:moons"}
+    untrained = _toy_fd(m.generator(), m.default_sampling(), **moons)
+    student = train_student(m, tmp_path, 300, data="toy2d:moons")
+    teacher_1 = _toy_fd(moons_teacher_cond, SamplingSpec("euler", 1, "karras"), **moons)
+    assert_learns(_toy_fd(student, m.default_sampling(), **moons), 0.2 * teacher_1, untrained=untrained,
+                  gaussian=gaussian_fd(data="toy2d:moons"))

@@ -30,33 +30,34 @@ def state(module):
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
-def train_toy_teacher(out, num_classes=0, iters=500):
-    """A toy2d (8 Gaussians) EDM teacher. Unconditional, one Euler step can only return the global mean."""
+def train_toy_teacher(out, num_classes=0, iters=500, data="toy2d"):
+    """A toy2d EDM teacher (8 Gaussians; ``data="toy2d:moons"`` for two moons). Unconditional, one Euler
+    step can only return the global mean; class-conditional, the class mean."""
     torch.manual_seed(0)
     den = build_denoiser({"arch": {"arch": "mlp", "dim": 2, "hidden": 128, "depth": 3, "num_classes": num_classes,
                                    "time_scale": 1000.0}, "process": {"family": "edm"}, "param": "edm"})
     method = DenoisingTeacher(den, TeacherMethodConfig(OptimConfig(lr=2e-3, grad_clip=1.0), TOY_TIMES))
-    tr = Trainer(method, load_dataset("toy2d", "train"),
+    tr = Trainer(method, load_dataset(data, "train"),
                  TrainConfig(out=str(out), max_iters=iters, batch_size=512, ema_decay=0.99, warmup=10, progress=False))
     tr.train()
     return tr.eval_generator().eval().requires_grad_(False)
 
 
-def toy_fd(den, spec, labels=False):
+def toy_fd(den, spec, labels=False, data="toy2d"):
     """FD on the toy2d test set (random-Fourier point features)."""
     from fewstep.metrics.features import PointFeatures
     from fewstep.metrics.fid import fd
     from fewstep.samplers import generate
 
-    test = load_dataset("toy2d", "test")
+    test = load_dataset(data, "test")
     f = PointFeatures().features
     return fd(f(generate(den, len(test), spec, (2,), test.labels if labels else None, seed=1)), f(test.x))
 
 
-def train_student(method, out, iters, batch_size=256, ema_decay=0.95):
+def train_student(method, out, iters, batch_size=256, ema_decay=0.95, data="toy2d"):
     """Prepare and train a distillation method on toy2d; returns the evaluated (EMA) generator."""
     method.prepare(f"{out}/cache")
-    tr = Trainer(method, load_dataset("toy2d", "train"),
+    tr = Trainer(method, load_dataset(data, "train"),
                  TrainConfig(out=str(out), max_iters=iters, batch_size=batch_size, ema_decay=ema_decay,
                              progress=False, grad_clip=0.0))
     tr.train()
@@ -73,13 +74,13 @@ def config(cls, lr=None, **fields):
     return build_config(cls, over)
 
 
-def gaussian_fd(seed: int = 1) -> float:
+def gaussian_fd(seed: int = 1, data: str = "toy2d") -> float:
     """FD of the negative control every learning test must fail: a Gaussian with the training data's
     mean and covariance (one blob where the data has eight modes; toy2d FD ~12.7)."""
     from fewstep.metrics.features import PointFeatures
     from fewstep.metrics.fid import fd
 
-    train, test = load_dataset("toy2d", "train"), load_dataset("toy2d", "test")
+    train, test = load_dataset(data, "train"), load_dataset(data, "test")
     g = torch.Generator().manual_seed(seed)
     chol = torch.linalg.cholesky(torch.cov(train.x.T))
     blob = train.x.mean(0) + torch.randn(len(test), 2, generator=g) @ chol.T

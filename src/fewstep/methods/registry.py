@@ -15,6 +15,8 @@ METHOD_TABLE: dict[str, tuple[str, str, str]] = {
             "DMD: distribution-matching gradient + regression to teacher ODE pairs (Yin et al. 2023)"),
     "dmd2": ("distribution matching", "fewstep.methods.distribution_matching.dmd2:DMD2",
              "DMD2: DM gradient + GAN on the fake score, two time-scale updates, backward simulation (Yin et al. 2024)"),
+    "decoupled_dmd": ("distribution matching", "fewstep.methods.distribution_matching.decoupled_dmd:DecoupledDMD",
+                      "Decoupled DMD: the real-CFG DMD gradient split into CA and DM terms, re-noised apart (Z-Image 2025)"),
     "cd": ("consistency", "fewstep.methods.consistency.cd:ConsistencyDistillation",
            "consistency distillation with a Heun teacher step and an EMA target (Song et al. 2023)"),
     "lcm": ("consistency", "fewstep.methods.consistency.lcm:LatentConsistency",

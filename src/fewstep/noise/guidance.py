@@ -41,17 +41,23 @@ class Guided(nn.Module):
         return self.raw(x, t, cond)[0]
 
 
-def cfg_raw(denoiser, x, t, cond, scale):
-    """Guided (x0, eps) with a scalar or per-sample (B,) scale, both branches in one batched call."""
+def both_branches(denoiser, x, t, cond):
+    """((x0_c, x0_u), (eps_c, eps_u)): the conditional and unconditional predictions, in one batched call."""
     from ..nets.cond import cat_cond, null_like
-    from .base import bcast
 
     t = torch.as_tensor(t, device=x.device)
     if t.ndim == 0:
         t = t.expand(x.shape[0])
     x0, eps = denoiser.raw(torch.cat([x, x]), torch.cat([t, t]), cat_cond(cond, null_like(cond)))
-    (x0_c, x0_u), (e_c, e_u) = x0.chunk(2), eps.chunk(2)
-    w = bcast(torch.as_tensor(scale, dtype=x0.dtype, device=x.device), x0_c)
+    return x0.chunk(2), eps.chunk(2)
+
+
+def cfg_raw(denoiser, x, t, cond, scale):
+    """Guided (x0, eps) with a scalar or per-sample (B,) scale, both branches in one batched call."""
+    from .base import bcast
+
+    (x0_c, x0_u), (e_c, e_u) = both_branches(denoiser, x, t, cond)
+    w = bcast(torch.as_tensor(scale, dtype=x0_c.dtype, device=x.device), x0_c)
     return x0_u + w * (x0_c - x0_u), e_u + w * (e_c - e_u)
 
 

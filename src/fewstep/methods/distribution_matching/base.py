@@ -123,10 +123,14 @@ class DistributionMatchingBase(StudentMethod):
         return {**super().config(), "student_sigmas_resolved": [float(s) for s in self.student_sigmas]}
 
     # -- pieces ----------------------------------------------------------------------------------
-    def sample_levels(self, n, rng, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
-        """Native times at grid indices drawn uniformly from the fraction [lo, hi] of the grid (ascending)."""
+    def sample_levels(self, n, rng, lo: float = 0.0, hi: float = 1.0, below: float | None = None) -> torch.Tensor:
+        """Native times at grid indices drawn uniformly from the fraction [lo, hi] of the grid (ascending);
+        with ``below``, only levels sigma_hat < below (cleaner than a student input at that level)."""
         L = self.cfg.num_levels
-        idx = torch.randint(int(lo * L), min(int(hi * L) + 1, L), (n,), generator=rng)
+        top = min(int(hi * L) + 1, L)
+        if below is not None:
+            top = min(top, max(int((self.levels < below).sum()), int(lo * L) + 1))
+        idx = torch.randint(int(lo * L), top, (n,), generator=rng)
         return self.process.t_from_sigma_hat(self.levels[idx]).float()
 
     @property
@@ -140,6 +144,10 @@ class DistributionMatchingBase(StudentMethod):
         """x_hat with gradient through the last student call. Multi-step students start from a
         stage s (DMD2 backward simulation: s steps of the student itself without gradient), drawn from
         ``shared_rng`` so every process of a multi-process run picks the same stage."""
+        return self.student_sample_at(cond, rng, n, stage, shared_rng)[0]
+
+    def student_sample_at(self, cond, rng, n: int, stage: int | None = None, shared_rng=None):
+        """(x_hat, the level sigma_hat the student's last call started from)."""
         sig = self.student_sigmas
         k = len(sig) - 1
         s = int(torch.randint(0, k, (1,), generator=shared_rng or rng)) if stage is None and k > 1 else (stage or 0)
@@ -148,7 +156,7 @@ class DistributionMatchingBase(StudentMethod):
             with torch.no_grad():
                 x = multistep(self.student, x, sig[: s + 1], cond=cond, generator=rng)
         t, _, _ = coeffs(self.process, float(sig[s]))
-        return self.student(x, torch.full((n,), float(t)), cond)
+        return self.student(x, torch.full((n,), float(t)), cond), float(sig[s])
 
     def dm_student_loss(self, x_hat, cond, rng):
         """(per-sample L_DM, its gradient g) at one noise level per sample."""
