@@ -256,3 +256,81 @@ def test_decoupled_dmd_learns_one_step_conditional_generation(moons_teacher_cond
     teacher_1 = _toy_fd(moons_teacher_cond, SamplingSpec("euler", 1, "karras"), **moons)
     assert_learns(_toy_fd(student, m.default_sampling(), **moons), 0.2 * teacher_1, untrained=untrained,
                   gaussian=gaussian_fd(data="toy2d:moons"))
+
+
+# -- adversarial self-distillation ---------------------------------------------------------------
+def test_asd_is_one_model_for_several_step_counts_and_compares_n_with_n_plus_1():
+    from fewstep.methods.distribution_matching.asd import ASD, ASDConfig
+    from fewstep.samplers import multistep
+    from fewstep.samplers.ode import initial_noise
+
+    m = ASD(toy_denoiser(0), config(ASDConfig, step_counts=(1, 2, 4), nfe=4), shape=(2,), num_classes=8)
+    assert [s.steps for s in m.sampling_options()] == [4, 1, 2]
+    assert all(len(s.sigmas) == s.steps + 1 for s in m.sampling_options())
+    m._n = 2
+    cond = torch.arange(5) % 8
+    x_n, x_next = m.n_and_n_plus_1(cond, torch.Generator().manual_seed(4), 5, grad=False)
+    g = torch.Generator().manual_seed(4)  # the same draws by hand: one noise, 3 steps / 2 steps
+    z = initial_noise(m.process, m.levels_for[2], (5, 2), generator=g)
+    with torch.no_grad():
+        assert torch.allclose(x_next, multistep(m.student, z, m.levels_for[3], cond=cond, generator=g))
+        assert torch.allclose(x_n, multistep(m.student, z, m.levels_for[2], cond=cond, generator=g), atol=1e-6)
+    with pytest.raises(ValueError, match="include nfe"):
+        config(ASDConfig, step_counts=(1, 2), nfe=4)
+
+
+def test_asd_updates_touch_the_right_networks():
+    """A student update moves the student only; a critic update moves the fake score and both heads."""
+    from fewstep.methods.distribution_matching.asd import ASD, ASDConfig
+
+    m = ASD(toy_denoiser(0), config(ASDConfig, lr=1e-2, nfe=2, step_counts=(1, 2), gen_every=1), shape=(2,),
+            num_classes=8)
+    before = {k: state(v) for k, v in m.networks().items()}
+    ctx = _ctx(m)
+    ctx.begin(0)
+    logs = {}
+    m.student_update(_batch()["labels"], 16, ctx, logs)
+    after = {k: state(v) for k, v in m.networks().items()}
+    moved = {k for k in before if any(not torch.equal(before[k][p], after[k][p]) for p in before[k])}
+    assert moved == {"student"} and "loss_gen_self" in logs
+    b = _batch()
+    m.critic_update(torch.randn(16, 2), b["x"], b["labels"], ctx, logs)
+    final = {k: state(v) for k, v in m.networks().items()}
+    moved = {k for k in after if any(not torch.equal(after[k][p], final[k][p]) for p in after[k])}
+    assert moved == {"fake", "disc", "self_disc"} and "loss_self_disc" in logs
+
+
+# -- SC-DMD ----------------------------------------------------------------------------------------
+def test_sc_dmd_semigroup_defect_is_by_hand_and_trains_the_direct_step_only():
+    from fewstep.methods.distribution_matching.sc_dmd import SCDMD, SCDMDConfig
+    from fewstep.samplers.ode import ddim_to
+
+    m = SCDMD(toy_denoiser(0), config(SCDMDConfig), shape=(2,), num_classes=8)
+    assert [s.steps for s in m.sampling_options()] == [4, 2, 1]
+    assert all(s.sampler == "euler" and s.grid == "nested" for s in m.sampling_options())
+    assert torch.allclose(m.grid[2], m.grid[4][::2])  # nested: the 2-step levels are every other 4-step level
+    x, cond = torch.randn(6, 2) * 3, torch.arange(6) % 8
+    full = lambda v: torch.full((6,), float(v), dtype=torch.float64)
+    a, b, c = m.grid[2][0], m.grid[4][1], m.grid[2][1]
+    direct, _, _ = ddim_to(m.student, x, full(a), full(c), cond)
+    mid, _, _ = ddim_to(m.student, x, full(a), full(b), cond)
+    composed, _, _ = ddim_to(m.student, mid, full(b), full(c), cond)
+    expect = ((direct - composed) ** 2).mean(1)
+    got = m.semigroup_defect(x, 2, 0, cond)
+    assert torch.allclose(got, expect, atol=1e-5) and got.sum() > 0
+    got.sum().backward()
+    g_got = [p.grad.clone() for p in m.student.net.parameters()]
+    m.student.net.zero_grad()
+    ((direct - composed.detach()) ** 2).mean(1).sum().backward()  # the target is stopped
+    assert all(torch.allclose(u, v, atol=1e-6) for u, v in zip(g_got, [p.grad for p in m.student.net.parameters()]))
+
+
+def test_sc_dmd_draws_step_counts_with_their_probabilities():
+    from fewstep.methods.distribution_matching.sc_dmd import SCDMD, SCDMDConfig
+
+    m = SCDMD(toy_denoiser(0), config(SCDMDConfig), shape=(2,), num_classes=8)
+    g = torch.Generator().manual_seed(0)
+    draws = [m.draw_step_count(g) for _ in range(3000)]
+    assert abs(draws.count(4) / 3000 - 0.4) < 0.04 and abs(draws.count(1) / 3000 - 0.2) < 0.04
+    with pytest.raises(ValueError, match="step_probs"):
+        config(SCDMDConfig, step_probs=(1.0,))

@@ -140,7 +140,8 @@ def check_field_types(cls, values: dict, prefix: str = "") -> None:
         if not any(_accepts(o, value) for o in _options(tp)):
             raise ValueError(f"{where}.{name} must be {_type_name(tp)}, got {value!r}")
         default = fields[name].default
-        if isinstance(default, tuple) and isinstance(value, (list, tuple)) and len(value) != len(default):
+        variable = any(Ellipsis in typing.get_args(o) for o in _options(tp))  # tuple[int, ...]
+        if isinstance(default, tuple) and not variable and isinstance(value, (list, tuple)) and len(value) != len(default):
             raise ValueError(f"{where}.{name} needs {len(default)} values, got {value!r}")
 
 

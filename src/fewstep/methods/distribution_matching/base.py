@@ -140,6 +140,10 @@ class DistributionMatchingBase(StudentMethod):
     def noise(self, shape, rng):
         return torch.randn(shape, generator=rng).to(self.device)
 
+    def active_sigmas(self) -> torch.Tensor:
+        """The student levels this iteration trains (methods with several step counts switch them)."""
+        return self.student_sigmas
+
     def student_sample(self, cond, rng, n: int, stage: int | None = None, shared_rng=None):
         """x_hat with gradient through the last student call. Multi-step students start from a
         stage s (DMD2 backward simulation: s steps of the student itself without gradient), drawn from
@@ -148,7 +152,7 @@ class DistributionMatchingBase(StudentMethod):
 
     def student_sample_at(self, cond, rng, n: int, stage: int | None = None, shared_rng=None):
         """(x_hat, the level sigma_hat the student's last call started from)."""
-        sig = self.student_sigmas
+        sig = self.active_sigmas()
         k = len(sig) - 1
         s = int(torch.randint(0, k, (1,), generator=shared_rng or rng)) if stage is None and k > 1 else (stage or 0)
         x = initial_noise(self.process, sig, (n, *self.shape), generator=rng, device=self.device)

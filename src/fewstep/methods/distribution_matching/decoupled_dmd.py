@@ -95,7 +95,7 @@ class DecoupledDMD(DMD2):
         self.last_terms = {"dm_grad_abs_dm": g_dm.abs().mean(), "dm_grad_abs_ca": g_ca.abs().mean()}
         return dm_loss(x_hat.float(), grad), grad
 
-    def student_update(self, cond, n, ctx, logs):
-        out = super().student_update(cond, n, ctx, logs)
+    def student_loss(self, cond, n, ctx, logs):
+        out = super().student_loss(cond, n, ctx, logs)
         logs.update(self.last_terms)
         return out

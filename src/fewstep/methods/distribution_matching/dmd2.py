@@ -45,6 +45,7 @@ class DiscriminatorHead(nn.Module):
 
     def __init__(self, feat_shape):
         super().__init__()
+        self.feat_shape = tuple(feat_shape)
         c = feat_shape[0]
         if len(feat_shape) == 3:
             self.body = nn.Sequential(nn.Conv2d(c, c, 4, stride=2, padding=1), nn.GroupNorm(min(32, c // 4), c), nn.SiLU(),
@@ -94,43 +95,59 @@ class DMD2(DistributionMatchingBase):
         x_t = self.process.add_noise(x, self.noise(x.shape, rng), t)
         return self.head(self.fake.bottleneck(x_t, t, cond).float())
 
-    def student_update(self, cond, n, ctx, logs):
+    def critic_networks(self) -> list:
+        """The networks a student update reads without training them (frozen during it)."""
+        return [self.fake, self.head]
+
+    def student_loss(self, cond, n, ctx, logs):
+        """(per-sample student loss, x_hat): the DM term, DMD2's GAN term and the optional regression."""
         c = self.cfg
-        self.fake.requires_grad_(False)
-        self.head.requires_grad_(False)
+        x_hat = self.student_sample(cond, ctx.rng, n, shared_rng=ctx.shared_rng)
+        l_dm, grad = self.dm_student_loss(x_hat, cond, ctx.rng)
+        loss = l_dm
+        if c.gan_gen_weight > 0:
+            l_gan = F.softplus(-self.gan_logits(x_hat, cond, ctx.rng))
+            loss = loss + c.gan_gen_weight * l_gan
+            logs["loss_gen_gan"] = l_gan.mean()
+        if c.regression_weight > 0:
+            reg = self.regression_loss(ctx.rng)
+            loss = loss.mean() + c.regression_weight * reg.mean()
+            logs["loss_reg"] = reg.mean()
+        logs.update(loss_dm=l_dm.mean(), dm_grad_abs=grad.abs().mean())
+        return loss, x_hat
+
+    def student_update(self, cond, n, ctx, logs):
+        """One student step; the critic's networks pass gradients to x_hat but are not updated (Sec. 4.3)."""
+        frozen = self.critic_networks()
+        for net in frozen:
+            net.requires_grad_(False)
         try:
             with ctx.autocast():
-                x_hat = self.student_sample(cond, ctx.rng, n, shared_rng=ctx.shared_rng)
-                l_dm, grad = self.dm_student_loss(x_hat, cond, ctx.rng)
-                loss = l_dm
-                if c.gan_gen_weight > 0:
-                    l_gan = F.softplus(-self.gan_logits(x_hat, cond, ctx.rng))
-                    loss = loss + c.gan_gen_weight * l_gan
-                    logs["loss_gen_gan"] = l_gan.mean()
-                if c.regression_weight > 0:
-                    reg = self.regression_loss(ctx.rng)
-                    loss = loss.mean() + c.regression_weight * reg.mean()
-                    logs["loss_reg"] = reg.mean()
+                loss, x_hat = self.student_loss(cond, n, ctx, logs)
             self.update(ctx, loss)
         finally:
-            self.fake.requires_grad_(True)
-            self.head.requires_grad_(True)
-        logs.update(loss_dm=l_dm.mean(), dm_grad_abs=grad.abs().mean())
+            for net in frozen:
+                net.requires_grad_(True)
         return x_hat.detach()
 
-    def critic_update(self, x_fake, x_real, cond, ctx, logs):
+    def critic_loss(self, x_fake, x_real, cond, ctx, logs):
+        """Per-sample critic loss: the fake score's denoising loss on sg(x_hat) + DMD2's GAN term."""
         c = self.cfg
-        with ctx.autocast():
-            l_fake = self.fake_score_loss(x_fake, cond, ctx.rng)
-            loss = l_fake
-            if c.gan_disc_weight > 0:
-                d_fake = self.gan_logits(x_fake, cond, ctx.rng)
-                d_real = self.gan_logits(x_real, cond, ctx.rng)
-                l_d = F.softplus(d_fake) + F.softplus(-d_real)
-                loss = loss + c.gan_disc_weight * l_d
-                logs.update(loss_disc=l_d.mean(), d_real=torch.sigmoid(d_real).mean(), d_fake=torch.sigmoid(d_fake).mean())
-        self.update_critic(ctx, loss)
+        l_fake = self.fake_score_loss(x_fake, cond, ctx.rng)
+        loss = l_fake
+        if c.gan_disc_weight > 0:
+            d_fake = self.gan_logits(x_fake, cond, ctx.rng)
+            d_real = self.gan_logits(x_real, cond, ctx.rng)
+            l_d = F.softplus(d_fake) + F.softplus(-d_real)
+            loss = loss + c.gan_disc_weight * l_d
+            logs.update(loss_disc=l_d.mean(), d_real=torch.sigmoid(d_real).mean(), d_fake=torch.sigmoid(d_fake).mean())
         logs["loss_fake"] = l_fake.mean()
+        return loss
+
+    def critic_update(self, x_fake, x_real, cond, ctx, logs):
+        with ctx.autocast():
+            loss = self.critic_loss(x_fake, x_real, cond, ctx, logs)
+        self.update_critic(ctx, loss)
 
     def dm_step(self, batch, cond, n, it, ctx):
         logs = {}

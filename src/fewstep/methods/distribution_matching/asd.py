@@ -1,0 +1,128 @@
+"""Adversarial self-distillation on top of DMD2 (docs/methods.md section 10): one student for several
+step counts, whose n-step outputs are pulled towards its own (n + 1)-step outputs by a discriminator.
+
+Per student update a step count n is drawn from ``step_counts`` (the same on every process); the DMD2
+part (DM gradient + GAN on real data, backward simulation) trains the n-step level list. The
+self-distillation part samples, from one noise, the student's full n-step output x_n (gradient
+through its last call) and its (n + 1)-step output x_{n+1} (no gradient), and a second head on the
+fake score's bottleneck is trained to tell x_{n+1} ("real") from x_n ("fake") at noised levels, as
+DMD2's GAN does with data: critic softplus(D(x_n)) + softplus(-D(x_{n+1})), student softplus(-D(x_n)).
+More steps are the better-resolved distribution; the term makes fewer steps follow them, so quality
+should not fall as steps rise. Choices the paper summary leaves open (ours): the second head mirrors
+DMD2's, its weights are DMD2's GAN weights, x_{n+1} uses the (n + 1)-step level list of the same rule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ...config import DistillConfig, TrainSettings
+from ...samplers import multistep
+from ...samplers.generate import SamplingSpec
+from ...samplers.grids import student_levels
+from ...samplers.ode import coeffs, initial_noise
+from .dmd import cpu_optim
+from .dmd2 import DMD2, DiscriminatorHead, DMD2Config
+
+
+@dataclass
+class ASDConfig(DMD2Config):
+    nfe: int = 4  # the default sampling's steps (one of step_counts)
+    step_counts: tuple[int, ...] = (1, 2, 4)  # one model, sampled with each
+    asd_gen_weight: float = 3e-3  # student's self-adversarial term (DMD2's GAN generator weight)
+    asd_disc_weight: float = 1e-2  # the self-discriminator's loss weight (DMD2's GAN critic weight)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.step_counts = tuple(int(k) for k in self.step_counts)
+        if not self.step_counts or min(self.step_counts) < 1 or self.nfe not in self.step_counts:
+            raise ValueError(f"step_counts must be positive and include nfe ({self.nfe}), got {self.step_counts}")
+        if self.student_sigmas is not None:
+            raise ValueError("asd derives each step count's levels from student_sigma_min; student_sigmas is not used")
+        if self.asd_gen_weight < 0 or self.asd_disc_weight < 0:
+            raise ValueError("asd_gen_weight and asd_disc_weight must be >= 0")
+
+
+class ASD(DMD2):
+    """DMD2 + a discriminator aligning the student's n-step outputs with its (n+1)-step outputs."""
+
+    name = "asd"
+    Config = ASDConfig
+    presets = {
+        "mnist": DistillConfig(ASDConfig(optim=cpu_optim(3e-4), critic_optim=cpu_optim(3e-4)),
+                               TrainSettings(max_iters=800)),
+        "toy2d": DistillConfig(ASDConfig(optim=cpu_optim(1e-3), critic_optim=cpu_optim(1e-3)),
+                               TrainSettings(max_iters=1500, batch_size=256, bf16=False, eval_n=2000)),
+    }
+
+    def __init__(self, teacher, cfg=None, shape=(), num_classes: int = 0):
+        super().__init__(teacher, cfg, shape, num_classes)
+        self.self_head = DiscriminatorHead(self.head.feat_shape)
+        self.opt_critic.add_param_group({"params": list(self.self_head.parameters())})
+        counts = set(self.cfg.step_counts) | {k + 1 for k in self.cfg.step_counts}
+        self.levels_for = {k: student_levels(self.process, k, self.cfg.student_sigma_min) for k in counts}
+        self._n = self.cfg.nfe
+
+    def networks(self):
+        return {**super().networks(), "self_disc": self.self_head}
+
+    def sampling_options(self):
+        return [self.default_sampling()] + [SamplingSpec("multistep", k, "karras", 1.0, [float(s) for s in self.levels_for[k]])
+                                            for k in self.cfg.step_counts if k != self.cfg.nfe]
+
+    def active_sigmas(self):
+        return self.levels_for[self._n]
+
+    def draw_step_count(self, rng) -> int:
+        counts = self.cfg.step_counts
+        return counts[int(torch.randint(0, len(counts), (1,), generator=rng))]
+
+    def n_and_n_plus_1(self, cond, rng, n_samples: int, grad: bool):
+        """(x_n, x_{n+1}): the student's n-step and (n + 1)-step outputs from one noise (every level list
+        starts at the process's top level); x_n keeps the gradient of its last call when ``grad``."""
+        n, sig = self._n, self.levels_for[self._n]
+        z = initial_noise(self.process, sig, (n_samples, *self.shape), generator=rng, device=self.device)
+        with torch.no_grad():
+            x_next = multistep(self.student, z, self.levels_for[n + 1], cond=cond, generator=rng)
+            x = multistep(self.student, z, sig[:n], cond=cond, generator=rng) if n > 1 else z
+        t, _, _ = coeffs(self.process, float(sig[n - 1]))
+        with torch.enable_grad() if grad else torch.no_grad():
+            x_n = self.student(x, torch.full((n_samples,), float(t)), cond)
+        return x_n, x_next
+
+    def self_logits(self, x, cond, rng):
+        t = self.sample_levels(x.shape[0], rng, 0.0, self.cfg.gan_index_max)
+        x_t = self.process.add_noise(x, self.noise(x.shape, rng), t)
+        return self.self_head(self.fake.bottleneck(x_t, t, cond).float())
+
+    def critic_networks(self):
+        return super().critic_networks() + [self.self_head]
+
+    def dm_step(self, batch, cond, n, it, ctx):
+        """Each iteration trains one step count, drawn from the shared generator (the same on every
+        process, and restored with it on resume), for the student and the critic alike."""
+        self._n = self.draw_step_count(ctx.shared_rng)
+        logs = super().dm_step(batch, cond, n, it, ctx)
+        logs["step_count"] = float(self._n)
+        return logs
+
+    def student_loss(self, cond, n, ctx, logs):
+        loss, x_hat = super().student_loss(cond, n, ctx, logs)
+        if self.cfg.asd_gen_weight > 0:
+            x_n, _ = self.n_and_n_plus_1(cond, ctx.rng, n, grad=True)
+            l_self = F.softplus(-self.self_logits(x_n, cond, ctx.rng))
+            loss = loss + self.cfg.asd_gen_weight * l_self
+            logs["loss_gen_self"] = l_self.mean()
+        return loss, x_hat
+
+    def critic_loss(self, x_fake, x_real, cond, ctx, logs):
+        loss = super().critic_loss(x_fake, x_real, cond, ctx, logs)
+        if self.cfg.asd_disc_weight > 0:
+            x_n, x_next = self.n_and_n_plus_1(cond, ctx.rng, x_fake.shape[0], grad=False)
+            d_n, d_next = self.self_logits(x_n.float(), cond, ctx.rng), self.self_logits(x_next.float(), cond, ctx.rng)
+            l_d = F.softplus(d_n) + F.softplus(-d_next)
+            loss = loss + self.cfg.asd_disc_weight * l_d
+            logs.update(loss_self_disc=l_d.mean(), d_self_more_steps=torch.sigmoid(d_next).mean())
+        return loss
