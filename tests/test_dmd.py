@@ -267,7 +267,7 @@ def test_asd_is_one_model_for_several_step_counts_and_compares_n_with_n_plus_1()
     m = ASD(toy_denoiser(0), config(ASDConfig, step_counts=(1, 2, 4), nfe=4), shape=(2,), num_classes=8)
     assert [s.steps for s in m.sampling_options()] == [4, 1, 2]
     assert all(len(s.sigmas) == s.steps + 1 for s in m.sampling_options())
-    m._n = 2
+    m.steps = 2
     cond = torch.arange(5) % 8
     x_n, x_next = m.n_and_n_plus_1(cond, torch.Generator().manual_seed(4), 5, grad=False)
     g = torch.Generator().manual_seed(4)  # the same draws by hand: one noise, 3 steps / 2 steps
@@ -334,3 +334,25 @@ def test_sc_dmd_draws_step_counts_with_their_probabilities():
     assert abs(draws.count(4) / 3000 - 0.4) < 0.04 and abs(draws.count(1) / 3000 - 0.2) < 0.04
     with pytest.raises(ValueError, match="step_probs"):
         config(SCDMDConfig, step_probs=(1.0,))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["asd", "sc_dmd"])
+def test_one_model_for_several_step_counts_learns_each_and_does_not_degrade(name, toy_teacher, tmp_path):
+    """ASD and SC-DMD claim one student for 1, 2 and 4 steps whose quality does not fall as steps
+    rise. Bar for every step count: the DMD2 toy bar (0.1 x the teacher's own single step, ~6.4);
+    untrained (the teacher's 1/2/4 steps on the student's grid) and the Gaussian fail it; and the
+    4-step FD stays within 25% (or 0.5 FD) of the 1-step FD."""
+    from fewstep.methods.registry import get_method
+    from fewstep.samplers import SamplingSpec
+
+    cls = get_method(name)
+    m = cls(toy_teacher, config(cls.Config, lr=1e-3, optim=ADAM0, critic_optim=ADAM0, nfe=4), shape=(2,), num_classes=0)
+    specs = {s.steps: s for s in m.sampling_options()}
+    untrained = {f"untrained_{k}": _toy_fd(m.generator(), s) for k, s in specs.items()}
+    student = train_student(m, tmp_path, 300)
+    bar = 0.1 * _toy_fd(toy_teacher, SamplingSpec("euler", 1, "karras"))
+    fds = {k: _toy_fd(student, s) for k, s in specs.items()}
+    for k in (1, 2, 4):
+        assert_learns(fds[k], bar, gaussian=gaussian_fd(), **{u: v for u, v in untrained.items() if v >= bar})
+    assert fds[4] <= max(1.25 * fds[1], fds[1] + 0.5), fds

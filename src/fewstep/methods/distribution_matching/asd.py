@@ -18,44 +18,31 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ...config import DistillConfig, TrainSettings
 from ...samplers import multistep
 from ...samplers.generate import SamplingSpec
 from ...samplers.grids import student_levels
 from ...samplers.ode import coeffs, initial_noise
-from .dmd import cpu_optim
-from .dmd2 import DMD2, DiscriminatorHead, DMD2Config
+from .dmd2 import DiscriminatorHead, dm_presets
+from .step_counts import StepCountsConfig, StepCountsDMD2
 
 
 @dataclass
-class ASDConfig(DMD2Config):
-    nfe: int = 4  # the default sampling's steps (one of step_counts)
-    step_counts: tuple[int, ...] = (1, 2, 4)  # one model, sampled with each
+class ASDConfig(StepCountsConfig):
     asd_gen_weight: float = 3e-3  # student's self-adversarial term (DMD2's GAN generator weight)
     asd_disc_weight: float = 1e-2  # the self-discriminator's loss weight (DMD2's GAN critic weight)
 
     def __post_init__(self):
         super().__post_init__()
-        self.step_counts = tuple(int(k) for k in self.step_counts)
-        if not self.step_counts or min(self.step_counts) < 1 or self.nfe not in self.step_counts:
-            raise ValueError(f"step_counts must be positive and include nfe ({self.nfe}), got {self.step_counts}")
-        if self.student_sigmas is not None:
-            raise ValueError("asd derives each step count's levels from student_sigma_min; student_sigmas is not used")
         if self.asd_gen_weight < 0 or self.asd_disc_weight < 0:
             raise ValueError("asd_gen_weight and asd_disc_weight must be >= 0")
 
 
-class ASD(DMD2):
+class ASD(StepCountsDMD2):
     """DMD2 + a discriminator aligning the student's n-step outputs with its (n+1)-step outputs."""
 
     name = "asd"
     Config = ASDConfig
-    presets = {
-        "mnist": DistillConfig(ASDConfig(optim=cpu_optim(3e-4), critic_optim=cpu_optim(3e-4)),
-                               TrainSettings(max_iters=800)),
-        "toy2d": DistillConfig(ASDConfig(optim=cpu_optim(1e-3), critic_optim=cpu_optim(1e-3)),
-                               TrainSettings(max_iters=1500, batch_size=256, bf16=False, eval_n=2000)),
-    }
+    presets = dm_presets(ASDConfig)
 
     def __init__(self, teacher, cfg=None, shape=(), num_classes: int = 0):
         super().__init__(teacher, cfg, shape, num_classes)
@@ -63,7 +50,6 @@ class ASD(DMD2):
         self.opt_critic.add_param_group({"params": list(self.self_head.parameters())})
         counts = set(self.cfg.step_counts) | {k + 1 for k in self.cfg.step_counts}
         self.levels_for = {k: student_levels(self.process, k, self.cfg.student_sigma_min) for k in counts}
-        self._n = self.cfg.nfe
 
     def networks(self):
         return {**super().networks(), "self_disc": self.self_head}
@@ -73,16 +59,12 @@ class ASD(DMD2):
                                             for k in self.cfg.step_counts if k != self.cfg.nfe]
 
     def active_sigmas(self):
-        return self.levels_for[self._n]
-
-    def draw_step_count(self, rng) -> int:
-        counts = self.cfg.step_counts
-        return counts[int(torch.randint(0, len(counts), (1,), generator=rng))]
+        return self.levels_for[self.steps]
 
     def n_and_n_plus_1(self, cond, rng, n_samples: int, grad: bool):
         """(x_n, x_{n+1}): the student's n-step and (n + 1)-step outputs from one noise (every level list
         starts at the process's top level); x_n keeps the gradient of its last call when ``grad``."""
-        n, sig = self._n, self.levels_for[self._n]
+        n, sig = self.steps, self.levels_for[self.steps]
         z = initial_noise(self.process, sig, (n_samples, *self.shape), generator=rng, device=self.device)
         with torch.no_grad():
             x_next = multistep(self.student, z, self.levels_for[n + 1], cond=cond, generator=rng)
@@ -99,14 +81,6 @@ class ASD(DMD2):
 
     def critic_networks(self):
         return super().critic_networks() + [self.self_head]
-
-    def dm_step(self, batch, cond, n, it, ctx):
-        """Each iteration trains one step count, drawn from the shared generator (the same on every
-        process, and restored with it on resume), for the student and the critic alike."""
-        self._n = self.draw_step_count(ctx.shared_rng)
-        logs = super().dm_step(batch, cond, n, it, ctx)
-        logs["step_count"] = float(self._n)
-        return logs
 
     def student_loss(self, cond, n, ctx, logs):
         loss, x_hat = super().student_loss(cond, n, ctx, logs)

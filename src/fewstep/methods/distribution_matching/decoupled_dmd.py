@@ -19,11 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ...config import DistillConfig, TrainSettings
 from ...noise.guidance import both_branches
 from .base import dm_loss
-from .dmd import cpu_optim
-from .dmd2 import DMD2, DMD2Config
+from .dmd2 import DMD2, DMD2Config, dm_presets
 
 
 @dataclass
@@ -52,12 +50,7 @@ class DecoupledDMD(DMD2):
 
     name = "decoupled_dmd"
     Config = DecoupledDMDConfig
-    presets = {
-        "mnist": DistillConfig(DecoupledDMDConfig(optim=cpu_optim(3e-4), critic_optim=cpu_optim(3e-4), real_cfg=1.25),
-                               TrainSettings(max_iters=800)),
-        "toy2d": DistillConfig(DecoupledDMDConfig(optim=cpu_optim(1e-3), critic_optim=cpu_optim(1e-3), real_cfg=1.5),
-                               TrainSettings(max_iters=1500, batch_size=256, bf16=False, eval_n=2000)),
-    }
+    presets = dm_presets(DecoupledDMDConfig, real_cfg=1.25)
 
     def __init__(self, teacher, cfg=None, shape=(), num_classes: int = 0):
         super().__init__(teacher, cfg, shape, num_classes)

@@ -62,16 +62,7 @@ class DMD2(DistributionMatchingBase):
 
     name = "dmd2"
     Config = DMD2Config
-    # MNIST follows what a CPU prototype found to work (docs/notes.md): Adam betas (0, 0.999), LR 3e-4
-    # for both networks, critic 5x per student update.
-    presets = {
-        "mnist": DistillConfig(DMD2Config(optim=cpu_optim(3e-4), critic_optim=cpu_optim(3e-4), gen_every=5),
-                               TrainSettings(max_iters=800)),
-        "digits": DistillConfig(DMD2Config(optim=cpu_optim(3e-4), critic_optim=cpu_optim(3e-4)),
-                                TrainSettings(max_iters=400)),
-        "toy2d": DistillConfig(DMD2Config(optim=cpu_optim(1e-3), critic_optim=cpu_optim(1e-3), gen_every=5),
-                               TrainSettings(max_iters=1500, batch_size=256, bf16=False, eval_n=2000)),
-    }
+    presets = None  # set below (dm_presets needs the class's config)
 
     def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
         with torch.no_grad():  # probe the bottleneck's shape to size the head
@@ -161,3 +152,18 @@ class DMD2(DistributionMatchingBase):
                     x_fake = self.student_sample(cond, ctx.rng, n, shared_rng=ctx.shared_rng).float()
             self.critic_update(x_fake.float(), batch["x"], cond, ctx, logs)
         return logs
+
+
+def dm_presets(config_cls, **fields) -> dict:
+    """MNIST, digits and toy2d runs for a DMD2-family config (``fields`` set on each). MNIST follows what
+    a CPU prototype found to work (docs/notes.md): Adam betas (0, 0.999), LR 3e-4 for both networks,
+    critic 5x per student update."""
+    def cfg(lr):
+        return config_cls(optim=cpu_optim(lr), critic_optim=cpu_optim(lr), **fields)
+
+    return {"mnist": DistillConfig(cfg(3e-4), TrainSettings(max_iters=800)),
+            "digits": DistillConfig(cfg(3e-4), TrainSettings(max_iters=400)),
+            "toy2d": DistillConfig(cfg(1e-3), TrainSettings(max_iters=1500, batch_size=256, bf16=False, eval_n=2000))}
+
+
+DMD2.presets = dm_presets(DMD2Config)

@@ -21,50 +21,36 @@ from dataclasses import dataclass
 
 import torch
 
-from ...config import DistillConfig, TrainSettings
 from ...samplers import make_grid
 from ...samplers.generate import SamplingSpec
 from ...samplers.ode import ddim_to, initial_noise
-from .dmd import cpu_optim
-from .dmd2 import DMD2, DMD2Config
+from .dmd2 import dm_presets
+from .step_counts import StepCountsConfig, StepCountsDMD2
 
 
 @dataclass
-class SCDMDConfig(DMD2Config):
-    nfe: int = 4  # the default sampling's steps (one of step_counts)
+class SCDMDConfig(StepCountsConfig):
     step_counts: tuple[int, ...] = (4, 2, 1)  # one model, sampled with each (deterministic, nested grid)
-    step_probs: tuple[float, ...] = (0.4, 0.4, 0.2)  # how often each is trained (Salt: 8/4/2 at 0.4/0.4/0.2)
+    step_probs: tuple[float, ...] | None = (0.4, 0.4, 0.2)  # Salt: 8/4/2 steps at 0.4/0.4/0.2
     sc_weight: float = 1.0  # weight of the semigroup-defect regulariser
 
     def __post_init__(self):
         super().__post_init__()
-        self.step_counts = tuple(int(k) for k in self.step_counts)
-        self.step_probs = tuple(float(p) for p in self.step_probs)
-        if not self.step_counts or min(self.step_counts) < 1 or self.nfe not in self.step_counts:
-            raise ValueError(f"step_counts must be positive and include nfe ({self.nfe}), got {self.step_counts}")
-        if len(self.step_probs) != len(self.step_counts) or min(self.step_probs) < 0 or sum(self.step_probs) <= 0:
-            raise ValueError("step_probs needs one non-negative probability per step count, not all zero")
         if self.sc_weight < 0:
             raise ValueError(f"sc_weight must be >= 0, got {self.sc_weight}")
 
 
-class SCDMD(DMD2):
+class SCDMD(StepCountsDMD2):
     """DMD2 with deterministic nested-grid students of several step counts and a semigroup regulariser."""
 
     name = "sc_dmd"
     Config = SCDMDConfig
-    presets = {
-        "mnist": DistillConfig(SCDMDConfig(optim=cpu_optim(3e-4), critic_optim=cpu_optim(3e-4)),
-                               TrainSettings(max_iters=800)),
-        "toy2d": DistillConfig(SCDMDConfig(optim=cpu_optim(1e-3), critic_optim=cpu_optim(1e-3)),
-                               TrainSettings(max_iters=1500, batch_size=256, bf16=False, eval_n=2000)),
-    }
+    presets = dm_presets(SCDMDConfig)
 
     def __init__(self, teacher, cfg=None, shape=(), num_classes: int = 0):
         super().__init__(teacher, cfg, shape, num_classes)
         counts = set(self.cfg.step_counts) | {2 * k for k in self.cfg.step_counts}
         self.grid = {k: make_grid("nested", self.process, k) for k in counts}  # k + 1 levels ending at 0
-        self._k = self.cfg.nfe
         self._sc = None
 
     def default_sampling(self):
@@ -77,22 +63,10 @@ class SCDMD(DMD2):
     def config(self):
         return {**super().config(), "grids": {k: [float(s) for s in g] for k, g in self.grid.items()}}
 
-    def draw_step_count(self, rng) -> int:
-        p = torch.tensor(self.cfg.step_probs, dtype=torch.float64)
-        return self.cfg.step_counts[int(torch.multinomial(p / p.sum(), 1, generator=rng))]
-
-    def dm_step(self, batch, cond, n, it, ctx):
-        """Each iteration trains one step count, drawn from the shared generator (the same on every
-        process, and restored with it on resume), for the student and the critic alike."""
-        self._k = self.draw_step_count(ctx.shared_rng)
-        logs = super().dm_step(batch, cond, n, it, ctx)
-        logs["step_count"] = float(self._k)
-        return logs
-
     def student_sample_at(self, cond, rng, n, stage=None, shared_rng=None):
         """x0 from the student at stage s of its deterministic k-step trajectory (s earlier steps run
         without gradient); keeps that state for the semigroup term."""
-        k, g = self._k, self.grid[self._k]
+        k, g = self.steps, self.grid[self.steps]
         s = int(torch.randint(0, k, (1,), generator=shared_rng or rng)) if stage is None and k > 1 else (stage or 0)
         x = initial_noise(self.process, g, (n, *self.shape), generator=rng, device=self.device)
         full = lambda v: torch.full((n,), float(v), dtype=torch.float64)
