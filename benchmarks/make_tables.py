@@ -16,7 +16,9 @@ def main() -> None:
         if not res.get("complete", False):
             continue
         own = dict(res, rows=[r for r in res["rows"] if not r.get("from_baseline")])
-        note = f" (teacher rows from `{res['baseline_from']['file']}`)" if res.get("baseline_from") else ""
+        base = res.get("baseline_from")
+        files = [b["file"] for b in (base if isinstance(base, list) else [base] if base else [])]
+        note = f" (teacher rows from {', '.join(f'`{f}`' for f in files)})" if files else ""
         t = res.get("teacher", {})
         parts.append(f"### `{path.name}`{note}\n\n```bash\n{res['command']}\n```\n\n"
                      f"Machine: {res['machine']}; commit `{(res.get('git_commit') or '?')[:10]}`; "

@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--n", type=_int_at_least(10), default=1000)
     b.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     b.add_argument("--results-dir", default="benchmarks/results")
-    b.add_argument("--baseline", help="results file whose floor and teacher rows are reused (not recomputed)")
+    b.add_argument("--baseline", help="results file(s), comma-separated, whose floor and teacher rows are reused (not recomputed)")
     _add_common(b, data=True, out=False)
 
     x = sub.add_parser("export", help="write a student as something diffusers loads (LoRA weights or a full UNet)")

@@ -65,10 +65,16 @@ def fd_vs_nfe_plot(teacher_rows: list[dict], student_rows: list[dict], floor: fl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for sampler in sorted({r["sampler"] for r in teacher_rows}):
-        rows = sorted((r for r in teacher_rows if r["sampler"] == sampler), key=lambda r: r["nfe"])
-        ax.plot([r["nfe"] for r in rows], [r["fd"] for r in rows], "o-", label=f"teacher, {sampler}")
+    from .metrics.benchmark import best_per_nfe
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for sampler, grid in sorted({(r["sampler"], r.get("grid", "karras")) for r in teacher_rows}):
+        rows = sorted((r for r in teacher_rows if (r["sampler"], r.get("grid", "karras")) == (sampler, grid)),
+                      key=lambda r: r["nfe"])
+        ax.plot([r["nfe"] for r in rows], [r["fd"] for r in rows], "o-", alpha=0.45, lw=1,
+                label=f"teacher, {sampler}/{grid}")
+    best = best_per_nfe(teacher_rows)
+    ax.plot([r["nfe"] for r in best], [r["fd"] for r in best], "k-", lw=2.5, label="teacher, best at each NFE")
     for r in student_rows:
         ax.plot([r["nfe"]], [r["fd"]], "*", markersize=14, label=f"{r['method']} student, {r['nfe']} step")
     if floor is not None:

@@ -70,11 +70,12 @@ def run(a):
         "bench_args": key, "complete": False, "rows": [],
     }
     t0 = time.perf_counter()
-    if a.baseline:
-        base = json.loads(Path(a.baseline).read_text())
-        results["floor"] = base["floor"]
-        results["baseline_from"] = {"file": a.baseline, "created": base.get("created"), "git_commit": base.get("git_commit")}
-        results["rows"] = [dict(r, from_baseline=True) for r in base["rows"]]
+    if a.baseline:  # one or more files (comma-separated): the floor from the first, every file's rows
+        bases = [(f, json.loads(Path(f).read_text())) for f in a.baseline.split(",") if f]
+        results["floor"] = bases[0][1]["floor"]
+        results["baseline_from"] = [{"file": f, "created": b.get("created"), "git_commit": b.get("git_commit")}
+                                    for f, b in bases]
+        results["rows"] = [dict(r, from_baseline=True) for _, b in bases for r in b["rows"]]
     if results["floor"]["fd"] is None:
         results["floor"]["fd"] = real_floor(train, test, feats)
     from tqdm.auto import tqdm

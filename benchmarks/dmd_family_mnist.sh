@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The distribution-matching family on the shipped MNIST teacher (benchmarks/results/dmd_family_mnist.json),
+# measured against the teacher's rows on the Karras grid (teacher_mnist.json) and on the rectified-flow
+# grid (teacher_mnist_flow.json: DPM-Solver++ there is the strongest untrained baseline).
+# Each distillation resumes if interrupted; on 2 CPU threads (fp32) a DMD2 iteration takes ~2 s.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+F=.venv/bin/fewstep
+R=runs/bench
+# the teacher's flow-grid rows (Euler and DPM-Solver++, 3 seeds up to 8 NFE)
+[ -f benchmarks/results/teacher_mnist_flow.json ] || \
+  $F bench --model mnist --name teacher_mnist_flow --grid flow --samplers euler,dpmpp2m --nfe 1,2,3,4,6,8,16 --threads 2
+# DMD2, 1 step: real-score CFG 1.25, the GAN on the cleaner 40% of levels, student EMA 0.99 per student update
+$F distill --teacher mnist --method dmd2 --nfe 1 --out $R/dmd2_A --set real_cfg=1.25 --set gan_index_max=0.4 \
+  --max-iters 1200 --ema-decay 0.99 --threads 2 --eval-every 200 --ckpt-every 100 --resume
+MODELS=$R/dmd2_A
+# the variants, same budget (run what you need; each adds a row):
+#   $F distill --teacher mnist --method decoupled_dmd --nfe 1 --out $R/decoupled --set gan_index_max=0.4 --max-iters 1200 ...
+#   $F distill --teacher mnist --method asd --nfe 4 --out $R/asd --set gan_index_max=0.4 --max-iters 1200 ...
+#   $F distill --teacher mnist --method sc_dmd --nfe 4 --out $R/sc_dmd --set gan_index_max=0.4 --max-iters 1200 ...
+$F bench --model "$MODELS" --name dmd_family_mnist \
+  --baseline benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json --threads 2
+.venv/bin/python benchmarks/make_tables.py
