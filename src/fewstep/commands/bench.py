@@ -91,13 +91,13 @@ def run(a):
     for kind, d, c, sampler, steps, cfg, bf16 in tqdm(todo, desc=f"bench {a.name}", dynamic_ncols=True):
         if kind == "student":
             model, sdict = sampler, steps
-            k = (c["method"]["method"], sdict["sampler"], sdict["steps"], "student", "bf16" if bf16 else "fp32", model)
+            k = (c["method"]["method"], sdict["sampler"], sdict["steps"], "student", "bf16" if use_bf16(bf16) else "fp32", model)
             row = done.get(k) or student_row(d, c, test, feats, ref_feats, a.seeds, bf16, sdict, model)
             results["rows"].append(row)
             write_results(path, results)
             continue
         spec = SamplingSpec(sampler, steps, a.grid, cfg)
-        dkey = ("teacher", sampler, steps, cfg, "bf16" if bf16 else "fp32", a.grid)
+        dkey = ("teacher", sampler, steps, cfg, "bf16" if use_bf16(bf16) else "fp32", a.grid)
         if dkey in done:
             row = done[dkey]
             if row.get("images_per_s_timed") and row.get("threads") != torch.get_num_threads():
