@@ -74,11 +74,6 @@ class ASD(StepCountsDMD2):
             x_n = self.student(x, torch.full((n_samples,), float(t)), cond)
         return x_n, x_next
 
-    def self_logits(self, x, cond, rng):
-        t = self.sample_levels(x.shape[0], rng, 0.0, self.cfg.gan_index_max)
-        x_t = self.process.add_noise(x, self.noise(x.shape, rng), t)
-        return self.self_head(self.fake.bottleneck(x_t, t, cond).float())
-
     def critic_networks(self):
         return super().critic_networks() + [self.self_head]
 
@@ -86,7 +81,7 @@ class ASD(StepCountsDMD2):
         loss, x_hat = super().student_loss(cond, n, ctx, logs)
         if self.cfg.asd_gen_weight > 0:
             x_n, _ = self.n_and_n_plus_1(cond, ctx.rng, n, grad=True)
-            l_self = F.softplus(-self.self_logits(x_n, cond, ctx.rng))
+            l_self = F.softplus(-self.gan_logits(x_n, cond, ctx.rng, self.self_head))
             loss = loss + self.cfg.asd_gen_weight * l_self
             logs["loss_gen_self"] = l_self.mean()
         return loss, x_hat
@@ -95,7 +90,7 @@ class ASD(StepCountsDMD2):
         loss = super().critic_loss(x_fake, x_real, cond, ctx, logs)
         if self.cfg.asd_disc_weight > 0:
             x_n, x_next = self.n_and_n_plus_1(cond, ctx.rng, x_fake.shape[0], grad=False)
-            d_n, d_next = self.self_logits(x_n.float(), cond, ctx.rng), self.self_logits(x_next.float(), cond, ctx.rng)
+            d_n, d_next = (self.gan_logits(x.float(), cond, ctx.rng, self.self_head) for x in (x_n, x_next))
             l_d = F.softplus(d_n) + F.softplus(-d_next)
             loss = loss + self.cfg.asd_disc_weight * l_d
             logs.update(loss_self_disc=l_d.mean(), d_self_more_steps=torch.sigmoid(d_next).mean())

@@ -74,14 +74,16 @@ class DMDConfig:
             raise ValueError(f"student_sigmas has {len(self.student_sigmas)} levels but nfe is {self.nfe}")
 
 
+def dm_normalise(diff, x_hat, mu_ref, normalize: str = "per_sample"):
+    """DMD2's normaliser: ``diff`` / mean|x_hat - mu_ref|, per sample or (``"batch"``) one batch-wide scalar."""
+    dims = list(range(1, x_hat.ndim))
+    w = (x_hat - mu_ref).abs().mean(dim=dims, keepdim=True) if normalize == "per_sample" else (x_hat - mu_ref).abs().mean()
+    return torch.nan_to_num(diff / w)
+
+
 def dm_gradient(x_hat, mu_fake, mu_real, normalize: str = "per_sample"):
     """DMD's student gradient g = (mu_fake - mu_real) / mean|x_hat - mu_real| (DMD2 edm_guidance)."""
-    dims = list(range(1, x_hat.ndim))
-    if normalize == "per_sample":
-        w = (x_hat - mu_real).abs().mean(dim=dims, keepdim=True)
-    else:
-        w = (x_hat - mu_real).abs().mean()
-    return torch.nan_to_num((mu_fake - mu_real) / w)
+    return dm_normalise(mu_fake - mu_real, x_hat, mu_real, normalize)
 
 
 def dm_loss(x_hat, grad):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ...noise.guidance import both_branches
-from .base import dm_loss
+from .base import dm_loss, dm_normalise
 from .dmd2 import DMD2, DMD2Config, dm_presets
 
 
@@ -37,12 +37,6 @@ class DecoupledDMDConfig(DMD2Config):
             raise ValueError(f"real_cfg must be > 1 (the CA term is (real_cfg - 1)(...)), got {self.real_cfg}")
         if self.dm_weight < 0 or self.ca_weight < 0:
             raise ValueError("dm_weight and ca_weight must be >= 0")
-
-
-def _normalised(diff, x_hat, mu_cfg):
-    """DMD2's per-sample normaliser: diff / mean|x_hat - mu_cfg| over each sample's elements."""
-    dims = list(range(1, x_hat.ndim))
-    return torch.nan_to_num(diff / (x_hat - mu_cfg).abs().mean(dim=dims, keepdim=True))
 
 
 class DecoupledDMD(DMD2):
@@ -70,8 +64,8 @@ class DecoupledDMD(DMD2):
         mu_c, mu_u = mu_c.float(), mu_u.float()
         alpha = self.cfg.real_cfg
         mu_cfg = mu_u + alpha * (mu_c - mu_u)
-        dm = _normalised(mu_fake - mu_c, x_hat, mu_cfg)
-        ca = _normalised(-(alpha - 1) * (mu_c - mu_u), x_hat, mu_cfg)
+        dm = dm_normalise(mu_fake - mu_c, x_hat, mu_cfg, self.cfg.normalize)
+        ca = dm_normalise(-(alpha - 1) * (mu_c - mu_u), x_hat, mu_cfg, self.cfg.normalize)
         return dm, ca
 
     def dm_student_loss(self, x_hat, cond, rng):

@@ -81,10 +81,11 @@ class DMD2(DistributionMatchingBase):
     def critic_parameters(self):
         return list(self.fake.net.parameters()) + list(self.head.parameters())
 
-    def gan_logits(self, x, cond, rng):
+    def gan_logits(self, x, cond, rng, head=None):
+        """Logits of ``head`` (default the GAN head) on the fake score's bottleneck at noised x."""
         t = self.sample_levels(x.shape[0], rng, 0.0, self.cfg.gan_index_max)
         x_t = self.process.add_noise(x, self.noise(x.shape, rng), t)
-        return self.head(self.fake.bottleneck(x_t, t, cond).float())
+        return (head or self.head)(self.fake.bottleneck(x_t, t, cond).float())
 
     def critic_networks(self) -> list:
         """The networks a student update reads without training them (frozen during it)."""
