@@ -15,6 +15,10 @@ def build_net(cfg: dict) -> nn.Module:
         from .adapters.diffusers import build
 
         return build(cfg)
+    if cfg.get("arch") == "phase_experts":
+        from .experts import PhaseExperts
+
+        return PhaseExperts.from_config(cfg, build_net)
     lora = cfg.pop("lora", None)
     net = _build_own(cfg)
     if lora:

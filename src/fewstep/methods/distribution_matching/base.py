@@ -125,14 +125,19 @@ class DistributionMatchingBase(StudentMethod):
         return {**super().config(), "student_sigmas_resolved": [float(s) for s in self.student_sigmas]}
 
     # -- pieces ----------------------------------------------------------------------------------
-    def sample_levels(self, n, rng, lo: float = 0.0, hi: float = 1.0, below: float | None = None) -> torch.Tensor:
+    def sample_levels(self, n, rng, lo: float = 0.0, hi: float = 1.0, below: float | None = None,
+                      above: float | None = None) -> torch.Tensor:
         """Native times at grid indices drawn uniformly from the fraction [lo, hi] of the grid (ascending);
-        with ``below``, only levels sigma_hat < below (cleaner than a student input at that level)."""
+        with ``below``, only levels sigma_hat < below (cleaner than a student input at that level); with
+        ``above``, only levels sigma_hat >= above (at least as noisy as the level a student's output is
+        re-noised to). An empty window keeps its nearest grid level."""
         L = self.cfg.num_levels
-        top = min(int(hi * L) + 1, L)
+        bottom, top = int(lo * L), min(int(hi * L) + 1, L)
         if below is not None:
-            top = min(top, max(int((self.levels < below).sum()), int(lo * L) + 1))
-        idx = torch.randint(int(lo * L), top, (n,), generator=rng)
+            top = min(top, max(int((self.levels < below).sum()), bottom + 1))
+        if above is not None:
+            bottom = min(max(bottom, int((self.levels < above).sum())), top - 1)
+        idx = torch.randint(bottom, top, (n,), generator=rng)
         return self.process.t_from_sigma_hat(self.levels[idx]).float()
 
     @property
@@ -164,15 +169,22 @@ class DistributionMatchingBase(StudentMethod):
         t, _, _ = coeffs(self.process, float(sig[s]))
         return self.student(x, torch.full((n,), float(t)), cond), float(sig[s])
 
+    def real_score(self) -> Denoiser:
+        """The denoiser the DM gradient pulls towards: the teacher (DisBack walks a path to it)."""
+        return self.teacher
+
+    def dm_levels(self, n: int, rng) -> torch.Tensor:
+        """Re-noising levels of the DM loss (members that follow the student's step override this)."""
+        return self.sample_levels(n, rng, *self.cfg.dm_index_range)
+
     def dm_student_loss(self, x_hat, cond, rng):
         """(per-sample L_DM, its gradient g) at one noise level per sample."""
         c = self.cfg
-        n = x_hat.shape[0]
-        t = self.sample_levels(n, rng, *c.dm_index_range)
+        t = self.dm_levels(x_hat.shape[0], rng)
         with torch.no_grad():
             x_t = self.process.add_noise(x_hat.detach(), self.noise(x_hat.shape, rng), t)
             mu_fake = self.fake(x_t, t, cond).float()  # fake score: no CFG (DMD2)
-            mu_real = guided(self.teacher, c.real_cfg)(x_t, t, cond).float()
+            mu_real = guided(self.real_score(), c.real_cfg)(x_t, t, cond).float()
             grad = dm_gradient(x_hat.detach().float(), mu_fake, mu_real, c.normalize)
         return dm_loss(x_hat.float(), grad), grad
 

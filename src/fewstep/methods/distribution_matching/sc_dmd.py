@@ -91,7 +91,7 @@ class SCDMD(StepCountsDMD2):
 
     def student_loss(self, cond, n, ctx, logs):
         loss, x_hat = super().student_loss(cond, n, ctx, logs)
-        if self.cfg.sc_weight > 0 and self._sc is not None:
+        if self.cfg.sc_weight > 0 and self._sc is not None and 2 * self._sc[1] in self.cfg.step_counts:
             x_a, k, s = self._sc
             defect = self.semigroup_defect(x_a, k, s, cond)
             loss = loss + self.cfg.sc_weight * defect

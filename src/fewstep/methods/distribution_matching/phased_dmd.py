@@ -1,0 +1,145 @@
+"""Phased DMD (SenseNova 2025): K SNR phases, one expert per phase, score matching within subintervals.
+
+Our reading of the paper (docs/methods.md section 9; no public code). A K-step student has levels
+sigma_0 > sigma_1 > ... > sigma_{K-1} (and sigma_K = 0). Phase k trains expert G_k, which maps
+x at sigma_k to the phase's output x_s = alpha_s x0_hat + sigma_s eps at s = sigma_{k+1}:
+* phases run one after another, each for an equal share of the run (progressive distribution
+  matching: the model is refined towards higher SNR phase by phase);
+* backward simulation stops at the phase's input: x at sigma_k comes from experts 0..k-1 (frozen,
+  already trained) sampling from noise;
+* the DM gradient and the GAN look at x0_hat only at re-noising levels t >= s: there the distribution
+  of x0_hat noised to t is exactly that of the phase output x_s noised on to t, so the expert is matched
+  on p(x_s) and free below s;
+* the fake score is re-initialised from the teacher at every phase start (and its optimizer state
+  cleared) and trained with the subinterval objective: from x_s and x_t = a x_s + sigma_ts eps' (a =
+  alpha_t / alpha_s, sigma_ts^2 = sigma_t^2 - a^2 sigma_s^2) the regression target
+      x0* = (x_t + sigma_t^2 (a x_s - x_t) / sigma_ts^2) / alpha_t,
+  whose conditional mean given x_t is Tweedie's x0 estimate of p_t, the marginal at t of the phase's
+  output distribution (score identity: grad log p_t(x_t) = E[grad log p(x_t | x_s) | x_t]). Its
+  variance grows as t -> s, so the loss weight is EDM's lambda(t) times sigma_ts^2 / sigma_t^2. The last
+  phase (s = 0) is DMD2's fake-score loss exactly.
+The student is ``nets/experts.py``'s PhaseExperts: K copies of the teacher routed by level, sampled
+in K steps. Left open by the paper (ours): equal phase lengths, experts initialised from the teacher,
+the loss weight above, the GAN kept over phases with its levels restricted like the DM loss. A LoRA
+student (one adapter per phase) is not built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ...config import DistillConfig, TrainSettings
+from ...nets.experts import PhaseExperts
+from ...noise.base import bcast
+from ...noise.precond import Denoiser
+from ..base import trainable_copy
+from .dmd import cpu_optim
+from .dmd2 import DMD2, DMD2Config, dm_presets
+
+
+@dataclass
+class PhasedDMDConfig(DMD2Config):
+    nfe: int = 4  # K: phases = experts = student steps
+    subinterval_fake: bool = True  # the fake score's subinterval objective (False: plain denoising of x0_hat)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.nfe < 2:
+            raise ValueError("phased_dmd needs nfe >= 2 (one phase is DMD2)")
+        if self.lora.rank:
+            raise ValueError("phased_dmd trains full experts; a LoRA student is not supported")
+
+
+def subinterval_target(x_t, x_s, alpha_t, sigma_t, a_ts, sigma_ts):
+    """x0* whose conditional mean given x_t is E_p_t[x0 | x_t] when x_t = a_ts x_s + sigma_ts eps'."""
+    return (x_t + sigma_t ** 2 * (a_ts * x_s - x_t) / sigma_ts ** 2) / alpha_t
+
+
+class PhasedDMD(DMD2):
+    """DMD2 trained phase by phase, one expert per phase, fake score matched within each subinterval."""
+
+    name = "phased_dmd"
+    Config = PhasedDMDConfig
+    presets = dm_presets(PhasedDMDConfig)
+
+    def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
+        super().__init__(teacher, cfg, shape, num_classes)
+        K = self.cfg.nfe
+        levels = self.student_sigmas[:K]
+        times = self.process.t_from_sigma_hat(levels.to(torch.float64)).float()
+        bounds = self.process.c_noise(times).float().tolist()
+        experts = PhaseExperts([trainable_copy(teacher).net for _ in range(K)], bounds)
+        self.student = Denoiser(experts, teacher.process, teacher.param, teacher.sigma_data).train()
+        self.opt = self.cfg.optim.build(self.student.net.parameters())
+        self.max_iters = None
+        self.phase = 0
+
+    def plan(self, max_iters: int) -> None:
+        self.max_iters = max_iters
+
+    def phase_of(self, it: int) -> int:
+        """Phases split the run into K equal shares."""
+        K = self.cfg.nfe
+        return min(it * K // max(self.max_iters or 1, 1), K - 1)
+
+    def phase_output_level(self) -> float:
+        """s = sigma_{k+1}: the level the phase's expert hands its output on at (0 for the last)."""
+        return float(self.student_sigmas[self.phase + 1])
+
+    def start_phase(self, k: int) -> None:
+        """Fresh fake score (the teacher) and fresh critic optimizer state for phase k."""
+        self.fake.net.load_state_dict(self.teacher.net.state_dict())
+        self.opt_critic.state.clear()
+
+    def student_sample(self, cond, rng, n, stage=None, shared_rng=None):
+        return super().student_sample(cond, rng, n, self.phase, shared_rng)
+
+    def dm_levels(self, n, rng):
+        s = self.phase_output_level()
+        return self.sample_levels(n, rng, *self.cfg.dm_index_range, above=s if s > 0 else None)
+
+    def gan_logits(self, x, cond, rng, head=None):
+        s = self.phase_output_level()
+        t = self.sample_levels(x.shape[0], rng, 0.0, self.cfg.gan_index_max, above=s if s > 0 else None)
+        x_t = self.process.add_noise(x, self.noise(x.shape, rng), t)
+        return (head or self.head)(self.fake.bottleneck(x_t, t, cond).float())
+
+    def fake_score_loss(self, x_fake, cond, rng):
+        s = self.phase_output_level()
+        if s == 0 or not self.cfg.subinterval_fake:
+            return super().fake_score_loss(x_fake, cond, rng)
+        n = x_fake.shape[0]
+        t = self.sample_levels(n, rng, above=s)
+        proc = self.process
+        ts = proc.t_from_sigma_hat(torch.tensor(s, dtype=torch.float64)).float()
+        alpha_s, sigma_s = proc.alpha(ts).float(), proc.sigma(ts).float()
+        alpha_t, sigma_t = proc.alpha(t).float(), proc.sigma(t).float()
+        a_ts = alpha_t / alpha_s
+        sigma_ts = torch.sqrt(torch.clamp(sigma_t ** 2 - (a_ts * sigma_s) ** 2, min=1e-12))
+        x0 = x_fake.detach().float()
+        x_s = alpha_s * x0 + sigma_s * self.noise(x0.shape, rng)
+        x_t = bcast(a_ts, x0) * x_s + bcast(sigma_ts, x0) * self.noise(x0.shape, rng)
+        target = subinterval_target(x_t, x_s, *(bcast(v, x0) for v in (alpha_t, sigma_t, a_ts, sigma_ts)))
+        x0_hat, _ = self.fake.raw(x_t, t, cond)
+        sd = self.fake.sigma_data
+        weight = (alpha_t ** 2 * sd ** 2 + sigma_t ** 2) / (sigma_t * sd) ** 2 * (sigma_ts / sigma_t) ** 2
+        return bcast(weight, x0).mul((x0_hat.float() - target) ** 2).flatten(1).mean(1)
+
+    def phase_start(self, k: int) -> int:
+        """The first iteration of phase k: the smallest it with it * K // max_iters == k."""
+        M = max(self.max_iters or 1, 1)
+        return -(-k * M // self.cfg.nfe)
+
+    def dm_step(self, batch, cond, n, it, ctx):
+        self.phase = self.phase_of(it)
+        if self.phase > 0 and it == self.phase_start(self.phase):
+            self.start_phase(self.phase)
+        logs = super().dm_step(batch, cond, n, it, ctx)
+        logs["phase"] = float(self.phase)
+        return logs
+
+
+PhasedDMD.presets["mnist"] = DistillConfig(
+    PhasedDMDConfig(optim=cpu_optim(3e-4), critic_optim=cpu_optim(3e-4), real_cfg=1.25, gan_index_max=0.4),
+    TrainSettings(max_iters=1200))
