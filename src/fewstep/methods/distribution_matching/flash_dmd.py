@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from ...config import DistillConfig, TrainSettings
-from .dmd2 import DMD2, DMD2Config, dm_presets
 from .dmd import cpu_optim
+from .dmd2 import DMD2, DMD2Config, dm_presets
 
 
 @dataclass
