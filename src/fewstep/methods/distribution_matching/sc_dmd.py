@@ -11,7 +11,9 @@ at the state x_a the student itself reaches. Per student update a step count k i
 scale), the student runs s of its k deterministic steps without gradient (backward simulation), and
 takes the DMD2 loss on x0 at that state plus ``sc_weight`` L_SC for that state's coarse step.
 
-Choices left open (ours): the composed two-step path is the stopped target (the coarse step learns to
+The regulariser applies only where the fine count 2k is itself trained (4 -> 2 and 2 -> 1 with the
+default counts; not 4 -> 8): a composition of untrained 8-step moves pulled the 4-step student towards
+them (toy2d, docs/notes.md). Choices left open (ours): the composed two-step path is the stopped target (the coarse step learns to
 match the finer composition, as a consistency target); the defect is measured in x at the end level
 (x0 itself when the step ends at 0), mean over elements.
 """
