@@ -27,6 +27,8 @@ METHOD_TABLE: dict[str, tuple[str, str, str]] = {
                   "Flash-DMD: DM levels follow the student's step (timestep-aware), then a joint reward stage"),
     "disback": ("distribution matching", "fewstep.methods.distribution_matching.disback:DisBack",
                 "DisBack: DMD2 whose real score backtracks a recorded degradation path to the teacher (Zhang et al. 2024)"),
+    "sid": ("distribution matching", "fewstep.methods.distribution_matching.sid:SiD",
+            "SiD: image-free one-step generator from the score identity loss, fake score and generator 1:1 (Zhou et al. 2024)"),
     "cd": ("consistency", "fewstep.methods.consistency.cd:ConsistencyDistillation",
            "consistency distillation with a Heun teacher step and an EMA target (Song et al. 2023)"),
     "lcm": ("consistency", "fewstep.methods.consistency.lcm:LatentConsistency",

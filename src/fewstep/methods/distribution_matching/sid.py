@@ -1,0 +1,111 @@
+"""Score identity Distillation (SiD; Zhou et al. 2024), as mingyuanzhou/SiD ``training/sid_loss.py`` and
+``sid_training_loop.py`` do it (docs/methods.md section 5). Image-free: no real data enters any loss.
+
+Networks: the frozen teacher f_phi, a fake score f_psi (a teacher copy) and the generator G (a teacher
+copy evaluated once at sigma_init = 2.5 on x = sigma_init z). Strict 1:1 updates, fake score first:
+* fake step: x_g = sg(G(z)); the teacher's denoising loss on x_g at sigma ~ exp(N(-1.2, 1.2^2)) (EDM's
+  training distribution, weight (sigma^2 + sd^2) / (sigma sd)^2);
+* generator step: sigma from the lower ``gen_level_max`` = 80% of a Karras grid (0.002 .. ~24.4 in EDM
+  units), x_t = x_g + sigma n, and per element (SiD Eq. 8 as the official loss writes it)
+      L = (f_phi - f_psi) . [(f_phi - x_g) - alpha (f_phi - f_psi)] / sg(mean|x_g - f_phi|),
+  alpha = 1.2, with gradients through x_g and through both denoisers' inputs x_t (their weights fixed).
+Ours: the loss is averaged over elements and samples (the official code sums and scales by 100/batch; Adam
+makes the two the same up to its epsilon). ``real_cfg`` > 1 guides f_phi in the generator loss (the
+simplest SiD-LSG setting, kappa on the real score only).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ...config import DistillConfig, TrainSettings
+from ...noise.guidance import guided
+from ..base import OptimConfig
+from ..losses import denoising_loss
+from .base import DistributionMatchingBase, DMDConfig
+from .dmd import cpu_optim
+
+
+def _sid_optim() -> OptimConfig:
+    # SiD: Adam (0, 0.999), LR 1e-5 for the generator and the fake score, no weight decay
+    return OptimConfig(lr=1e-5, betas=(0.0, 0.999), algorithm="adam")
+
+
+@dataclass
+class SiDConfig(DMDConfig):
+    sigma_init: float = 2.5  # the generator's one input level (EDM units; for a VP teacher a sigma/alpha level)
+    alpha: float = 1.2  # SiD's alpha (1 for SiD-LSG on Stable Diffusion)
+    gen_level_max: float = 0.8  # generator-loss levels: the lower 80% of the Karras grid (sigma <= ~24.4 at EDM)
+    fake_p_mean: float = -1.2  # fake-score levels: ln(sigma) ~ N(p_mean, p_std^2) (EDM training)
+    fake_p_std: float = 1.2
+    regression_weight: float = 0.0  # SiD has no regression loss
+    optim: OptimConfig = field(default_factory=_sid_optim)
+    critic_optim: OptimConfig = field(default_factory=_sid_optim)
+
+    def __post_init__(self):
+        if self.nfe != 1:
+            raise ValueError(f"sid trains a one-step generator; got nfe={self.nfe}")
+        if self.student_sigmas is None:
+            self.student_sigmas = [self.sigma_init]
+        super().__post_init__()
+        if self.sigma_init <= 0 or not 0 < self.gen_level_max <= 1 or self.fake_p_std <= 0:
+            raise ValueError("sigma_init > 0, gen_level_max in (0, 1] and fake_p_std > 0 are needed")
+
+
+def sid_generator_loss(x_g, f_real, f_fake, alpha: float) -> torch.Tensor:
+    """Per-sample SiD generator loss (mean over elements): (f_r - f_f).[(f_r - x_g) - alpha (f_r - f_f)] / w."""
+    dims = list(range(1, x_g.ndim))
+    w = (x_g - f_real).abs().mean(dim=dims, keepdim=True).detach().clamp(min=1e-5)
+    diff = f_real - f_fake
+    return (diff * ((f_real - x_g) - alpha * diff) / w).flatten(1).mean(1)
+
+
+class SiD(DistributionMatchingBase):
+    """SiD: one-step generator from the teacher at sigma_init, fake score and generator updated 1:1."""
+
+    name = "sid"
+    Config = SiDConfig
+    presets = {
+        "mnist": DistillConfig(SiDConfig(optim=cpu_optim(1e-4), critic_optim=cpu_optim(1e-4)), TrainSettings(max_iters=1200)),
+        "digits": DistillConfig(SiDConfig(optim=cpu_optim(1e-4), critic_optim=cpu_optim(1e-4)), TrainSettings(max_iters=600)),
+        "toy2d": DistillConfig(SiDConfig(optim=cpu_optim(1e-3), critic_optim=cpu_optim(1e-3)),
+                               TrainSettings(max_iters=600, batch_size=256, bf16=False, eval_n=2000)),
+    }
+
+    def fake_levels(self, n: int, rng) -> torch.Tensor:
+        """Native times with ln(sigma_hat) ~ N(p_mean, p_std^2), kept inside the grid's range."""
+        c = self.cfg
+        sh = torch.exp(c.fake_p_mean + c.fake_p_std * torch.randn(n, generator=rng, dtype=torch.float64))
+        sh = sh.clamp(float(self.levels[0]), float(self.levels[-1]))
+        return self.process.t_from_sigma_hat(sh).float()
+
+    def fake_score_loss(self, x_fake, cond, rng):
+        t = self.fake_levels(x_fake.shape[0], rng)
+        return denoising_loss(self.fake, x_fake.detach(), t, self.noise(x_fake.shape, rng), cond)
+
+    def generator_loss(self, x_g, cond, rng) -> torch.Tensor:
+        """SiD's loss at x_t = x_g + sigma n; gradients reach x_g directly and through both denoisers' inputs."""
+        c = self.cfg
+        t = self.sample_levels(x_g.shape[0], rng, 0.0, c.gen_level_max)
+        x_t = self.process.add_noise(x_g, self.noise(x_g.shape, rng), t)
+        f_real = guided(self.teacher, c.real_cfg)(x_t, t, cond).float()
+        f_fake = self.fake(x_t, t, cond).float()
+        return sid_generator_loss(x_g.float(), f_real, f_fake, c.alpha)
+
+    def dm_step(self, batch, cond, n, it, ctx):
+        logs = {}
+        with torch.no_grad(), ctx.autocast():
+            x_g = self.student_sample(cond, ctx.rng, n).float()
+        with ctx.autocast():
+            l_fake = self.fake_score_loss(x_g, cond, ctx.rng)
+        self.update_critic(ctx, l_fake)
+        self.fake.requires_grad_(False)  # the generator step moves G only
+        try:
+            with ctx.autocast():
+                l_gen = self.generator_loss(self.student_sample(cond, ctx.rng, n), cond, ctx.rng)
+            self.update(ctx, l_gen)
+        finally:
+            self.fake.requires_grad_(True)
+        logs.update(loss_fake=l_fake.mean(), loss_sid=l_gen.mean())
+        return logs

@@ -1,0 +1,85 @@
+"""SiD: its generator loss by hand, where its gradients go, which networks each step moves, that it
+never reads an image, and that it learns on toy2d."""
+import pytest
+import torch
+
+from fewstep.methods.distribution_matching.sid import SiD, SiDConfig, sid_generator_loss
+from fewstep.train.guards import StepContext
+
+from helpers import assert_learns, config, gaussian_fd, state, toy_denoiser, train_student
+from helpers import toy_fd as _toy_fd
+
+
+def test_sid_generator_loss_by_hand():
+    x = torch.tensor([[1.0, -1.0]])
+    f_r = torch.tensor([[0.5, 0.0]])
+    f_f = torch.tensor([[0.0, 1.0]])
+    w = (abs(1.0 - 0.5) + abs(-1.0 - 0.0)) / 2  # mean|x_g - f_real| = 0.75
+    # per element: (f_r - f_f) * ((f_r - x) - 1.2 (f_r - f_f)) / w
+    e1 = 0.5 * ((0.5 - 1.0) - 1.2 * 0.5) / w
+    e2 = -1.0 * ((0.0 + 1.0) - 1.2 * -1.0) / w
+    got = sid_generator_loss(x, f_r, f_f, 1.2)
+    assert torch.allclose(got, torch.tensor([(e1 + e2) / 2]))
+
+
+def test_sid_gradient_reaches_x_g_through_both_denoisers_inputs():
+    m = SiD(toy_denoiser(0), config(SiDConfig), shape=(2,), num_classes=8)
+    with torch.no_grad():
+        for p in m.fake.net.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    x = torch.randn(6, 2, requires_grad=True)
+    cond = torch.arange(6) % 8
+    m.generator_loss(x, cond, torch.Generator().manual_seed(2)).sum().backward()
+    g_full = x.grad.clone()
+    # the same loss with both denoisers' outputs held fixed: only the explicit x_g term remains
+    rng = torch.Generator().manual_seed(2)
+    t = m.sample_levels(6, rng, 0.0, m.cfg.gen_level_max)
+    x_t = m.process.add_noise(x.detach(), torch.randn(x.shape, generator=rng), t)
+    with torch.no_grad():
+        f_r, f_f = m.teacher(x_t, t, cond), m.fake(x_t, t, cond)
+    x2 = x.detach().clone().requires_grad_(True)
+    sid_generator_loss(x2, f_r, f_f, 1.2).sum().backward()
+    assert not torch.allclose(g_full, x2.grad, atol=1e-4)  # the denoisers' input paths contribute
+    assert float(t.max()) <= 24.5  # levels from the lower 80% of the Karras grid (sigma <= ~24.4)
+
+
+def test_sid_step_moves_generator_and_fake_and_never_reads_images():
+    def run(x):
+        torch.manual_seed(0)
+        m = SiD(toy_denoiser(0), config(SiDConfig, lr=1e-2), shape=(2,), num_classes=8)
+        ctx = StepContext(m.optimizers(), torch.Generator().manual_seed(0), 0.0, 0, False)
+        before = {k: state(v) for k, v in m.networks().items()}
+        ctx.begin(0)
+        m.step({"x": x, "labels": torch.arange(16) % 8}, 0, ctx)
+        after = {k: state(v) for k, v in m.networks().items()}
+        moved = {k for k in before if any(not torch.equal(before[k][p], after[k][p]) for p in before[k])}
+        return moved, after, state(m.teacher.net)
+
+    moved, a, teacher = run(torch.randn(16, 2))
+    assert moved == {"student", "fake"}
+    assert all(torch.equal(teacher[k], v) for k, v in toy_denoiser(0).net.state_dict().items())
+    _, b, _ = run(torch.full((16, 2), float("nan")))  # image-free: what the batch's images hold changes nothing
+    assert all(torch.equal(a[n][k], b[n][k]) for n in a for k in a[n])
+
+
+def test_sid_config_and_generator_level():
+    m = SiD(toy_denoiser(0), config(SiDConfig), shape=(2,), num_classes=8)
+    assert [round(float(s), 6) for s in m.student_sigmas] == [2.5, 0.0]  # one step from 2.5 z
+    with pytest.raises(ValueError, match="one-step"):
+        config(SiDConfig, nfe=2)
+
+
+@pytest.mark.slow
+def test_sid_learns_one_step_on_toy2d(toy_teacher, tmp_path):
+    """Bar: 0.1 x the teacher's single step from the top (~64) and 3 x its 40-step Heun (~6.4): the DMD2 toy
+    bar. The untrained generator (the teacher's one step from sigma_init 2.5) and the data-matched Gaussian
+    (~12.3) fail it."""
+    from fewstep.samplers import SamplingSpec
+
+    adam0 = {"betas": (0.0, 0.999), "weight_decay": 0.0}
+    m = SiD(toy_teacher, config(SiDConfig, lr=1e-3, optim=adam0, critic_optim=adam0), shape=(2,), num_classes=0)
+    untrained = _toy_fd(m.generator(), m.default_sampling())
+    student = _toy_fd(train_student(m, tmp_path, 400), m.default_sampling())
+    bar = min(0.1 * _toy_fd(toy_teacher, SamplingSpec("euler", 1, "karras")),
+              3 * _toy_fd(toy_teacher, SamplingSpec("heun", 40, "karras")))
+    assert_learns(student, bar, untrained=untrained, gaussian=gaussian_fd())
