@@ -13,14 +13,17 @@ R=runs/bench
 # DMD2, 1 step: real-score CFG 1.25, the GAN on the cleaner 40% of levels, student EMA 0.99 per student update
 $F distill --teacher mnist --method dmd2 --nfe 1 --out $R/dmd2_A --set real_cfg=1.25 --set gan_index_max=0.4 \
   --max-iters 1200 --ema-decay 0.99 --threads 2 --eval-every 200 --ckpt-every 100 --resume
-# DMD2, 4 steps (backward simulation): the GAN on the cleanest 10% of levels only (sigma <= 0.017); with
-# the cleaner 40% (sigma <= 0.97) the 4-step student got worse as it trained (docs/notes.md)
+# DMD2, 4 steps (backward simulation), 600 it: the GAN on the cleanest 10% of levels only (sigma <= 0.017),
+# with and without real-score CFG 1.25 (with the GAN on 40% of levels, or with CFG, the 4-step student lost
+# quality as it trained; docs/notes.md)
 $F distill --teacher mnist --method dmd2 --nfe 4 --out $R/dmd2_nfe4 --set real_cfg=1.25 --set gan_index_max=0.1 \
-  --max-iters 1200 --ema-decay 0.99 --threads 2 --eval-every 200 --ckpt-every 100 --resume
-# Flash-DMD, 4 steps, half DMD2's budget: timestep-aware DM levels, the classifier reward from it 300 (its preset)
-$F distill --teacher mnist --method flash_dmd --nfe 4 --out $R/flash_nfe4 --set real_cfg=1.25 --set gan_index_max=0.1 \
+  --max-iters 600 --ema-decay 0.99 --threads 2 --eval-every 200 --ckpt-every 100 --resume
+$F distill --teacher mnist --method dmd2 --nfe 4 --out $R/dmd2_nfe4_nocfg --set real_cfg=1.0 --set gan_index_max=0.1 \
   --max-iters 600 --ema-decay 0.99 --threads 2 --eval-every 100 --ckpt-every 100 --resume
-MODELS=$R/dmd2_A,$R/dmd2_nfe4,$R/flash_nfe4
+# Flash-DMD, 4 steps, 400 it: timestep-aware DM levels, no CFG; the classifier reward from it 200 (its preset)
+$F distill --teacher mnist --method flash_dmd --nfe 4 --out $R/flash_nfe4 --set real_cfg=1.0 --set gan_index_max=0.1 \
+  --max-iters 400 --ema-decay 0.99 --threads 2 --eval-every 100 --ckpt-every 100 --resume
+MODELS=$R/dmd2_A,$R/dmd2_nfe4,$R/dmd2_nfe4_nocfg,$R/flash_nfe4
 # not measured on MNIST yet (each adds a row):
 #   $F distill --teacher mnist --method phased_dmd --nfe 4 --out $R/phased_nfe4 --set real_cfg=1.25 --max-iters 800 ...
 #   $F distill --teacher mnist --method decoupled_dmd --nfe 1 --out $R/decoupled --set gan_index_max=0.4 --max-iters 1200 ...
