@@ -23,3 +23,13 @@ def test_results_record_their_command_and_commit(path):
     for row in res["rows"]:
         if row["method"] != "teacher" and not row.get("from_baseline"):
             assert row.get("command", "").startswith("fewstep "), row  # the training command of each student
+
+
+def test_a_student_row_states_its_training_cost():
+    row = {"method": "dmd2", "sampler": "multistep", "nfe": 1, "cfg": 1.0, "fd": 9.0, "fd_std": 0.1, "class_acc": 0.97,
+           "precision": 0.9, "recall": 0.8, "images_per_s": 150.0, "seeds": 3, "dtype": "fp32",
+           "iterations": 1200, "student_updates": 240, "train_s": 3476.6}
+    table = results_table({"floor": {"fd": 5.88}, "rows": [row]})
+    assert "| 1200 it (240 student updates), 3477 s |" in table
+    one_to_one = dict(row, student_updates=1200)
+    assert "| 1200 it, 3477 s |" in results_table({"floor": {"fd": 5.88}, "rows": [one_to_one]})

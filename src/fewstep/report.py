@@ -16,8 +16,8 @@ def results_table(results: dict, reference_rows: list[dict] | None = None) -> st
     teachers = [r for r in (reference_rows or results["rows"]) if r["method"] == "teacher"]
     lines = [f"Floor (real vs real) FD: {_fmt(results['floor']['fd'])}", "",
              "| method | sampler | NFE | CFG | FD | class acc | precision | recall | images/s | seeds "
-             "| speed-up at matched FD |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| training | speed-up at matched FD |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in results["rows"]:
         ips = r.get("images_per_s")
         ips_s = "-" if ips is None else f"{ips:.0f}" + ("" if r.get("images_per_s_timed", True) else "*")
@@ -29,10 +29,20 @@ def results_table(results: dict, reference_rows: list[dict] | None = None) -> st
             f"| {name} | {sampler}{'' if r.get('dtype', 'bf16') == 'bf16' else ' (fp32)'} | "
             f"{_fmt(r['nfe'], 0)} | {_fmt(r.get('cfg'), 2)} | {_fmt(r.get('fd'))} ± {_fmt(r.get('fd_std'))} | "
             f"{'-' if acc is None else f'{acc:.3f}'} | {_fmt(r.get('precision'), 3)} | {_fmt(r.get('recall'), 3)} | "
-            f"{ips_s} | {r.get('seeds', 1)} | {_speedup(r, teachers)} |")
+            f"{ips_s} | {r.get('seeds', 1)} | {_training(r)} | {_speedup(r, teachers)} |")
     lines.append("")
     lines.append("`*` images/s scaled from the same sampler's timed row (NFE <= 8) by NFE, not timed.")
     return "\n".join(lines)
+
+
+def _training(row: dict) -> str:
+    """A student's cost: iterations (student updates where the schedule skips some) and wall time."""
+    it, secs = row.get("iterations"), row.get("train_s")
+    if row["method"] == "teacher" or it is None:
+        return ""
+    upd = row.get("student_updates")
+    updates = f" ({upd} student updates)" if upd is not None and upd != it else ""
+    return f"{it} it{updates}, {secs:.0f} s" if secs is not None else f"{it} it{updates}"
 
 
 def _speedup(row: dict, teachers: list[dict]) -> str:

@@ -116,6 +116,9 @@ def student_row(den, mcfg, test, feats, ref_feats, seeds, bf16, spec_dict=None, 
     training = mcfg.get("training", {})
     row.update(train_s=training.get("train_s"), iterations=training.get("iterations"), command=training.get("command"),
                ema=bool(training.get("distill", {}).get("ema_decay", 0)))
+    every = int(mcfg["method"].get("gen_every", 1) or 1)  # DMD2-style schedules update the student every N-th iteration
+    if row["iterations"] is not None:
+        row["student_updates"] = -(-int(row["iterations"]) // every)
     return row
 
 
