@@ -10,16 +10,8 @@ R=runs/bench
 # the teacher's flow-grid rows (Euler and DPM-Solver++, 3 seeds up to 8 NFE)
 [ -f benchmarks/results/teacher_mnist_flow.json ] || \
   $F bench --model mnist --name teacher_mnist_flow --grid flow --samplers euler,dpmpp2m --nfe 1,2,3,4,6,8,16 --threads 2
-# DMD2, 1 step: real-score CFG 1.25, the GAN on the cleaner 40% of levels, student EMA 0.99 per student update
-$F distill --teacher mnist --method dmd2 --nfe 1 --out $R/dmd2_A --set real_cfg=1.25 --set gan_index_max=0.4 \
-  --max-iters 1200 --ema-decay 0.99 --threads 2 --eval-every 200 --ckpt-every 100 --resume
-# DMD2, 4 steps (backward simulation), 600 it: the GAN on the cleanest 10% of levels only (sigma <= 0.017),
-# with and without real-score CFG 1.25 (with the GAN on 40% of levels, or with CFG, the 4-step student lost
-# quality as it trained; docs/notes.md)
-$F distill --teacher mnist --method dmd2 --nfe 4 --out $R/dmd2_nfe4 --set real_cfg=1.25 --set gan_index_max=0.1 \
-  --max-iters 600 --ema-decay 0.99 --threads 2 --eval-every 200 --ckpt-every 100 --resume
-$F distill --teacher mnist --method dmd2 --nfe 4 --out $R/dmd2_nfe4_nocfg --set real_cfg=1.0 --set gan_index_max=0.1 \
-  --max-iters 600 --ema-decay 0.99 --threads 2 --eval-every 100 --ckpt-every 100 --resume
+# DMD2 at 1 and 4 steps, with and without real-score CFG at 4 (benchmarks/dmd2_runs.sh)
+source benchmarks/dmd2_runs.sh
 MODELS=$R/dmd2_A,$R/dmd2_nfe4,$R/dmd2_nfe4_nocfg
 # not measured on MNIST yet (each adds a row to MODELS):
 #   $F distill --teacher mnist --method flash_dmd --nfe 4 --out $R/flash_nfe4 --set real_cfg=1.0 --set gan_index_max=0.1 \

@@ -173,7 +173,8 @@ def test_flash_reward_stage_adds_the_reward_gradient_after_its_start():
     assert torch.allclose(class_log_prob(clf, x, cond), by_hand)
     ctx = _ctx(f)
     for it, expect in ((4, False), (5, True)):
-        f._iteration, logs = it, {}
+        ctx.begin(it)
+        logs = {}
         f.student_loss(cond, 6, ctx, logs)
         assert ("reward" in logs) == expect
     f.reward_fn = None

@@ -139,6 +139,7 @@ class Method:
         self.cfg = cfg if cfg is not None else self.Config()
         self.shape, self.num_classes = tuple(shape), num_classes
         self.process = teacher.process
+        self.max_iters: int | None = None  # the run's length, once plan() is told it
 
     def networks(self) -> dict[str, nn.Module]:
         """Every network whose weights are saved and restored (trainable and auxiliary)."""
@@ -156,7 +157,9 @@ class Method:
         raise NotImplementedError
 
     def plan(self, max_iters: int) -> None:
-        """Told the run's length before training (methods with their own LR schedule use it)."""
+        """Told the run's length before training (kept as ``self.max_iters`` for methods whose schedule
+        depends on it: LR annealing, phases, reward stages)."""
+        self.max_iters = max_iters
 
     def prepare(self, cache_dir) -> None:
         """One-off work before training (e.g. caching teacher ODE pairs); must be deterministic."""

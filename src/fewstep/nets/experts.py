@@ -20,7 +20,6 @@ class PhaseExperts(nn.Module):
             raise ValueError(f"phase boundaries must decrease (noisiest first), got {bounds}")
         self.experts = nn.ModuleList(experts)
         self.register_buffer("bounds", torch.tensor([float(b) for b in bounds]), persistent=False)
-        self._bounds = [float(b) for b in bounds]
 
     def expert_index(self, c_noise: torch.Tensor) -> torch.Tensor:
         """Per sample: how many lower boundaries b_1.. lie at or above its time (with float tolerance)."""
@@ -29,8 +28,7 @@ class PhaseExperts(nn.Module):
         return (b.view(1, -1) >= c_noise.float().view(-1, 1) - tol).sum(1)
 
     def forward(self, x, c_noise, cond=None, **kw):
-        c_noise = torch.as_tensor(c_noise, device=x.device).expand(x.shape[0]) if torch.as_tensor(c_noise).ndim == 0 \
-            else c_noise
+        c_noise = torch.as_tensor(c_noise, device=x.device).expand(x.shape[0])
         idx = self.expert_index(c_noise)
         first = int(idx[0])
         if bool((idx == first).all()):  # the sampler's and the trainer's case: one level per call
@@ -46,7 +44,7 @@ class PhaseExperts(nn.Module):
         return out
 
     def config(self) -> dict:
-        return {"arch": "phase_experts", "expert": self.experts[0].config(), "bounds": self._bounds}
+        return {"arch": "phase_experts", "expert": self.experts[0].config(), "bounds": self.bounds.tolist()}
 
     @classmethod
     def from_config(cls, cfg: dict, build) -> "PhaseExperts":

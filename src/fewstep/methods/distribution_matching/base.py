@@ -99,14 +99,20 @@ class DistributionMatchingBase(StudentMethod):
     def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
         super().__init__(teacher, cfg, shape, num_classes)
         self.teacher = teacher.eval().requires_grad_(False)
-        self.student = trainable_copy(teacher, self.cfg.lora)
-        self.fake = trainable_copy(teacher)
         self.levels = make_grid(self.cfg.level_grid, self.process, self.cfg.num_levels, final_zero=False).flip(0)  # ascending
         self.student_sigmas = student_levels(self.process, self.cfg.nfe, self.cfg.student_sigma_min,
                                              self.cfg.student_sigmas)
+        self.input_level = self.output_level = None  # levels of the last student call (set by student_sample_at)
+        self.student = self.build_student(teacher)
+        self.fake = trainable_copy(teacher)
         self.opt = self.cfg.optim.build(self.student.net.parameters())
         self.opt_critic = self.cfg.critic_optim.build(self.critic_parameters())
         self.pairs = None
+
+    def build_student(self, teacher: Denoiser) -> Denoiser:
+        """The trained generator: a copy of the teacher (LoRA adapters with ``cfg.lora``); members with
+        another student (e.g. one expert per phase) override this."""
+        return trainable_copy(teacher, self.cfg.lora)
 
     # -- contract --------------------------------------------------------------------------------
     def networks(self):
@@ -158,7 +164,9 @@ class DistributionMatchingBase(StudentMethod):
         return self.student_sample_at(cond, rng, n, stage, shared_rng)[0]
 
     def student_sample_at(self, cond, rng, n: int, stage: int | None = None, shared_rng=None):
-        """(x_hat, the level sigma_hat the student's last call started from)."""
+        """(x_hat, the level sigma_hat the student's last call started from). Records that level as
+        ``input_level`` and the level its output is re-noised to next (0 after the last step) as
+        ``output_level``."""
         sig = self.active_sigmas()
         k = len(sig) - 1
         s = int(torch.randint(0, k, (1,), generator=shared_rng or rng)) if stage is None and k > 1 else (stage or 0)
@@ -167,7 +175,8 @@ class DistributionMatchingBase(StudentMethod):
             with torch.no_grad():
                 x = multistep(self.student, x, sig[: s + 1], cond=cond, generator=rng)
         t, _, _ = coeffs(self.process, float(sig[s]))
-        return self.student(x, torch.full((n,), float(t)), cond), float(sig[s])
+        self.input_level, self.output_level = float(sig[s]), float(sig[s + 1])
+        return self.student(x, torch.full((n,), float(t)), cond), self.input_level
 
     def real_score(self) -> Denoiser:
         """The denoiser the DM gradient pulls towards: the teacher (DisBack walks a path to it)."""

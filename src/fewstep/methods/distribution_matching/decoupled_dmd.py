@@ -50,11 +50,6 @@ class DecoupledDMD(DMD2):
         super().__init__(teacher, cfg, shape, num_classes)
         if not num_classes and not hasattr(teacher.net, "example_cond"):
             raise ValueError("decoupled_dmd needs a conditional teacher (its CA term is a CFG difference)")
-        self._input_level = None
-
-    def student_sample(self, cond, rng, n, stage=None, shared_rng=None):
-        x_hat, self._input_level = self.student_sample_at(cond, rng, n, stage, shared_rng)
-        return x_hat
 
     def _terms(self, x_hat, cond, t, eps):
         """(DM gradient, CA gradient) at times t with noise eps, each normalised at its own level."""
@@ -76,7 +71,7 @@ class DecoupledDMD(DMD2):
             t_dm = self.sample_levels(n, rng, *c.dm_index_range)
             g_dm, g_ca = self._terms(x, cond, t_dm, self.noise(x.shape, rng))
             if c.decouple:  # CA re-noised on its own, only cleaner than the student's input
-                t_ca = self.sample_levels(n, rng, *c.dm_index_range, below=self._input_level)
+                t_ca = self.sample_levels(n, rng, *c.dm_index_range, below=self.input_level)
                 _, g_ca = self._terms(x, cond, t_ca, self.noise(x.shape, rng))
             grad = c.dm_weight * g_dm + c.ca_weight * g_ca
         self.last_terms = {"dm_grad_abs_dm": g_dm.abs().mean(), "dm_grad_abs_ca": g_ca.abs().mean()}

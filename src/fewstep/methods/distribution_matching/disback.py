@@ -63,7 +63,6 @@ class DisBack(DMD2):
         self.path: list[dict] | None = None
         self.path_score = frozen_copy(teacher)
         self.loaded_point: int | None = None
-        self.max_iters = None
         self.point = -1  # -1: the teacher; j >= 0: path point theta_{j+1}
 
     # -- stage 1: degradation recording ------------------------------------------------------------
@@ -106,9 +105,6 @@ class DisBack(DMD2):
             self.fake.net.load_state_dict(self.path[-1])
 
     # -- stage 2: distribution backtracking --------------------------------------------------------
-    def plan(self, max_iters: int) -> None:
-        self.max_iters = max_iters
-
     def point_of(self, it: int) -> int:
         """The path point the real score is at iteration ``it``: N-1 .. 0 in equal shares, then -1 (teacher)."""
         N = self.cfg.path_points

@@ -61,8 +61,6 @@ class FlashDMD(DMD2):
     def __init__(self, teacher, cfg=None, shape=(), num_classes: int = 0):
         super().__init__(teacher, cfg, shape, num_classes)
         self.reward_fn = None  # (images, cond) -> per-sample reward; set by the caller, or the classifier below
-        self.max_iters = None
-        self._next_level, self._iteration = 0.0, 0
         if self.cfg.reward_weight > 0 and self.cfg.reward_classifier:
             self.reward_fn = self._classifier_reward(self.cfg.reward_classifier)
 
@@ -78,9 +76,6 @@ class FlashDMD(DMD2):
         classifier.to(self.device)
         return lambda x, labels: class_log_prob(classifier, x, labels)
 
-    def plan(self, max_iters: int) -> None:
-        self.max_iters = max_iters
-
     def reward_active(self, it: int) -> bool:
         if self.cfg.reward_weight <= 0:
             return False
@@ -88,28 +83,18 @@ class FlashDMD(DMD2):
             raise ValueError("reward_weight > 0 needs reward_classifier or a reward_fn set on the method")
         return it >= int(self.cfg.reward_start * (self.max_iters or 0))
 
-    def student_sample(self, cond, rng, n, stage=None, shared_rng=None):
-        x_hat, level = self.student_sample_at(cond, rng, n, stage, shared_rng)
-        sig = [float(s) for s in self.active_sigmas()]
-        self._next_level = sig[sig.index(level) + 1]
-        return x_hat
-
     def dm_levels(self, n, rng):
         """The DM loss's levels: at or above the level this call's output is re-noised to (timestep-aware)."""
-        above = self._next_level if self.cfg.timestep_aware and self._next_level > 0 else None
+        above = self.output_level if self.cfg.timestep_aware and self.output_level else None
         return self.sample_levels(n, rng, *self.cfg.dm_index_range, above=above)
 
     def student_loss(self, cond, n, ctx, logs):
         loss, x_hat = super().student_loss(cond, n, ctx, logs)
-        if self.reward_active(self._iteration):
+        if self.reward_active(ctx.it):
             r = self.reward_fn(x_hat, cond)
             loss = loss - self.cfg.reward_weight * r
             logs["reward"] = r.mean()
         return loss, x_hat
-
-    def dm_step(self, batch, cond, n, it, ctx):
-        self._iteration = it
-        return super().dm_step(batch, cond, n, it, ctx)
 
 
 FlashDMD.presets["mnist"] = DistillConfig(

@@ -33,6 +33,7 @@ from ...config import DistillConfig, TrainSettings
 from ...nets.experts import PhaseExperts
 from ...noise.base import bcast
 from ...noise.precond import Denoiser
+from ...samplers.ode import coeffs
 from ..base import trainable_copy
 from .dmd import cpu_optim
 from .dmd2 import DMD2, DMD2Config, dm_presets
@@ -65,18 +66,14 @@ class PhasedDMD(DMD2):
 
     def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
         super().__init__(teacher, cfg, shape, num_classes)
-        K = self.cfg.nfe
-        levels = self.student_sigmas[:K]
-        times = self.process.t_from_sigma_hat(levels.to(torch.float64)).float()
-        bounds = self.process.c_noise(times).float().tolist()
-        experts = PhaseExperts([trainable_copy(teacher).net for _ in range(K)], bounds)
-        self.student = Denoiser(experts, teacher.process, teacher.param, teacher.sigma_data).train()
-        self.opt = self.cfg.optim.build(self.student.net.parameters())
-        self.max_iters = None
         self.phase = 0
 
-    def plan(self, max_iters: int) -> None:
-        self.max_iters = max_iters
+    def build_student(self, teacher: Denoiser) -> Denoiser:
+        """K teacher copies routed by level: expert k serves the phase starting at the student's level k."""
+        K = self.cfg.nfe
+        times = self.process.t_from_sigma_hat(self.student_sigmas[:K].to(torch.float64)).float()
+        experts = PhaseExperts([trainable_copy(teacher).net for _ in range(K)], self.process.c_noise(times).tolist())
+        return teacher.like(experts).train().requires_grad_(True)
 
     def phase_of(self, it: int) -> int:
         """Phases split the run into K equal shares."""
@@ -111,10 +108,8 @@ class PhasedDMD(DMD2):
             return super().fake_score_loss(x_fake, cond, rng)
         n = x_fake.shape[0]
         t = self.sample_levels(n, rng, above=s)
-        proc = self.process
-        ts = proc.t_from_sigma_hat(torch.tensor(s, dtype=torch.float64)).float()
-        alpha_s, sigma_s = proc.alpha(ts).float(), proc.sigma(ts).float()
-        alpha_t, sigma_t = proc.alpha(t).float(), proc.sigma(t).float()
+        _, alpha_s, sigma_s = coeffs(self.process, s)
+        alpha_t, sigma_t = self.process.alpha(t).float(), self.process.sigma(t).float()
         a_ts = alpha_t / alpha_s
         sigma_ts = torch.sqrt(torch.clamp(sigma_t ** 2 - (a_ts * sigma_s) ** 2, min=1e-12))
         x0 = x_fake.detach().float()

@@ -21,6 +21,7 @@ import torch
 
 from ...config import DistillConfig, TrainSettings
 from ...noise.guidance import guided
+from ...noise.timesteps import TimeSampler
 from ..base import OptimConfig
 from ..losses import denoising_loss
 from .base import DistributionMatchingBase, DMDConfig
@@ -37,8 +38,7 @@ class SiDConfig(DMDConfig):
     sigma_init: float = 2.5  # the generator's one input level (EDM units; for a VP teacher a sigma/alpha level)
     alpha: float = 1.2  # SiD's alpha (1 for SiD-LSG on Stable Diffusion)
     gen_level_max: float = 0.8  # generator-loss levels: the lower 80% of the Karras grid (sigma <= ~24.4 at EDM)
-    fake_p_mean: float = -1.2  # fake-score levels: ln(sigma) ~ N(p_mean, p_std^2) (EDM training)
-    fake_p_std: float = 1.2
+    fake_times: TimeSampler = field(default_factory=TimeSampler)  # fake-score levels: EDM's ln sigma ~ N(-1.2, 1.2^2)
     regression_weight: float = 0.0  # SiD has no regression loss
     optim: OptimConfig = field(default_factory=_sid_optim)
     critic_optim: OptimConfig = field(default_factory=_sid_optim)
@@ -49,8 +49,8 @@ class SiDConfig(DMDConfig):
         if self.student_sigmas is None:
             self.student_sigmas = [self.sigma_init]
         super().__post_init__()
-        if self.sigma_init <= 0 or not 0 < self.gen_level_max <= 1 or self.fake_p_std <= 0:
-            raise ValueError("sigma_init > 0, gen_level_max in (0, 1] and fake_p_std > 0 are needed")
+        if self.sigma_init <= 0 or not 0 < self.gen_level_max <= 1:
+            raise ValueError("sigma_init > 0 and gen_level_max in (0, 1] are needed")
 
 
 def sid_generator_loss(x_g, f_real, f_fake, alpha: float) -> torch.Tensor:
@@ -73,15 +73,8 @@ class SiD(DistributionMatchingBase):
                                TrainSettings(max_iters=600, batch_size=256, bf16=False, eval_n=2000)),
     }
 
-    def fake_levels(self, n: int, rng) -> torch.Tensor:
-        """Native times with ln(sigma_hat) ~ N(p_mean, p_std^2), kept inside the grid's range."""
-        c = self.cfg
-        sh = torch.exp(c.fake_p_mean + c.fake_p_std * torch.randn(n, generator=rng, dtype=torch.float64))
-        sh = sh.clamp(float(self.levels[0]), float(self.levels[-1]))
-        return self.process.t_from_sigma_hat(sh).float()
-
     def fake_score_loss(self, x_fake, cond, rng):
-        t = self.fake_levels(x_fake.shape[0], rng)
+        t = self.cfg.fake_times.sample(self.process, x_fake.shape[0], rng)
         return denoising_loss(self.fake, x_fake.detach(), t, self.noise(x_fake.shape, rng), cond)
 
     def generator_loss(self, x_g, cond, rng) -> torch.Tensor:

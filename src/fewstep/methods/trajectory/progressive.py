@@ -77,10 +77,6 @@ class Progressive(StudentMethod):
         self.grid_s = make_grid("nested", self.process, c.nfe)  # N + 1 levels ending at 0
         self.grid_t = make_grid("nested", self.process, 2 * c.nfe)
         self.opt = c.optim.build(self.student.net.parameters())
-        self.max_iters = None
-
-    def plan(self, max_iters: int) -> None:
-        self.max_iters = max_iters
 
     def default_sampling(self):
         return SamplingSpec("euler", self.cfg.nfe, "nested", self.cfg.eval_cfg if self.cfg.guidance else 1.0)
