@@ -81,9 +81,13 @@ class DMD2(DistributionMatchingBase):
     def critic_parameters(self):
         return list(self.fake.net.parameters()) + list(self.head.parameters())
 
+    def gan_levels(self, n: int, rng) -> torch.Tensor:
+        """Noise levels of the diffusion GAN: the cleaner ``gan_index_max`` fraction of the grid."""
+        return self.sample_levels(n, rng, 0.0, self.cfg.gan_index_max)
+
     def gan_logits(self, x, cond, rng, head=None):
         """Logits of ``head`` (default the GAN head) on the fake score's bottleneck at noised x."""
-        t = self.sample_levels(x.shape[0], rng, 0.0, self.cfg.gan_index_max)
+        t = self.gan_levels(x.shape[0], rng)
         x_t = self.process.add_noise(x, self.noise(x.shape, rng), t)
         return (head or self.head)(self.fake.bottleneck(x_t, t, cond).float())
 

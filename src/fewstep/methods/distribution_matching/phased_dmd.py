@@ -92,15 +92,15 @@ class PhasedDMD(DMD2):
     def student_sample(self, cond, rng, n, stage=None, shared_rng=None):
         return super().student_sample(cond, rng, n, self.phase, shared_rng)
 
-    def dm_levels(self, n, rng):
+    def _above_phase_output(self):
         s = self.phase_output_level()
-        return self.sample_levels(n, rng, *self.cfg.dm_index_range, above=s if s > 0 else None)
+        return s if s > 0 else None
 
-    def gan_logits(self, x, cond, rng, head=None):
-        s = self.phase_output_level()
-        t = self.sample_levels(x.shape[0], rng, 0.0, self.cfg.gan_index_max, above=s if s > 0 else None)
-        x_t = self.process.add_noise(x, self.noise(x.shape, rng), t)
-        return (head or self.head)(self.fake.bottleneck(x_t, t, cond).float())
+    def dm_levels(self, n, rng):
+        return self.sample_levels(n, rng, *self.cfg.dm_index_range, above=self._above_phase_output())
+
+    def gan_levels(self, n, rng):
+        return self.sample_levels(n, rng, 0.0, self.cfg.gan_index_max, above=self._above_phase_output())
 
     def fake_score_loss(self, x_fake, cond, rng):
         s = self.phase_output_level()
