@@ -86,3 +86,25 @@ def test_bench_writes_the_results_schema_and_resumes(tiny_mnist_teacher, tmp_pat
     student = [r for r in res2["rows"] if r["method"] == "dmd2"]
     assert len(student) == 1 and student[0]["nfe"] == 1 and student[0]["iterations"] == 2
     assert len(res2["rows"]) == len(rows) + 1 and res2["floor"] == res["floor"]
+
+
+@pytest.mark.parametrize("method", ["sid", "vsd"])
+def test_image_free_distillation_never_loads_a_training_set(tiny_mnist_teacher, tmp_path, monkeypatch, method):
+    """SiD and VSD train on conditions alone: the training split is never loaded (evaluation reads the
+    test split, as every metric does), and the model records that it saw 0 real images."""
+    import fewstep.data as data
+
+    load = data.load_dataset
+
+    def no_training_images(name, split="train", *a, **kw):
+        assert split != "train", "an image-free run loaded the training set"
+        return load(name, split, *a, **kw)
+
+    monkeypatch.setattr(data, "load_dataset", no_training_images)
+    out = tmp_path / method
+    assert main(["distill", "--teacher", str(tiny_mnist_teacher), "--method", method, "--out", str(out),
+                 "--max-iters", "2", "--batch-size", "4", "--eval-every", "0", "--no-progress"]) == 0
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    assert cfg["data"]["real_images"] == 0 and cfg["data"]["num_classes"] == 10
+    with pytest.raises(AssertionError, match="loaded the training set"):  # the guard itself can fail
+        data.load_dataset("mnist", "train")

@@ -81,6 +81,37 @@ def test_lora_distillation_trains_through_the_cli(sd, tmp_path, method, capsys):
     assert json.loads((out / "latest" / "trainer_state.json").read_text())["iteration"] == 3
 
 
+@pytest.mark.parametrize("method", ["vsd", "snoopi", "sid"])
+def test_image_free_methods_train_a_lora_student_from_prompts_alone(sd, tmp_path, method, capsys):
+    """SD scale without images: a prompts file, a LoRA student, and (vsd/snoopi) a LoRA fake score on the
+    teacher's own UNet; the student exports like any other."""
+    pipe_dir, _ = sd
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a picture number 3\na picture number 7\n")
+    out = tmp_path / method
+    argv = ["distill", "--teacher", f"diffusers:{pipe_dir}", "--method", method, "--lora-rank", "4", "--data",
+            f"prompts:{prompts}", "--resolution", "16", "--max-iters", "2", "--batch-size", "2", "--out", str(out),
+            "--lr", "1e-2", "--no-progress", "--threads", "1"]
+    if method != "sid":
+        argv += ["--set", "fake_lora.rank=4", "--set", "guidance_range=[1.5,3]" if method == "snoopi" else
+                 "guidance_range=[2,2]"]
+    assert main(argv) == 0, capsys.readouterr().err
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    assert cfg["arch"]["lora"]["rank"] == 4 and cfg["data"]["real_images"] == 0
+    assert main(["export", "--model", str(out), "--format", "diffusers", "--out", str(tmp_path / "export")]) == 0
+    assert (tmp_path / "export" / "fewstep_sampling.json").is_file()
+
+
+def test_an_image_method_refuses_a_prompts_only_dataset(sd, tmp_path, capsys):
+    pipe_dir, _ = sd
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a picture number 3\n")
+    assert main(["distill", "--teacher", f"diffusers:{pipe_dir}", "--method", "dmd2", "--lora-rank", "4", "--data",
+                 f"prompts:{prompts}", "--resolution", "16", "--max-iters", "1", "--out", str(tmp_path / "x"),
+                 "--no-progress"]) == 1
+    assert "trains on images" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_export_loads_in_diffusers_and_reproduces_fewstep_sampling(sd, tmp_path, capsys):
     """pipeline.load_lora_weights(export) + the exported scheduler and timesteps give fewstep's output."""

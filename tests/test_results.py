@@ -33,3 +33,17 @@ def test_a_student_row_states_its_training_cost():
     assert "| 1200 it (240 student updates), 3477 s |" in table
     one_to_one = dict(row, student_updates=1200)
     assert "| 1200 it, 3477 s |" in results_table({"floor": {"fd": 5.88}, "rows": [one_to_one]})
+
+
+def test_provenance_ignores_only_the_results_file_being_written(monkeypatch, tmp_path):
+    """A resumed benchmark's own half-written JSON does not make the tree dirty; any other change does."""
+    from fewstep.metrics import benchmark
+
+    out = tmp_path / "benchmarks" / "results" / "t.json"
+    status = {"value": " M benchmarks/results/t.json"}
+    answers = {("rev-parse", "HEAD"): "abc", ("rev-parse", "--show-toplevel"): str(tmp_path)}
+    monkeypatch.setattr(benchmark, "_git", lambda *a: status["value"] if a[0] == "status" else answers[a])
+    assert benchmark.provenance(exclude=out)["git_dirty"] is False
+    assert benchmark.provenance()["git_dirty"] is True
+    status["value"] = " M benchmarks/results/t.json\n M src/fewstep/cli.py"
+    assert benchmark.provenance(exclude=out)["git_dirty"] is True

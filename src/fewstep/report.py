@@ -36,12 +36,15 @@ def results_table(results: dict, reference_rows: list[dict] | None = None) -> st
 
 
 def _training(row: dict) -> str:
-    """A student's cost: iterations (student updates where the schedule skips some) and wall time."""
+    """A student's cost: iterations (student updates where the schedule skips some), whether it saw no
+    real image, and wall time."""
     it, secs = row.get("iterations"), row.get("train_s")
     if row["method"] == "teacher" or it is None:
         return ""
     upd = row.get("student_updates")
     updates = f" ({upd} student updates)" if upd is not None and upd != it else ""
+    if row.get("real_images") == 0:
+        updates += ", 0 real images"
     return f"{it} it{updates}, {secs:.0f} s" if secs is not None else f"{it} it{updates}"
 
 

@@ -63,13 +63,17 @@ def run(a):
     training = tcfg.get("training", {})
     results = {
         "benchmark": data, "command": command, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), **provenance(),
+        "machine": machine(), **provenance(exclude=path),
         "teacher": {"checkpoint": teacher_dir, "train_s": training.get("train_s"),
                     "iterations": training.get("iterations"), "command": training.get("command")},
         "floor": {"fd": old.get("floor", {}).get("fd") if resume else None},
         "bench_args": key, "complete": False, "rows": [],
     }
-    t0 = time.perf_counter()
+    if resume:  # rows carried over were measured by the first run: keep its provenance, list each resume
+        first = {k: old[k] for k in ("created", "git_commit", "git_dirty", "threads", "torch") if k in old}
+        results["resumed"] = old.get("resumed", []) + [{k: results[k] for k in first}]
+        results.update(first)
+    t0 = time.perf_counter() - (old.get("bench_s_partial", 0.0) if resume else 0.0)
     if a.baseline:  # one or more files (comma-separated): the floor from the first, every file's rows
         bases = [(f, json.loads(Path(f).read_text())) for f in a.baseline.split(",") if f]
         results["floor"] = bases[0][1]["floor"]
@@ -116,7 +120,9 @@ def run(a):
             n0, ips0 = timed[(sampler, cfg, bf16)]
             row["images_per_s"], row["images_per_s_timed"] = ips0 * n0 / row["nfe"], False
         results["rows"].append(row)
+        results["bench_s_partial"] = round(time.perf_counter() - t0, 1)  # what a resumed run adds to
         write_results(path, results)
+    results.pop("bench_s_partial", None)
     results["complete"] = True
     results["bench_s"] = round(time.perf_counter() - t0, 1)
     write_results(path, results)

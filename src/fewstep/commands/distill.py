@@ -90,6 +90,7 @@ def build_distillation(r: DistillRequest):
     from ..model_io import load_denoiser, resolve_model_dir
 
     info = None
+    cls = get_method(r.method)
     if r.teacher.startswith("diffusers:"):
         teacher, train, test, info = _diffusers_teacher(r)
         data, teacher_dir = r.data, r.teacher
@@ -98,9 +99,12 @@ def build_distillation(r: DistillRequest):
         data = r.data or tcfg.get("data", {}).get("name")
         if not data:
             raise FewstepError("--data is required (the teacher does not record its dataset)")
-        train, test = load_dataset(data, "train"), load_dataset(data, "test")
+        test = load_dataset(data, "test")
+        train = load_dataset(data, "train") if cls.uses_images else image_free_source(data, tcfg, test)
         teacher_dir = resolve_model_dir(r.teacher)
-    cls = get_method(r.method)
+    if cls.uses_images and train.meta.get("image_free"):
+        raise FewstepError(f"method {cls.name} trains on images, and {data} holds none (prompts only): "
+                           "give --data folder:DIR with images and captions")
     dcfg = distill_config(cls, r, data)
     torch.manual_seed(r.seed)  # auxiliary networks (e.g. DMD2's GAN head) start from seeded weights
     try:
@@ -108,6 +112,16 @@ def build_distillation(r: DistillRequest):
     except (TypeError, ValueError) as e:
         raise FewstepError(f"{cls.name}: {e}") from None
     return method, train, test, dcfg, teacher_dir, info
+
+
+def image_free_source(data: str, tcfg: dict, test):
+    """Conditions without images for an image-free method: the teacher's recorded sample shape and
+    classes (else the evaluation split's); the training split is never loaded."""
+    from ..data import conditions_only
+
+    recorded = tcfg.get("data", {})
+    shape = tuple(recorded.get("shape") or test.shape)
+    return conditions_only(data, shape, int(recorded.get("num_classes", test.num_classes)))
 
 
 def _diffusers_teacher(r: DistillRequest):
@@ -153,7 +167,9 @@ def distill(r: DistillRequest) -> dict:
                            deterministic=r.deterministic, device=r.device, grad_clip=0.0)
         run = {"command": command_line(), "method": method.name, "nfe": r.nfe, "teacher": str(teacher_dir),
                "distill": dcfg.to_dict()}
-        extra = {"data": {"name": train.name, "shape": list(train.shape), "num_classes": train.num_classes},
+        real_images = 0 if train.meta.get("image_free") else len(train)  # what the run could read
+        extra = {"data": {"name": train.name, "shape": list(train.shape), "num_classes": train.num_classes,
+                          "real_images": real_images},
                  "sampling": asdict(method.default_sampling()), "teacher": str(teacher_dir), "method": method.config(),
                  **({"diffusers": info} if info else {}),
                  "sampling_options": [asdict(s) for s in method.sampling_options()]}

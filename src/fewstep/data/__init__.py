@@ -6,7 +6,7 @@ position of a resumed run is just its iteration counter.
 """
 from __future__ import annotations
 
-from .base import ArrayDataset, BatchSampler
+from .base import ArrayDataset, BatchSampler, conditions_only
 from .registry import DATASETS, load_dataset
 
-__all__ = ["ArrayDataset", "BatchSampler", "DATASETS", "load_dataset"]
+__all__ = ["ArrayDataset", "BatchSampler", "conditions_only", "DATASETS", "load_dataset"]

@@ -51,6 +51,15 @@ class ArrayDataset:
         return pool[(torch.arange(n) * len(pool)) // n].clone()
 
 
+def conditions_only(name: str, shape: tuple, num_classes: int = 0, size: int = 60_000) -> ArrayDataset:
+    """The training source of an image-free method: no images (x is one zero sample broadcast, no memory),
+    labels cycling through the classes so a shuffled batch is near class-balanced; ``name`` is the
+    dataset the conditions and the evaluation refer to. ``meta['image_free']`` marks it."""
+    x = torch.zeros(1, *shape).expand(size, *shape)
+    labels = torch.arange(size) % num_classes if num_classes else None
+    return ArrayDataset(name, x, labels, num_classes, meta={"image_free": True})
+
+
 class BatchSampler:
     """Deterministic shuffled batches: batch ``it`` depends only on (seed, it, batch size, rank).
 

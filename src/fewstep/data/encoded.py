@@ -99,4 +99,6 @@ def encoded_dataset(pipeline: str | Path, data: str, resolution: int, cache_dir:
         t = {"x": x.float().contiguous(), "text": text.float().contiguous(), "null_text": null.float().contiguous()}
         path.parent.mkdir(parents=True, exist_ok=True)
         save_tensors_atomic(t, path)
-    return EncodedDataset(data, t["x"], t["text"], t["null_text"], captions)
+    ds = EncodedDataset(data, t["x"], t["text"], t["null_text"], captions)
+    ds.meta["image_free"] = data.startswith("prompts:")  # zero latents: only the prompts are data
+    return ds

@@ -15,7 +15,9 @@ and update schedule:
 * ``ema_network()`` the name in ``networks()`` whose EMA is kept, evaluated and saved; the EMA advances
   on iterations where the optimizer of the same name stepped (train/loop.py);
 * ``default_sampling()`` / ``sampling_options()`` how the produced model is sampled and benchmarked;
-* ``plan(max_iters)`` / ``prepare(cache_dir)`` optional: the run's length, one-off deterministic work.
+* ``plan(max_iters)`` / ``prepare(cache_dir)`` optional: the run's length, one-off deterministic work;
+* ``uses_images`` False for image-free methods (SiD, VSD): their batches carry conditions and a batch
+  size only, and ``fewstep distill`` never loads a training set for them (data/base.py conditions_only).
 
 Shared pieces every method uses live here: one optimiser config (``OptimConfig``), one LoRA config
 (``LoRAConfig``), the two ways to copy a teacher (``trainable_copy``, ``frozen_copy``), and
@@ -134,6 +136,7 @@ class Method:
     name: ClassVar[str] = "method"  # the registry name (methods/registry.py checks they agree)
     Config: ClassVar[type]  # the typed config dataclass; fields carry their paper defaults
     presets: ClassVar[dict[str, DistillConfig]] = {}  # dataset name -> the run that works there
+    uses_images: ClassVar[bool] = True  # False: no loss reads batch["x"] (only its batch size)
 
     def __init__(self, teacher: Denoiser, cfg=None, shape: tuple = (), num_classes: int = 0):
         self.cfg = cfg if cfg is not None else self.Config()

@@ -31,10 +31,15 @@ def git_commit() -> str | None:
     return _git("rev-parse", "HEAD")
 
 
-def provenance() -> dict:
+def provenance(exclude: Path | None = None) -> dict:
     """What a results file needs to be reproduced: the commit, whether the tree differed from it
-    (uncommitted changes to tracked files), the thread count and the torch build."""
+    (uncommitted changes to tracked files other than ``exclude``, the results file being written, which
+    an interrupted run leaves half-filled), the thread count and the torch build."""
     status = _git("status", "--porcelain", "--untracked-files=no")
+    top = _git("rev-parse", "--show-toplevel")
+    if status and exclude is not None and top:
+        skip = Path(exclude).resolve()
+        status = "\n".join(line for line in status.splitlines() if (Path(top) / line[3:].strip()).resolve() != skip)
     return {"git_commit": git_commit(), "git_dirty": None if status is None else bool(status),
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
@@ -116,6 +121,7 @@ def student_row(den, mcfg, test, feats, ref_feats, seeds, bf16, spec_dict=None, 
     training = mcfg.get("training", {})
     row.update(train_s=training.get("train_s"), iterations=training.get("iterations"), command=training.get("command"),
                ema=bool(training.get("distill", {}).get("ema_decay", 0)))
+    row["real_images"] = mcfg.get("data", {}).get("real_images")  # training images the run could read (0: image-free)
     every = int(mcfg["method"].get("gen_every", 1) or 1)  # DMD2-style schedules update the student every N-th iteration
     if row["iterations"] is not None:
         row["student_updates"] = -(-int(row["iterations"]) // every)

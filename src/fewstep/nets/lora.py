@@ -5,6 +5,8 @@ rebuilds with the same adapters before its weights load (model_io.py).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from torch import nn
 
 # What LCM-LoRA / DMD2-LoRA adapt in an SD UNet (diffusers examples): attention projections,
@@ -20,10 +22,12 @@ def _inner(net: nn.Module) -> nn.Module:
 
 def default_targets(net: nn.Module) -> list[str]:
     inner = _inner(net)
-    names = {n.split(".")[-1] for n, m in inner.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
-    targets = [t for t in DIFFUSERS_TARGETS if t.split(".")[-1] in names or t in names]
-    if not targets:  # fewstep's own architectures: every linear layer and 3x3 conv
-        targets = sorted({n.split(".")[-1] for n, m in inner.named_modules() if isinstance(m, nn.Linear)})
+    names = [n for n, m in inner.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    # a target matches a module whose dotted name ends with it ("to_out.0" must not match an MLP's "0")
+    targets = [t for t in DIFFUSERS_TARGETS if any(n == t or n.endswith("." + t) for n in names)]
+    if not targets:  # fewstep's own architectures: every linear layer, by full name (peft matches name
+        # suffixes, and an MLP's "0" would also hit the activations of other blocks)
+        targets = sorted(n for n, m in inner.named_modules() if isinstance(m, nn.Linear))
     return targets
 
 
@@ -49,3 +53,41 @@ def lora_state_dict(net: nn.Module) -> dict:
     from peft import get_peft_model_state_dict
 
     return get_peft_model_state_dict(_inner(net))
+
+
+def _tuner_layers(net: nn.Module) -> list:
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # without peft no network can carry adapters
+        return []
+
+    return [m for m in _inner(getattr(net, "module", net)).modules() if isinstance(m, BaseTunerLayer)]
+
+
+def has_adapters(net: nn.Module) -> bool:
+    return bool(_tuner_layers(net))
+
+
+def set_adapters(net: nn.Module, enabled: bool) -> None:
+    """Switch every LoRA adapter of ``net`` on or off (their ``requires_grad`` untouched)."""
+    layers = _tuner_layers(net)
+    if not layers:
+        raise ValueError("the network has no LoRA adapters to switch")
+    for m in layers:
+        m._disable_adapters = not enabled
+
+
+@contextmanager
+def adapters(net: nn.Module, enabled: bool):
+    """Run with every LoRA adapter of ``net`` switched on or off, then restore each layer's state.
+    peft's ``enable_adapters`` would also flip the adapters' ``requires_grad`` (freezing them whenever
+    they are off), so only its on/off flag is toggled here; tests/test_vsd.py checks the switch changes
+    the output, so a peft that renames the flag fails there rather than silently."""
+    layers = _tuner_layers(net)
+    before = [m._disable_adapters for m in layers]
+    set_adapters(net, enabled)
+    try:
+        yield net
+    finally:
+        for m, b in zip(layers, before):
+            m._disable_adapters = b

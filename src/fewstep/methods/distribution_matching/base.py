@@ -104,7 +104,7 @@ class DistributionMatchingBase(StudentMethod):
                                              self.cfg.student_sigmas)
         self.input_level = self.output_level = None  # levels of the last student call (set by student_sample_at)
         self.student = self.build_student(teacher)
-        self.fake = trainable_copy(teacher)
+        self.fake = self.build_fake(self.teacher)
         self.opt = self.cfg.optim.build(self.student.net.parameters())
         self.opt_critic = self.cfg.critic_optim.build(self.critic_parameters())
         self.pairs = None
@@ -113,6 +113,11 @@ class DistributionMatchingBase(StudentMethod):
         """The trained generator: a copy of the teacher (LoRA adapters with ``cfg.lora``); members with
         another student (e.g. one expert per phase) override this."""
         return trainable_copy(teacher, self.cfg.lora)
+
+    def build_fake(self, teacher: Denoiser) -> Denoiser:
+        """The fake score: a full trainable copy of the teacher (VSD instead puts LoRA adapters on the
+        teacher itself)."""
+        return trainable_copy(teacher)
 
     # -- contract --------------------------------------------------------------------------------
     def networks(self):

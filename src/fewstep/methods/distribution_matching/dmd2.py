@@ -57,6 +57,19 @@ class DiscriminatorHead(nn.Module):
         return self.body(feats).squeeze(1)
 
 
+def bottleneck_head(teacher: Denoiser, shape, num_classes: int) -> DiscriminatorHead:
+    """A discriminator head sized by probing the teacher's bottleneck (the fake score's features have
+    the same shape); DMD2's GAN and SiDA's discriminator use it."""
+    with torch.no_grad():
+        n = 2
+        x = torch.zeros((n, *shape))
+        cond = torch.zeros(n, dtype=torch.long) if num_classes else None
+        if hasattr(teacher.net, "example_cond"):  # e.g. prompt embeddings for a text-to-image UNet
+            cond = teacher.net.example_cond(n)
+        feats = teacher.bottleneck(x, torch.ones(n), cond)
+    return DiscriminatorHead(tuple(feats.shape[1:]))
+
+
 class DMD2(DistributionMatchingBase):
     """DMD2: DM gradient + a GAN on the fake score's features, critic updated more often, no regression."""
 
@@ -65,14 +78,7 @@ class DMD2(DistributionMatchingBase):
     presets = None  # set below (dm_presets needs the class's config)
 
     def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
-        with torch.no_grad():  # probe the bottleneck's shape to size the head
-            n = 2
-            x = torch.zeros((n, *shape))
-            cond = torch.zeros(n, dtype=torch.long) if num_classes else None
-            if hasattr(teacher.net, "example_cond"):  # e.g. prompt embeddings for a text-to-image UNet
-                cond = teacher.net.example_cond(n)
-            feats = teacher.bottleneck(x, torch.ones(n), cond)
-        self.head = DiscriminatorHead(tuple(feats.shape[1:]))
+        self.head = bottleneck_head(teacher, shape, num_classes)
         super().__init__(teacher, cfg, shape, num_classes)
 
     def networks(self):

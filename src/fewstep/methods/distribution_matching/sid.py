@@ -66,6 +66,7 @@ class SiD(DistributionMatchingBase):
 
     name = "sid"
     Config = SiDConfig
+    uses_images = False  # image-free: distill never loads a training set for it
     presets = {
         "mnist": DistillConfig(SiDConfig(optim=cpu_optim(1e-4), critic_optim=cpu_optim(1e-4)), TrainSettings(max_iters=1200)),
         "digits": DistillConfig(SiDConfig(optim=cpu_optim(1e-4), critic_optim=cpu_optim(1e-4)), TrainSettings(max_iters=600)),
@@ -77,28 +78,48 @@ class SiD(DistributionMatchingBase):
         t = self.cfg.fake_times.sample(self.process, x_fake.shape[0], rng)
         return denoising_loss(self.fake, x_fake.detach(), t, self.noise(x_fake.shape, rng), cond)
 
-    def generator_loss(self, x_g, cond, rng) -> torch.Tensor:
-        """SiD's loss at x_t = x_g + sigma n; gradients reach x_g directly and through both denoisers' inputs."""
+    def critic_loss(self, x_g, batch, cond, rng, logs) -> torch.Tensor:
+        """Per-sample loss of the fake-score step (SiDA adds its discriminator here)."""
+        l_fake = self.fake_score_loss(x_g, cond, rng)
+        logs["loss_fake"] = l_fake.mean()
+        return l_fake
+
+    def critic_networks(self) -> list:
+        """What the generator step reads without training (frozen during it)."""
+        return [self.fake]
+
+    def generator_terms(self, x_g, cond, rng):
+        """(t, x_t, f_phi(x_t), f_psi(x_t)) at x_t = x_g + sigma n, sigma from the lower ``gen_level_max``."""
         c = self.cfg
         t = self.sample_levels(x_g.shape[0], rng, 0.0, c.gen_level_max)
         x_t = self.process.add_noise(x_g, self.noise(x_g.shape, rng), t)
         f_real = guided(self.teacher, c.real_cfg)(x_t, t, cond).float()
         f_fake = self.fake(x_t, t, cond).float()
-        return sid_generator_loss(x_g.float(), f_real, f_fake, c.alpha)
+        return t, x_t, f_real, f_fake
+
+    def generator_loss(self, x_g, cond, rng, logs=None) -> torch.Tensor:
+        """SiD's loss at x_t = x_g + sigma n; gradients reach x_g directly and through both denoisers' inputs."""
+        _, _, f_real, f_fake = self.generator_terms(x_g, cond, rng)
+        loss = sid_generator_loss(x_g.float(), f_real, f_fake, self.cfg.alpha)
+        if logs is not None:
+            logs["loss_sid"] = loss.mean()
+        return loss
 
     def dm_step(self, batch, cond, n, it, ctx):
         logs = {}
         with torch.no_grad(), ctx.autocast():
             x_g = self.student_sample(cond, ctx.rng, n).float()
         with ctx.autocast():
-            l_fake = self.fake_score_loss(x_g, cond, ctx.rng)
-        self.update_critic(ctx, l_fake)
-        self.fake.requires_grad_(False)  # the generator step moves G only
+            l_critic = self.critic_loss(x_g, batch, cond, ctx.rng, logs)
+        self.update_critic(ctx, l_critic)
+        frozen = self.critic_networks()  # the generator step moves G only
+        for net in frozen:
+            net.requires_grad_(False)
         try:
             with ctx.autocast():
-                l_gen = self.generator_loss(self.student_sample(cond, ctx.rng, n), cond, ctx.rng)
+                l_gen = self.generator_loss(self.student_sample(cond, ctx.rng, n), cond, ctx.rng, logs)
             self.update(ctx, l_gen)
         finally:
-            self.fake.requires_grad_(True)
-        logs.update(loss_fake=l_fake.mean(), loss_sid=l_gen.mean())
+            for net in frozen:
+                net.requires_grad_(True)
         return logs
