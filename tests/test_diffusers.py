@@ -222,3 +222,40 @@ def test_flux_transformer_adapter_packs_latents_as_the_pipeline():
                  img_ids=ids, txt_ids=torch.zeros(5, 3), guidance=torch.full((2,), 3.5)).sample
     assert torch.allclose(v, FluxPipeline._unpack_latents(ref, 64, 64, 8), atol=1e-5)
     assert isinstance(build(den.net.config()), DiffusersFlux)
+
+
+def test_nasa_subtracts_the_negative_prompt_inside_cross_attention(sd):
+    """SNOOPI's NASA: alpha 0 is the plain attention; otherwise one cross-attention layer's output is
+    to_out(Attn(Q, K+, V+) - alpha Attn(Q, K-, V-)), by hand; removing it restores the UNet."""
+    from fewstep.nets.adapters.nasa import NASAProcessor, apply_nasa, remove_nasa
+
+    pipe_dir, _ = sd
+    unet = diffusers.UNet2DConditionModel.from_pretrained(pipe_dir / "unet").eval()
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([999.0, 250.0])
+    text, negative = torch.randn(2, 16, 32, generator=g), torch.randn(1, 16, 32, generator=g)
+    with torch.no_grad():
+        ref = unet(x, t, encoder_hidden_states=text).sample
+        before = apply_nasa(unet, negative, alpha=0.0)
+        assert torch.allclose(unet(x, t, encoder_hidden_states=text).sample, ref, atol=1e-5)
+        remove_nasa(unet, before)
+        before = apply_nasa(unet, negative, alpha=0.5)
+        assert not torch.allclose(unet(x, t, encoder_hidden_states=text).sample, ref, atol=1e-3)
+        remove_nasa(unet, before)
+        assert torch.allclose(unet(x, t, encoder_hidden_states=text).sample, ref, atol=1e-6)
+
+        attn = next(m for n, m in unet.named_modules() if n.endswith("attn2"))
+        h = torch.randn(2, 5, attn.to_q.in_features, generator=g)
+        heads = attn.heads
+
+        def core(ctx):
+            q, k, v = attn.to_q(h), attn.to_k(ctx), attn.to_v(ctx)
+            split = lambda a: a.view(2, -1, heads, a.shape[-1] // heads).transpose(1, 2)  # noqa: E731
+            w = torch.softmax(split(q) @ split(k).transpose(-1, -2) / (q.shape[-1] // heads) ** 0.5, dim=-1)
+            return (w @ split(v)).transpose(1, 2).reshape(2, 5, -1)
+
+        expected = attn.to_out[0](core(text) - 0.5 * core(negative.expand(2, -1, -1)))
+        got = NASAProcessor(negative, 0.5)(attn, h, encoder_hidden_states=text)
+        assert torch.allclose(got, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="cross-attention"):
+        NASAProcessor(negative)(attn, h)

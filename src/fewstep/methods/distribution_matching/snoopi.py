@@ -4,7 +4,9 @@ U[kappa_min, kappa_max] once per iteration instead of fixed: the broader output 
 VSD gradient less sensitive to the backbone and to the one scale a fixed recipe would pick.
 Ranges: (0.5, 4) on SD1.5 per docs/methods.md; on the MNIST teacher (whose own sampling CFG is 1.25)
 a range around it, (1, 1.5).
-NASA (negative prompts applied inside cross-attention at sampling time) is not built here.
+NASA, SNOOPI's other half, is a sampling-time change to a text UNet's cross-attention (negative prompts
+for a one-step student): nets/adapters/nasa.py. Class-conditional fewstep nets have no cross-attention,
+so there is no negative class for them.
 """
 from __future__ import annotations
 
