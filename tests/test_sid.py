@@ -149,3 +149,32 @@ def test_sida_learns_one_step_on_toy2d(toy_teacher, tmp_path):
     bar = min(0.1 * _toy_fd(toy_teacher, SamplingSpec("euler", 1, "karras")),
               3 * _toy_fd(toy_teacher, SamplingSpec("heun", 40, "karras")))
     assert_learns(student, bar, untrained=untrained, gaussian=gaussian_fd())
+
+
+def test_sid_lsg_guidance_scales_reach_the_fake_score_in_both_losses():
+    """kappa1 trains the fake score through its guided output; kappa2 guides it in the generator loss."""
+    from fewstep.methods.losses import denoising_loss
+    from fewstep.noise.guidance import both_branches
+
+    torch.manual_seed(0)
+    m = SiD(toy_denoiser(0), config(SiDConfig, fake_train_cfg=3.0, fake_cfg=2.0), shape=(2,), num_classes=8)
+    with torch.no_grad():  # a fake score whose conditional and unconditional branches differ
+        for p in m.fake.net.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    x, cond = torch.randn(6, 2), torch.arange(6) % 8
+    _, x_t, _, f_fake = m.generator_terms(x, cond, torch.Generator().manual_seed(0))
+    t = m.sample_levels(6, torch.Generator().manual_seed(0), 0.0, m.cfg.gen_level_max)
+    (c, u), _ = both_branches(m.fake, x_t, t, cond)
+    assert torch.allclose(f_fake, u + 2.0 * (c - u), atol=1e-5)
+    plain = SiD(toy_denoiser(0), config(SiDConfig), shape=(2,), num_classes=8)
+    plain.fake = m.fake
+    rng = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    guided_loss, plain_loss = m.fake_score_loss(x, cond, rng()), plain.fake_score_loss(x, cond, rng())
+    assert not torch.allclose(guided_loss, plain_loss)
+    r = rng()
+    tt = m.cfg.fake_times.sample(m.process, 6, r)
+    n = torch.randn(x.shape, generator=r)
+    from fewstep.noise.guidance import Guided
+    assert torch.allclose(guided_loss, denoising_loss(Guided(m.fake, 3.0), x, tt, n, cond), atol=1e-6)
+    with pytest.raises(ValueError, match="fake_train_cfg"):
+        config(SiDConfig, fake_cfg=-1.0)

@@ -32,6 +32,14 @@ class Guided(nn.Module):
         self.process = denoiser.process
         self.nfe_per_call = 1 if self.scale == 1.0 else 2
 
+    @property
+    def param(self) -> str:  # the guided denoiser's parameterisation (a denoising loss on guided output)
+        return self.denoiser.param
+
+    @property
+    def sigma_data(self) -> float:
+        return self.denoiser.sigma_data
+
     def raw(self, x, t, cond=None):
         if self.scale == 1.0 or cond is None:
             return self.denoiser.raw(x, t, cond)

@@ -10,8 +10,9 @@ copy evaluated once at sigma_init = 2.5 on x = sigma_init z). Strict 1:1 updates
       L = (f_phi - f_psi) . [(f_phi - x_g) - alpha (f_phi - f_psi)] / sg(mean|x_g - f_phi|),
   alpha = 1.2, with gradients through x_g and through both denoisers' inputs x_t (their weights fixed).
 Ours: the loss is averaged over elements and samples (the official code sums and scales by 100/batch; Adam
-makes the two the same up to its epsilon). ``real_cfg`` > 1 guides f_phi in the generator loss (the
-simplest SiD-LSG setting, kappa on the real score only).
+makes the two the same up to its epsilon). SiD-LSG's guidance scales (Zhou et al. 2024, "Long and Short
+Guidance"): ``fake_train_cfg`` (kappa1) trains the fake score through its guided output, ``fake_cfg``
+(kappa2 = kappa3) and ``real_cfg`` (kappa4) guide f_psi and f_phi in the generator loss; all 1 = SiD.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class SiDConfig(DMDConfig):
     alpha: float = 1.2  # SiD's alpha (1 for SiD-LSG on Stable Diffusion)
     gen_level_max: float = 0.8  # generator-loss levels: the lower 80% of the Karras grid (sigma <= ~24.4 at EDM)
     fake_times: TimeSampler = field(default_factory=TimeSampler)  # fake-score levels: EDM's ln sigma ~ N(-1.2, 1.2^2)
+    fake_train_cfg: float = 1.0  # SiD-LSG kappa1: the fake score is trained through its CFG-guided output
+    fake_cfg: float = 1.0  # SiD-LSG kappa2 = kappa3: CFG on the fake score in the generator loss
+    #                        (kappa4 is real_cfg, on the teacher there); SiD-LSG on SD: 4.5 / 4.5 / 4.5 or 1.5
     regression_weight: float = 0.0  # SiD has no regression loss
     optim: OptimConfig = field(default_factory=_sid_optim)
     critic_optim: OptimConfig = field(default_factory=_sid_optim)
@@ -51,6 +55,8 @@ class SiDConfig(DMDConfig):
         super().__post_init__()
         if self.sigma_init <= 0 or not 0 < self.gen_level_max <= 1:
             raise ValueError("sigma_init > 0 and gen_level_max in (0, 1] are needed")
+        if self.fake_train_cfg < 0 or self.fake_cfg < 0:
+            raise ValueError("fake_train_cfg and fake_cfg must be >= 0 (1 = no guidance)")
 
 
 def sid_generator_loss(x_g, f_real, f_fake, alpha: float) -> torch.Tensor:
@@ -76,7 +82,8 @@ class SiD(DistributionMatchingBase):
 
     def fake_score_loss(self, x_fake, cond, rng):
         t = self.cfg.fake_times.sample(self.process, x_fake.shape[0], rng)
-        return denoising_loss(self.fake, x_fake.detach(), t, self.noise(x_fake.shape, rng), cond)
+        fake = guided(self.fake, self.cfg.fake_train_cfg)  # SiD-LSG kappa1 (1: the plain denoising loss)
+        return denoising_loss(fake, x_fake.detach(), t, self.noise(x_fake.shape, rng), cond)
 
     def critic_loss(self, x_g, batch, cond, rng, logs) -> torch.Tensor:
         """Per-sample loss of the fake-score step (SiDA adds its discriminator here)."""
@@ -94,7 +101,7 @@ class SiD(DistributionMatchingBase):
         t = self.sample_levels(x_g.shape[0], rng, 0.0, c.gen_level_max)
         x_t = self.process.add_noise(x_g, self.noise(x_g.shape, rng), t)
         f_real = guided(self.teacher, c.real_cfg)(x_t, t, cond).float()
-        f_fake = self.fake(x_t, t, cond).float()
+        f_fake = guided(self.fake, c.fake_cfg)(x_t, t, cond).float()
         return t, x_t, f_real, f_fake
 
     def generator_loss(self, x_g, cond, rng, logs=None) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ...config import DistillConfig, TrainSettings
+from ...noise.guidance import guided
 from ...noise.precond import Denoiser
 from ..losses import denoising_loss
 from .dmd import cpu_optim
@@ -85,7 +86,7 @@ class SiDA(SiD):
         x_g = x_g.detach()
         t = self.cfg.fake_times.sample(self.process, x_g.shape[0], rng)
         n = self.noise(x_g.shape, rng)
-        l_fake = denoising_loss(self.fake, x_g, t, n, cond)
+        l_fake = denoising_loss(guided(self.fake, self.cfg.fake_train_cfg), x_g, t, n, cond)  # SiD-LSG kappa1
         loss = l_fake
         if self.cfg.gan_disc_weight > 0:
             x_real = batch["x"].to(x_g.dtype)
