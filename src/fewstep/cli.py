@@ -102,6 +102,18 @@ def _add_train(p):
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
 
 
+def _cache(text: str) -> str:
+    from .nets.cache import parse_cache
+
+    if text == "none":
+        return text
+    try:
+        parse_cache(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _add_sampling(p):
     from .samplers import GRIDS, SAMPLERS
 
@@ -112,6 +124,7 @@ def _add_sampling(p):
     p.add_argument("--cfg", type=_float_range(0), help="classifier-free guidance scale (1 = none)")
     p.add_argument("--n", type=_int_at_least(1), help="number of samples")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast sampling")
+    p.add_argument("--cache", type=_cache, help="reuse features between steps: deepcache:N[:D] | faster:N | faster:i,j,k")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--n", type=_int_at_least(10), default=1000)
     b.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     b.add_argument("--results-dir", default="benchmarks/results")
+    b.add_argument("--cache", type=_cache, action="append",
+                   help="feature caching: deepcache:N[:D] | faster:N | faster:i,j,k | none; repeat for one set of rows per mode")
+    b.add_argument("--retime", action="store_true",
+                   help="re-measure images/s of the timed rows of an existing results file (FD kept): run it on a quiet machine")
     b.add_argument("--baseline", help="results file(s), comma-separated, whose floor and teacher rows are reused (not recomputed)")
     _add_common(b, data=True, out=False)
 

@@ -14,10 +14,11 @@ def results_table(results: dict, reference_rows: list[dict] | None = None) -> st
     its speed-up at matched FD: its images/s over the teacher's at the cheapest row (any sampler, grid,
     CFG in the file, or in ``reference_rows``) whose FD is at least as good."""
     teachers = [r for r in (reference_rows or results["rows"]) if r["method"] == "teacher"]
+    cost = any(r.get("macs") is not None for r in results["rows"])  # files measured with network cost
     lines = [f"Floor (real vs real) FD: {_fmt(results['floor']['fd'])}", "",
              "| method | sampler | NFE | CFG | FD | class acc | precision | recall | images/s | seeds "
-             "| training | speed-up at matched FD |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+             + ("| params (M) | GMACs/image " if cost else "") + "| training | speed-up at matched FD |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if cost else "") + "---|---|"]
     for r in results["rows"]:
         ips = r.get("images_per_s")
         ips_s = "-" if ips is None else f"{ips:.0f}" + ("" if r.get("images_per_s_timed", True) else "*")
@@ -25,14 +26,20 @@ def results_table(results: dict, reference_rows: list[dict] | None = None) -> st
         name = r["method"] + (f" (real CFG {r['real_cfg']:g})" if r.get("real_cfg", 1.0) != 1.0 else "")
         name += f" `{r['run'].rstrip('/').split('/')[-1]}`" if r.get("run") else ""
         sampler = r.get("sampler", "-") + (f"/{r['grid']}" if r.get("grid", "karras") not in ("karras", None) else "")
+        sampler += f" + {r['cache']}" if r.get("cache") else ""
+        sizes = (f"{_fmt(_scaled(r.get('params'), 1e6), 2)} | {_fmt(_scaled(r.get('macs'), 1e9), 3)} | " if cost else "")
         lines.append(
             f"| {name} | {sampler}{'' if r.get('dtype', 'bf16') == 'bf16' else ' (fp32)'} | "
             f"{_fmt(r['nfe'], 0)} | {_fmt(r.get('cfg'), 2)} | {_fmt(r.get('fd'))} ± {_fmt(r.get('fd_std'))} | "
             f"{'-' if acc is None else f'{acc:.3f}'} | {_fmt(r.get('precision'), 3)} | {_fmt(r.get('recall'), 3)} | "
-            f"{ips_s} | {r.get('seeds', 1)} | {_training(r)} | {_speedup(r, teachers)} |")
+            f"{ips_s} | {r.get('seeds', 1)} | {sizes}{_training(r)} | {_speedup(r, teachers)} |")
     lines.append("")
     lines.append("`*` images/s scaled from the same sampler's timed row (NFE <= 8) by NFE, not timed.")
     return "\n".join(lines)
+
+
+def _scaled(v, unit):
+    return None if v is None else v / unit
 
 
 def _training(row: dict) -> str:

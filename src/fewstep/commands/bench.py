@@ -28,7 +28,18 @@ from ..metrics.benchmark import (
 )
 from ..samplers import nfe_of, steps_for_nfe
 from ..samplers.generate import SamplingSpec
-from .common import command_line
+from .common import cached, command_line
+
+
+def cost_fields(row: dict, den, spec, test, bf16, cache) -> dict:
+    """The row's network size and measured MACs per image (FLOP counter), and its cache mode."""
+    from ..metrics.speed import macs_per_image, parameter_count
+    from ..samplers.generate import generate
+
+    macs = macs_per_image(lambda b: generate(den, b, spec, test.shape, test.class_balanced_labels(b), seed=0,
+                                             batch=b, bf16=bf16))
+    row.update(params=parameter_count(den), macs=macs, cache=cache)
+    return row
 
 
 def run(a):
@@ -40,6 +51,7 @@ def run(a):
 
     models = [m for m in a.model.split(",") if m]
     loaded = [load_denoiser(m) for m in models]
+    modes = [None if m == "none" else m for m in (a.cache or ["none"])]
     den, mcfg = loaded[0]
     data = a.data or mcfg.get("data", {}).get("name")
     if not data:
@@ -53,8 +65,12 @@ def run(a):
     path = out_dir / f"{a.name}.json"
     key = {"model": str(a.model), "samplers": a.samplers, "nfe": a.nfe, "cfg": a.cfg, "grid": a.grid, "seeds": a.seeds,
            "seeds_max_nfe": a.seeds_max_nfe, "n": a.n, "bf16": a.bf16, "baseline": a.baseline}
+    if a.cache:  # only when set, so files written before caching existed still resume
+        key["cache"] = a.cache
     old = json.loads(path.read_text()) if path.exists() else {}
-    resume = old.get("bench_args") == key and not old.get("complete", False)
+    resume = old.get("bench_args") == key and (a.retime or not old.get("complete", False))
+    if a.retime and not resume:
+        raise FewstepError(f"--retime needs {path} written by this same command (its arguments differ or it is missing)")
     done = {row_key(r): r for r in old.get("rows", [])} if resume else {}
     students = [(m, d, c) for m, (d, c) in zip(models, loaded) if "method" in c]
     teachers = [(m, d, c) for m, (d, c) in zip(models, loaded) if "method" not in c]
@@ -71,8 +87,9 @@ def run(a):
     }
     if resume:  # rows carried over were measured by the first run: keep its provenance, list each resume
         first = {k: old[k] for k in ("created", "git_commit", "git_dirty", "threads", "torch") if k in old}
-        results["resumed"] = old.get("resumed", []) + [{k: results[k] for k in first}]
-        results.update(first)
+        again = {k: results[k] for k in first} | {"command": command} | ({"retime": True} if a.retime else {})
+        results["resumed"] = old.get("resumed", []) + [again]
+        results.update(first, command=old.get("command", command))
     t0 = time.perf_counter() - (old.get("bench_s_partial", 0.0) if resume else 0.0)
     if a.baseline:  # one or more files (comma-separated): the floor from the first, every file's rows
         bases = [(f, json.loads(Path(f).read_text())) for f in a.baseline.split(",") if f]
@@ -89,42 +106,52 @@ def run(a):
         plan = list(sweep_rows(a.samplers, a.nfe, a.cfg))
         # bf16 sampling is checked against fp32 on one row (docs/benchmarks.md): same FD or it is not used.
         check = [("dpmpp2m", steps_for_nfe("dpmpp2m", 8), a.cfg[0], False)] if use_bf16(a.bf16) else []
-        todo += [("teacher", d, c, s, k, cf, bf) for s, k, cf, bf in [(*p, a.bf16) for p in plan] + check]
-    todo += [("student", d, c, m, spec, None, a.bf16) for m, d, c in students for spec in student_specs(c)]
+        todo += [("teacher", cached(d, mode), c, s, k, cf, bf, mode) for mode in modes
+                 for s, k, cf, bf in [(*p, a.bf16) for p in plan] + check]
+    todo += [("student", cached(d, mode), c, m, spec, None, a.bf16, mode) for mode in modes
+             for m, d, c in students for spec in student_specs(c)]
     timed: dict = {}
-    for kind, d, c, sampler, steps, cfg, bf16 in tqdm(todo, desc=f"bench {a.name}", dynamic_ncols=True):
+    for kind, d, c, sampler, steps, cfg, bf16, mode in tqdm(todo, desc=f"bench {a.name}", dynamic_ncols=True):
         if kind == "student":
             model, sdict = sampler, steps
-            k = (c["method"]["method"], sdict["sampler"], sdict["steps"], "student", "bf16" if use_bf16(bf16) else "fp32", model)
-            row = done.get(k) or student_row(d, c, test, feats, ref_feats, a.seeds, bf16, sdict, model)
+            k = (c["method"]["method"], sdict["sampler"], sdict["steps"], "student", "bf16" if use_bf16(bf16) else "fp32", model,
+                 mode)
+            row = done.get(k)
+            if row is None:
+                row = cost_fields(student_row(d, c, test, feats, ref_feats, a.seeds, bf16, sdict, model),
+                                  d, SamplingSpec(**sdict), test, bf16, mode)
+            elif a.retime:
+                row["images_per_s"], row["threads"] = time_row(d, SamplingSpec(**sdict), test, bf16), torch.get_num_threads()
             results["rows"].append(row)
             write_results(path, results)
             continue
         spec = SamplingSpec(sampler, steps, a.grid, cfg)
-        dkey = ("teacher", sampler, steps, cfg, "bf16" if use_bf16(bf16) else "fp32", a.grid)
+        dkey = ("teacher", sampler, steps, cfg, "bf16" if use_bf16(bf16) else "fp32", a.grid, mode)
         if dkey in done:
             row = done[dkey]
-            if row.get("images_per_s_timed") and row.get("threads") != torch.get_num_threads():
+            if row.get("images_per_s_timed") and (a.retime or row.get("threads") != torch.get_num_threads()):
                 row["images_per_s"], row["threads"] = time_row(d, spec, test, bf16), torch.get_num_threads()
         else:
             total_nfe = nfe_of(sampler, steps) * (1 if cfg == 1.0 else 2)
             seeds = a.seeds if total_nfe <= a.seeds_max_nfe else 1
             row = bench_row(d, spec, test, feats, ref_feats, len(test), seeds, bf16)
-            if total_nfe <= SPEED_MAX_NFE:
+            if total_nfe <= SPEED_MAX_NFE or mode:  # a cached row's cost is not linear in NFE: time it
                 row["images_per_s"] = time_row(d, spec, test, bf16)
                 row["images_per_s_timed"], row["threads"] = True, torch.get_num_threads()
             row.update(train_s=None, iterations=None)
+            cost_fields(row, d, spec, test, bf16, mode)
         if row.get("images_per_s_timed"):
-            timed[(sampler, cfg, bf16)] = (row["nfe"], row["images_per_s"])
-        elif (sampler, cfg, bf16) in timed:
-            n0, ips0 = timed[(sampler, cfg, bf16)]
+            timed[(sampler, cfg, bf16, mode)] = (row["nfe"], row["images_per_s"])
+        elif (sampler, cfg, bf16, mode) in timed:
+            n0, ips0 = timed[(sampler, cfg, bf16, mode)]
             row["images_per_s"], row["images_per_s_timed"] = ips0 * n0 / row["nfe"], False
         results["rows"].append(row)
         results["bench_s_partial"] = round(time.perf_counter() - t0, 1)  # what a resumed run adds to
         write_results(path, results)
     results.pop("bench_s_partial", None)
     results["complete"] = True
-    results["bench_s"] = round(time.perf_counter() - t0, 1)
+    # a retime only re-measures speed: the sweep's own wall time stays the first run's
+    results["bench_s"] = old["bench_s"] if a.retime and "bench_s" in old else round(time.perf_counter() - t0, 1)
     write_results(path, results)
     table = results_table(results)
     write_text_atomic(path.with_suffix(".md"), table + "\n")

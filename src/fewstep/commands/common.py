@@ -68,3 +68,14 @@ def sample_shape(model_cfg: dict) -> tuple:
     if arch["arch"] == "mlp":
         return (arch["dim"],)
     return (arch["in_channels"], arch["image_size"], arch["image_size"])
+
+
+def cached(den, cache: str | None):
+    """The denoiser with ``--cache`` feature caching (nets/cache.py), or itself; a clear error for a
+    network that cannot be cached."""
+    from ..nets.cache import parse_cache, with_cache
+
+    try:
+        return with_cache(den, parse_cache(cache))
+    except ValueError as e:
+        raise FewstepError(f"--cache: {e}") from None

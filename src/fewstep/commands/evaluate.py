@@ -6,18 +6,19 @@ from dataclasses import asdict
 
 from ..errors import FewstepError
 from ..io import write_text_atomic
-from .common import spec_from
+from .common import cached, spec_from
 
 
 def run(a):
     from ..data import load_dataset
     from ..metrics.evaluate import mean_std, measure
     from ..metrics.features import load_features
-    from ..metrics.speed import images_per_second
+    from ..metrics.speed import images_per_second, macs_per_image, parameter_count
     from ..model_io import load_denoiser
     from ..samplers.generate import generate
 
     den, mcfg = load_denoiser(a.model)
+    den = cached(den, a.cache)
     spec = spec_from(a, mcfg)
     data = a.data or mcfg.get("data", {}).get("name")
     if not data:
@@ -34,8 +35,9 @@ def run(a):
         rows.append(measure(samples, labels, test.x, feats, ref_feats))
     res = {"model": a.model, "data": data, "n": n, "seeds": a.seeds, "nfe": nfe, "sampling": asdict(spec),
            **mean_std(rows)}
-    res["images_per_s"] = images_per_second(
-        lambda b: generate(den, b, spec, test.shape, test.class_balanced_labels(b), seed=0, batch=b, bf16=a.bf16))
+    gen = lambda b: generate(den, b, spec, test.shape, test.class_balanced_labels(b), seed=0, batch=b, bf16=a.bf16)  # noqa: E731
+    res["images_per_s"] = images_per_second(gen)
+    res.update(cache=a.cache, params=parameter_count(den), macs=macs_per_image(gen))
     text = json.dumps(res, indent=2)
     if a.out:
         write_text_atomic(a.out, text + "\n")

@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from .common import labels_for, sample_shape, spec_from
+from .common import cached, labels_for, sample_shape, spec_from
 
 
 def run(a):
@@ -14,6 +14,7 @@ def run(a):
     from ..samplers.generate import generate
 
     den, mcfg = load_denoiser(a.model)
+    den = cached(den, a.cache)
     spec = spec_from(a, mcfg)
     n = a.n or 100
     samples, nfe = generate(den, n, spec, sample_shape(mcfg), labels_for(mcfg, n), seed=a.seed, bf16=a.bf16,
@@ -22,4 +23,4 @@ def run(a):
     if out.suffix.lower() != ".png":
         out = out / "samples.png"
     save_grid(samples, out)
-    print(json.dumps({"grid": str(out), "n": n, "nfe": nfe, "sampling": asdict(spec)}))
+    print(json.dumps({"grid": str(out), "n": n, "nfe": nfe, "sampling": asdict(spec), "cache": a.cache}))

@@ -130,8 +130,8 @@ def student_row(den, mcfg, test, feats, ref_feats, seeds, bf16, spec_dict=None, 
 
 def row_key(r):
     if r["method"] == "teacher":
-        return ("teacher", r["sampler"], r["steps"], r["cfg"], r["dtype"], r.get("grid", "karras"))
-    return (r["method"], r["sampler"], r["steps"], "student", r["dtype"], r.get("run"))
+        return ("teacher", r["sampler"], r["steps"], r["cfg"], r["dtype"], r.get("grid", "karras"), r.get("cache"))
+    return (r["method"], r["sampler"], r["steps"], "student", r["dtype"], r.get("run"), r.get("cache"))
 
 
 def best_per_nfe(rows: list[dict]) -> list[dict]:

@@ -108,25 +108,49 @@ class UNet(nn.Module):
         """The prediction; with ``return_bottleneck`` also the mid-block features, and with
         ``return_bottleneck="only"`` those alone (the decoder is not run: a GAN head needs no output)."""
         emb = self.embed(c_noise, cond)
-        h = self.inp(x)
-        hs = [h]
-        for blk in self.down:
-            if isinstance(blk, nn.ModuleList):
-                h = blk[1](blk[0](h, emb))
-            else:
-                h = blk(h)
-            hs.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        h, hs = self.encode(x, emb)
+        h = self.middle(h, emb)
         mid = h
         if return_bottleneck == "only":
             return mid
-        for blk in self.up:
-            if isinstance(blk, nn.ModuleList):
-                h = blk[1](blk[0](torch.cat([h, hs.pop()], dim=1), emb))
-            else:
-                h = blk(h)
-        out = self.out(h)
+        out = self.decode(h, hs, emb)
         return (out, mid) if return_bottleneck else out
+
+    # -- pieces (caching samplers, nets/cache.py, run parts of the network) ----------------------
+    def encode(self, x, emb, skips: int | None = None):
+        """(h, skip features): the input conv and the down blocks, stopping once ``skips`` features are
+        collected (None: all)."""
+        h = self.inp(x)
+        hs = [h]
+        for blk in self.down:
+            if skips is not None and len(hs) >= skips:
+                break
+            h = blk[1](blk[0](h, emb)) if isinstance(blk, nn.ModuleList) else blk(h)
+            hs.append(h)
+        return h, hs
+
+    def middle(self, h, emb):
+        return self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+
+    def decode(self, h, hs, emb, start: int = 0, stop: int | None = None):
+        """The up blocks ``start:stop`` (each resolution block takes the newest skip from ``hs``), then,
+        when run to the end, the output head."""
+        for blk in self.up[start:stop]:
+            h = blk[1](blk[0](torch.cat([h, hs.pop()], dim=1), emb)) if isinstance(blk, nn.ModuleList) else blk(h)
+        return self.out(h) if stop is None else h
+
+    def num_skips(self) -> int:
+        return 1 + len(self.down)
+
+    def up_index_taking(self, skip: int) -> int:
+        """Index in ``self.up`` of the block that consumes skip feature ``skip`` (0 = the input conv's)."""
+        taken = 0
+        for i, blk in enumerate(self.up):
+            if isinstance(blk, nn.ModuleList):
+                if self.num_skips() - 1 - taken == skip:
+                    return i
+                taken += 1
+        raise ValueError(f"no up block takes skip {skip}")
 
     def config(self) -> dict:
         return {"arch": "unet", **asdict(self.cfg)}

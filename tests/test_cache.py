@@ -1,0 +1,134 @@
+"""Feature caching between sampling steps (nets/cache.py): interval 1 is bitwise the plain network,
+cached calls skip the parts they say they skip, caches never leak into the next batch, and the CLI
+takes --cache."""
+import json
+
+import pytest
+import torch
+
+from fewstep.cli import main
+from fewstep.model_io import build_denoiser, save_denoiser
+from fewstep.nets.cache import CacheSpec, cache_counts, parse_cache, with_cache
+from fewstep.samplers import SamplingSpec, generate
+
+
+def tiny_unet(seed=0):
+    torch.manual_seed(seed)
+    den = build_denoiser({"arch": {"arch": "unet", "in_channels": 1, "image_size": 28, "channels": 8,
+                                   "ch_mult": [1, 2], "num_res_blocks": 1, "attn_levels": [1], "num_classes": 10,
+                                   "time_scale": 1000.0},
+                          "process": {"family": "edm"}, "param": "edm"})
+    with torch.no_grad():  # the output conv starts at zero; give it weights so every part shows in the output
+        for p in den.net.out.parameters():
+            p.normal_(0, 0.1)
+    return den.eval()
+
+
+def _sample(den, spec, labels, seed=0):
+    return generate(den, labels.shape[0], spec, (1, 28, 28), labels, seed=seed, batch=labels.shape[0])
+
+
+@pytest.mark.parametrize("cache", ["deepcache:1", "deepcache:1:2", "faster:1"])
+def test_interval_one_is_bitwise_the_plain_network(cache):
+    den, labels = tiny_unet(), torch.arange(6) % 10
+    spec = SamplingSpec("heun", 7, "karras", 1.5)  # two calls per step and a guided (doubled) batch
+    assert torch.equal(_sample(with_cache(den, parse_cache(cache)), spec, labels), _sample(den, spec, labels))
+
+
+@pytest.mark.parametrize("cache", ["deepcache:3", "faster:3", "faster:0,1,4"])
+def test_cached_calls_reuse_features_and_stay_close(cache):
+    den, labels = tiny_unet(), torch.arange(6) % 10
+    spec = SamplingSpec("euler", 8, "karras")
+    cached = with_cache(den, parse_cache(cache))
+    plain, fast = _sample(den, spec, labels), _sample(cached, spec, labels)
+    full, reused = cache_counts(cached)
+    assert full + reused == 8 and full == (3 if cache != "faster:0,1,4" else 3) and reused == 5
+    assert not torch.equal(plain, fast) and torch.isfinite(fast).all()
+    assert (fast - plain).abs().mean() < 0.5 * plain.abs().mean()
+
+
+def test_a_cached_call_on_the_same_input_returns_the_full_output():
+    """With the same input and level as the last full call, the reused features are exactly the ones
+    the full call would compute, so the output is the full network's."""
+    for cache in ("deepcache:5", "deepcache:5:3", "faster:5"):
+        net = tiny_unet().net
+        cached = with_cache(tiny_unet(), parse_cache(cache)).net
+        x, c, y = torch.randn(3, 1, 28, 28), torch.full((3,), 0.3), torch.tensor([1, 2, 3])
+        with torch.no_grad():
+            ref = net(x, c, y)
+            assert torch.equal(cached(x, c, y), ref)  # full
+            assert torch.allclose(cached(x, c, y), ref, atol=1e-6)  # reused
+        assert (cached.full_calls, cached.cached_calls) == (1, 1)
+
+
+def test_cached_calls_skip_the_deep_network():
+    den = tiny_unet()
+    calls = {"mid": 0, "down": 0}
+    den.net.mid1.register_forward_hook(lambda *a: calls.__setitem__("mid", calls["mid"] + 1))
+    den.net.down[0][0].register_forward_hook(lambda *a: calls.__setitem__("down", calls["down"] + 1))
+    spec = SamplingSpec("euler", 6, "karras")
+    _sample(with_cache(den, parse_cache("deepcache:3")), spec, torch.arange(4))
+    assert calls == {"mid": 2, "down": 2}  # depth 1: the cached calls run only the input conv and the last up block
+    calls.update(mid=0, down=0)
+    _sample(with_cache(den, parse_cache("faster:3")), spec, torch.arange(4))
+    assert calls == {"mid": 2, "down": 2}  # encoder and bottleneck reused, decoder runs every call
+
+
+def test_a_new_batch_starts_with_a_full_call():
+    den = with_cache(tiny_unet(), parse_cache("deepcache:4"))
+    spec = SamplingSpec("euler", 6, "karras")
+    generate(den, 8, spec, (1, 28, 28), torch.arange(8) % 10, seed=0, batch=4)  # two batches of 4
+    assert cache_counts(den) == (4, 8)  # calls 0 and 4 of each batch are full
+    first = _sample(with_cache(tiny_unet(), parse_cache("deepcache:4")), spec, torch.arange(4))
+    again = with_cache(tiny_unet(), parse_cache("deepcache:4"))
+    _sample(again, spec, torch.arange(4) + 4, seed=3)
+    assert torch.equal(_sample(again, spec, torch.arange(4)), first)  # nothing carried over from the last batch
+
+
+def test_cache_specs_and_errors():
+    assert parse_cache("deepcache:3") == CacheSpec("deepcache", interval=3)
+    assert parse_cache("deepcache:3:2") == CacheSpec("deepcache", interval=3, depth=2)
+    assert parse_cache("faster:0,2,5").keys == (0, 2, 5) and parse_cache(None) is None
+    for bad in ("deepcache:0", "faster:1,2", "nocache:2", "deepcache:a", "faster:2:3"):
+        with pytest.raises(ValueError):
+            parse_cache(bad)
+    with pytest.raises(ValueError, match="depth"):
+        with_cache(tiny_unet(), parse_cache("deepcache:2:9"))
+    mlp = build_denoiser({"arch": {"arch": "mlp", "dim": 2, "hidden": 8, "depth": 1}, "process": {"family": "edm"},
+                          "param": "edm"})
+    with pytest.raises(ValueError, match="fewstep's UNet"):
+        with_cache(mlp, parse_cache("deepcache:2"))
+
+
+def test_eval_and_sample_take_cache(tmp_path, capsys):
+    model = save_denoiser(tiny_unet(), tmp_path / "m", {"data": {"name": "mnist", "shape": [1, 28, 28], "num_classes": 10},
+                                                        "sampling": {"sampler": "euler", "steps": 6, "grid": "karras"}})
+    assert main(["eval", "--model", str(model), "--n", "100", "--cache", "deepcache:3"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["cache"] == "deepcache:3" and res["macs"] > 0 and res["params"] > 0
+    assert main(["eval", "--model", str(model), "--n", "100"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["macs"] > res["macs"]  # the cached sampler measures fewer multiply-accumulates
+    assert main(["sample", "--model", str(model), "--n", "4", "--cache", "faster:2", "--out", str(tmp_path / "g.png")]) == 0
+    assert main(["sample", "--model", str(model), "--cache", "deepcache:0"]) == 2
+
+
+def test_bench_measures_each_cache_mode_and_retimes_without_touching_fd(tmp_path, capsys):
+    model = save_denoiser(tiny_unet(), tmp_path / "m", {"data": {"name": "mnist", "shape": [1, 28, 28], "num_classes": 10},
+                                                        "sampling": {"sampler": "euler", "steps": 6, "grid": "karras"}})
+    results = tmp_path / "results"
+    argv = ["bench", "--model", str(model), "--name", "c", "--samplers", "euler", "--nfe", "6", "--seeds", "1",
+            "--n", "100", "--results-dir", str(results), "--no-bf16", "--cache", "none", "--cache", "deepcache:2"]
+    assert main(argv) == 0
+    res = json.loads((results / "c.json").read_text())
+    rows = {r["cache"]: r for r in res["rows"]}
+    assert set(rows) == {None, "deepcache:2"} and all(r["params"] > 0 and r["images_per_s_timed"] for r in rows.values())
+    assert rows["deepcache:2"]["macs"] < rows[None]["macs"]
+    table = (results / "c.md").read_text()
+    assert "euler + deepcache:2" in table and "GMACs/image" in table
+    capsys.readouterr()
+    assert main(argv + ["--retime"]) == 0
+    again = json.loads((results / "c.json").read_text())
+    assert [r["fd"] for r in again["rows"]] == [r["fd"] for r in res["rows"]]  # FD carried over, not recomputed
+    assert again["resumed"][-1]["retime"] and again["command"] == res["command"] and again["bench_s"] == res["bench_s"]
+    assert main([a if a != "6" else "4" for a in argv] + ["--retime"]) == 1  # another sweep: nothing to retime
