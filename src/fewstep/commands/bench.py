@@ -120,8 +120,11 @@ def run(a):
             if row is None:
                 row = cost_fields(student_row(d, c, test, feats, ref_feats, a.seeds, bf16, sdict, model),
                                   d, SamplingSpec(**sdict), test, bf16, mode)
-            elif a.retime:
-                row["images_per_s"], row["threads"] = time_row(d, SamplingSpec(**sdict), test, bf16), torch.get_num_threads()
+            else:
+                if a.retime:
+                    row["images_per_s"], row["threads"] = time_row(d, SamplingSpec(**sdict), test, bf16), torch.get_num_threads()
+                if row.get("macs") is None:  # a row measured before MACs were counted
+                    cost_fields(row, d, SamplingSpec(**sdict), test, bf16, mode)
             results["rows"].append(row)
             write_results(path, results)
             continue
@@ -131,6 +134,8 @@ def run(a):
             row = done[dkey]
             if row.get("images_per_s_timed") and (a.retime or row.get("threads") != torch.get_num_threads()):
                 row["images_per_s"], row["threads"] = time_row(d, spec, test, bf16), torch.get_num_threads()
+            if row.get("macs") is None:  # a row measured before MACs were counted
+                cost_fields(row, d, spec, test, bf16, mode)
         else:
             total_nfe = nfe_of(sampler, steps) * (1 if cfg == 1.0 else 2)
             seeds = a.seeds if total_nfe <= a.seeds_max_nfe else 1
