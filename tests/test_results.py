@@ -40,7 +40,7 @@ def test_provenance_ignores_only_the_results_file_being_written(monkeypatch, tmp
     from fewstep.metrics import benchmark
 
     out = tmp_path / "benchmarks" / "results" / "t.json"
-    status = {"value": " M benchmarks/results/t.json"}
+    status = {"value": "M benchmarks/results/t.json"}  # as _git returns it: stripped, so the first line lost its blank
     answers = {("rev-parse", "HEAD"): "abc", ("rev-parse", "--show-toplevel"): str(tmp_path)}
     monkeypatch.setattr(benchmark, "_git", lambda *a: status["value"] if a[0] == "status" else answers[a])
     assert benchmark.provenance(exclude=out)["git_dirty"] is False

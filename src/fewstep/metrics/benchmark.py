@@ -31,6 +31,13 @@ def git_commit() -> str | None:
     return _git("rev-parse", "HEAD")
 
 
+def _porcelain_path(line: str) -> str:
+    """The path of one ``git status --porcelain`` line (the status letters may have lost their leading
+    blank to stripping; a rename lists 'old -> new')."""
+    path = line.strip().split(maxsplit=1)[-1]
+    return path.split(" -> ")[-1]
+
+
 def provenance(exclude: Path | None = None) -> dict:
     """What a results file needs to be reproduced: the commit, whether the tree differed from it
     (uncommitted changes to tracked files other than ``exclude``, the results file being written, which
@@ -39,7 +46,7 @@ def provenance(exclude: Path | None = None) -> dict:
     top = _git("rev-parse", "--show-toplevel")
     if status and exclude is not None and top:
         skip = Path(exclude).resolve()
-        status = "\n".join(line for line in status.splitlines() if (Path(top) / line[3:].strip()).resolve() != skip)
+        status = "\n".join(line for line in status.splitlines() if (Path(top) / _porcelain_path(line)).resolve() != skip)
     return {"git_commit": git_commit(), "git_dirty": None if status is None else bool(status),
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
