@@ -52,8 +52,8 @@ def _lora_optim() -> OptimConfig:
 
 @dataclass
 class VSDConfig(DMDConfig):
-    guidance_range: tuple[float, float] = (4.5, 4.5)  # CFG scale for teacher and fake alike, U[lo, hi] per
-    #                                                   iteration (SwiftBrush: fixed, 4.5 on SD2.1; SNOOPI: a range)
+    guidance_range: tuple[float, float] = (7.5, 7.5)  # CFG scale for teacher and fake alike, U[lo, hi] per
+    #                                                   iteration (SwiftBrush: fixed 7.5, docs/methods.md; SNOOPI: a range)
     fake_lora: LoRAConfig = field(default_factory=_swiftbrush_lora)  # adapters that make the teacher the fake score
     fake_cond_dropout: float = 0.1  # p of training the LoRA on the null condition (SwiftBrush)
     regression_weight: float = 0.0  # VSD has no regression loss
