@@ -4,11 +4,14 @@ import pytest
 import torch
 
 from fewstep.methods.distribution_matching.sid import SiD, SiDConfig, sid_generator_loss
-from fewstep.methods.distribution_matching.sida import SiDA, SiDAConfig, edm_weight
+from fewstep.methods.distribution_matching.sida import SiDA, SiDAConfig
+from fewstep.methods.losses import edm_weight
 from fewstep.train.guards import StepContext
 
 from helpers import assert_learns, config, gaussian_fd, state, toy_denoiser, train_student
 from helpers import toy_fd as _toy_fd
+
+ADAM0 = {"betas": (0.0, 0.999), "weight_decay": 0.0}
 
 
 def test_sid_generator_loss_by_hand():
@@ -75,10 +78,15 @@ def test_sid_learns_one_step_on_toy2d(toy_teacher, tmp_path):
     """Bar: 0.1 x the teacher's single step from the top (~64) and 3 x its 40-step Heun (~6.4): the DMD2 toy
     bar. The untrained generator (the teacher's one step from sigma_init 2.5) and the data-matched Gaussian
     (~12.3) fail it."""
+
+    _assert_learns_one_step(SiD(toy_teacher, config(SiDConfig, lr=1e-3, optim=ADAM0, critic_optim=ADAM0),
+                                shape=(2,), num_classes=0), toy_teacher, tmp_path)
+
+
+def _assert_learns_one_step(m, toy_teacher, tmp_path):
+    """The DMD2 toy bar after 400 it, with the untrained generator and the data-matched Gaussian failing it."""
     from fewstep.samplers import SamplingSpec
 
-    adam0 = {"betas": (0.0, 0.999), "weight_decay": 0.0}
-    m = SiD(toy_teacher, config(SiDConfig, lr=1e-3, optim=adam0, critic_optim=adam0), shape=(2,), num_classes=0)
     untrained = _toy_fd(m.generator(), m.default_sampling())
     student = _toy_fd(train_student(m, tmp_path, 400), m.default_sampling())
     bar = min(0.1 * _toy_fd(toy_teacher, SamplingSpec("euler", 1, "karras")),
@@ -139,16 +147,10 @@ def test_sida_learns_one_step_on_toy2d(toy_teacher, tmp_path):
     """The SiD bar (0.1 x the teacher's single step, 3 x its 40-step Heun), with the same controls. The
     discriminator weight 1e-3 gives the D term about its weight on CIFAR-10 (1/numel there, 2 elements here):
     at the per-element default it swamps the shared fake network on 2-D points (FD ~9 after 400 it)."""
-    from fewstep.samplers import SamplingSpec
 
-    adam0 = {"betas": (0.0, 0.999), "weight_decay": 0.0}
-    m = SiDA(toy_teacher, config(SiDAConfig, lr=1e-3, optim=adam0, critic_optim=adam0, gan_disc_weight=1e-3),
-             shape=(2,), num_classes=0)
-    untrained = _toy_fd(m.generator(), m.default_sampling())
-    student = _toy_fd(train_student(m, tmp_path, 400), m.default_sampling())
-    bar = min(0.1 * _toy_fd(toy_teacher, SamplingSpec("euler", 1, "karras")),
-              3 * _toy_fd(toy_teacher, SamplingSpec("heun", 40, "karras")))
-    assert_learns(student, bar, untrained=untrained, gaussian=gaussian_fd())
+    _assert_learns_one_step(SiDA(toy_teacher, config(SiDAConfig, lr=1e-3, optim=ADAM0, critic_optim=ADAM0,
+                                                     gan_disc_weight=1e-3), shape=(2,), num_classes=0),
+                            toy_teacher, tmp_path)
 
 
 def test_sid_lsg_guidance_scales_reach_the_fake_score_in_both_losses():

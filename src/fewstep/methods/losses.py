@@ -27,6 +27,12 @@ def denoising_loss(den: Denoiser, x0, t, eps, cond) -> torch.Tensor:
     return err.flatten(1).mean(1)
 
 
+def edm_weight(sigma_hat: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """EDM's lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 at the normalised level sigma_hat (the weight
+    ``denoising_loss`` gives an EDM denoiser; SiDA weights its discriminator with it)."""
+    return (sigma_hat ** 2 + sigma_data ** 2) / (sigma_hat * sigma_data) ** 2
+
+
 def snr_truncated_mse(x0_hat, x0_target, alpha, sigma) -> torch.Tensor:
     """Salimans & Ho 2022 Sec. 4, 'truncated SNR' weighting: max(||x - x~||^2, ||eps - eps~||^2)
     = max(SNR, 1) ||x - x~||^2 with SNR = alpha^2 / sigma^2 (eps errors are x errors times alpha/sigma)."""

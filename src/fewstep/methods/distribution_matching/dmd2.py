@@ -70,12 +70,9 @@ def bottleneck_head(teacher: Denoiser, shape, num_classes: int) -> Discriminator
     return DiscriminatorHead(tuple(feats.shape[1:]))
 
 
-class DMD2(DistributionMatchingBase):
-    """DMD2: DM gradient + a GAN on the fake score's features, critic updated more often, no regression."""
-
-    name = "dmd2"
-    Config = DMD2Config
-    presets = None  # set below (dm_presets needs the class's config)
+class FakeScoreDiscriminator:
+    """A discriminator head on the fake score's bottleneck, trained with it as the critic and frozen with it
+    during student updates (DMD2's GAN, SiDA's discriminator). Mixed in before the family base."""
 
     def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
         self.head = bottleneck_head(teacher, shape, num_classes)
@@ -87,6 +84,18 @@ class DMD2(DistributionMatchingBase):
     def critic_parameters(self):
         return list(self.fake.net.parameters()) + list(self.head.parameters())
 
+    def critic_networks(self) -> list:
+        """The networks a student update reads without training them (frozen during it)."""
+        return [self.fake, self.head]
+
+
+class DMD2(FakeScoreDiscriminator, DistributionMatchingBase):
+    """DMD2: DM gradient + a GAN on the fake score's features, critic updated more often, no regression."""
+
+    name = "dmd2"
+    Config = DMD2Config
+    presets = None  # set below (dm_presets needs the class's config)
+
     def gan_levels(self, n: int, rng) -> torch.Tensor:
         """Noise levels of the diffusion GAN: the cleaner ``gan_index_max`` fraction of the grid."""
         return self.sample_levels(n, rng, 0.0, self.cfg.gan_index_max)
@@ -96,10 +105,6 @@ class DMD2(DistributionMatchingBase):
         t = self.gan_levels(x.shape[0], rng)
         x_t = self.process.add_noise(x, self.noise(x.shape, rng), t)
         return (head or self.head)(self.fake.bottleneck(x_t, t, cond).float())
-
-    def critic_networks(self) -> list:
-        """The networks a student update reads without training them (frozen during it)."""
-        return [self.fake, self.head]
 
     def student_loss(self, cond, n, ctx, logs):
         """(per-sample student loss, x_hat): the DM term, DMD2's GAN term and the optional regression."""

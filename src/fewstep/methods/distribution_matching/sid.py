@@ -59,10 +59,15 @@ class SiDConfig(DMDConfig):
             raise ValueError("fake_train_cfg and fake_cfg must be >= 0 (1 = no guidance)")
 
 
+def sid_normaliser(x_g, f_real) -> torch.Tensor:
+    """SiD's w = sg(mean|x_g - f_phi|) per sample (clipped at 1e-5), shaped to broadcast over x_g."""
+    dims = list(range(1, x_g.ndim))
+    return (x_g - f_real).abs().mean(dim=dims, keepdim=True).detach().clamp(min=1e-5)
+
+
 def sid_generator_loss(x_g, f_real, f_fake, alpha: float) -> torch.Tensor:
     """Per-sample SiD generator loss (mean over elements): (f_r - f_f).[(f_r - x_g) - alpha (f_r - f_f)] / w."""
-    dims = list(range(1, x_g.ndim))
-    w = (x_g - f_real).abs().mean(dim=dims, keepdim=True).detach().clamp(min=1e-5)
+    w = sid_normaliser(x_g, f_real)
     diff = f_real - f_fake
     return (diff * ((f_real - x_g) - alpha * diff) / w).flatten(1).mean(1)
 
@@ -80,10 +85,16 @@ class SiD(DistributionMatchingBase):
                                TrainSettings(max_iters=600, batch_size=256, bf16=False, eval_n=2000)),
     }
 
-    def fake_score_loss(self, x_fake, cond, rng):
-        t = self.cfg.fake_times.sample(self.process, x_fake.shape[0], rng)
+    def fake_levels_and_noise(self, x, rng):
+        """(t, n) of a fake-score step: EDM's log-normal levels and fresh noise."""
+        return self.cfg.fake_times.sample(self.process, x.shape[0], rng), self.noise(x.shape, rng)
+
+    def fake_score_loss(self, x_fake, cond, rng, t=None, n=None):
+        """The fake score's denoising loss on sg(x_fake) at levels t with noise n (drawn when not given)."""
+        if t is None:
+            t, n = self.fake_levels_and_noise(x_fake, rng)
         fake = guided(self.fake, self.cfg.fake_train_cfg)  # SiD-LSG kappa1 (1: the plain denoising loss)
-        return denoising_loss(fake, x_fake.detach(), t, self.noise(x_fake.shape, rng), cond)
+        return denoising_loss(fake, x_fake.detach(), t, n, cond)
 
     def critic_loss(self, x_g, batch, cond, rng, logs) -> torch.Tensor:
         """Per-sample loss of the fake-score step (SiDA adds its discriminator here)."""

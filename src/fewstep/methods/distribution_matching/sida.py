@@ -26,12 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from ...config import DistillConfig, TrainSettings
-from ...noise.guidance import guided
-from ...noise.precond import Denoiser
-from ..losses import denoising_loss
+from ..losses import edm_weight
 from .dmd import cpu_optim
-from .dmd2 import bottleneck_head
-from .sid import SiD, SiDConfig, sid_generator_loss
+from .dmd2 import FakeScoreDiscriminator
+from .sid import SiD, SiDConfig, sid_generator_loss, sid_normaliser
 
 
 @dataclass
@@ -45,12 +43,7 @@ class SiDAConfig(SiDConfig):
             raise ValueError("gan_gen_weight and gan_disc_weight must be >= 0")
 
 
-def edm_weight(sigma_hat: torch.Tensor, sigma_data: float) -> torch.Tensor:
-    """EDM's lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 at the normalised level sigma_hat."""
-    return (sigma_hat ** 2 + sigma_data ** 2) / (sigma_hat * sigma_data) ** 2
-
-
-class SiDA(SiD):
+class SiDA(FakeScoreDiscriminator, SiD):
     """SiD + a discriminator on the fake score's encoder against real data."""
 
     name = "sida"
@@ -64,19 +57,6 @@ class SiDA(SiD):
                                TrainSettings(max_iters=600, batch_size=256, bf16=False, eval_n=2000)),
     }
 
-    def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
-        self.head = bottleneck_head(teacher, shape, num_classes)
-        super().__init__(teacher, cfg, shape, num_classes)
-
-    def networks(self):
-        return {**super().networks(), "disc": self.head}
-
-    def critic_parameters(self):
-        return list(self.fake.net.parameters()) + list(self.head.parameters())
-
-    def critic_networks(self) -> list:
-        return [self.fake, self.head]
-
     def logits(self, x_t, t, cond):
         return self.head(self.fake.bottleneck(x_t, t, cond).float())
 
@@ -84,9 +64,8 @@ class SiDA(SiD):
         """The fake score's denoising loss on sg(x_g) + the weighted discriminator loss, real and generated
         samples noised with the same noise at the same level (official SiDA)."""
         x_g = x_g.detach()
-        t = self.cfg.fake_times.sample(self.process, x_g.shape[0], rng)
-        n = self.noise(x_g.shape, rng)
-        l_fake = denoising_loss(guided(self.fake, self.cfg.fake_train_cfg), x_g, t, n, cond)  # SiD-LSG kappa1
+        t, n = self.fake_levels_and_noise(x_g, rng)
+        l_fake = self.fake_score_loss(x_g, cond, rng, t, n)
         loss = l_fake
         if self.cfg.gan_disc_weight > 0:
             x_real = batch["x"].to(x_g.dtype)
@@ -104,8 +83,7 @@ class SiDA(SiD):
         t, x_t, f_real, f_fake = self.generator_terms(x_g, cond, rng)
         x_g = x_g.float()
         l_sid = sid_generator_loss(x_g, f_real, f_fake, self.cfg.alpha)
-        dims = list(range(1, x_g.ndim))
-        w = (x_g - f_real).abs().mean(dim=dims).detach().clamp(min=1e-5)  # SiD's normaliser, per sample
+        w = sid_normaliser(x_g, f_real).flatten()  # SiD's normaliser, per sample
         l_gan = F.softplus(-self.logits(x_t, t, cond).clamp(-10, 10)) / w
         if logs is not None:
             logs.update(loss_sid=l_sid.mean(), loss_gen_gan=l_gan.mean())

@@ -10,7 +10,7 @@ so there is no negative class for them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...config import DistillConfig, TrainSettings
 from ..base import LoRAConfig
@@ -21,11 +21,9 @@ from .vsd import VSD, VSDConfig
 @dataclass
 class SNOOPIConfig(VSDConfig):
     guidance_range: tuple[float, float] = (0.5, 4.0)  # PG-SB's kappa ~ U[min, max] per iteration (SD1.5)
-    fake_lora: LoRAConfig = None  # SNOOPI: rank 64
+    fake_lora: LoRAConfig = field(default_factory=lambda: LoRAConfig(rank=64, alpha=64.0))  # SNOOPI: rank 64
 
     def __post_init__(self):
-        if self.fake_lora is None:
-            self.fake_lora = LoRAConfig(rank=64, alpha=64.0)
         super().__post_init__()
         if self.guidance_range[0] == self.guidance_range[1]:
             raise ValueError("snoopi draws its guidance scale from a range: give guidance_range=(lo, hi) with lo < hi "
