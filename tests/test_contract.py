@@ -30,16 +30,29 @@ def toy_registered():
     unregister_method(TOY)
 
 
+# methods that rebuild a UNet (architecture distillation) run on a tiny UNet over 16x16 digits instead
+TINY_UNET = {"arch": "unet", "in_channels": 1, "image_size": 16, "channels": 8, "ch_mult": [1, 2],
+             "num_res_blocks": 2, "attn_levels": [1], "num_classes": 10, "time_scale": 1000.0}
+
+
+def _setting(cls):
+    """(teacher, one sample's shape, classes, data) the contract runs the method on."""
+    if cls.architectures is None or "mlp" in cls.architectures:
+        return toy_denoiser(0), (2,), 8, "toy2d"
+    return toy_denoiser(0, TINY_UNET), (1, 16, 16), 10, "digits"
+
+
 def _train(name, out, iters, resume=False, planned=None):
     """Train ``iters`` iterations of a run planned for ``planned`` (an interrupted run: its LR schedule
     is the planned run's)."""
     cls = get_method(name)
     torch.manual_seed(0)
-    method = cls(toy_denoiser(0), build_config(cls.Config, FAST.get(name, {})), shape=(2,), num_classes=8)
+    teacher, shape, classes, data = _setting(cls)
+    method = cls(teacher, build_config(cls.Config, FAST.get(name, {})), shape=shape, num_classes=classes)
     method.prepare(out.parent / "cache")
     cfg = TrainConfig(out=str(out), max_iters=iters, batch_size=32, ckpt_every=1, ema_decay=0.9, progress=False,
                       grad_clip=0.0)
-    tr = Trainer(method, load_dataset("toy2d", "train"), cfg, {"method": name})
+    tr = Trainer(method, load_dataset(data, "train"), cfg, {"method": name})
     method.plan(planned or iters)
     tr.train(resume=resume)
     return tr
@@ -63,8 +76,9 @@ def test_method_honours_the_contract(name, tmp_path, toy_registered):
     # the saved model reloads and samples the way the method says it should be sampled
     den, cfg = load_denoiser(str(tmp_path / "split" / "model"))
     spec = split.method.default_sampling()
-    x = generate(den, 16, spec, (2,), torch.arange(16) % 8, seed=0)
-    assert x.shape == (16, 2) and torch.isfinite(x).all()
+    _, shape, classes, _ = _setting(cls)
+    x = generate(den, 16, spec, shape, torch.arange(16) % classes, seed=0)
+    assert x.shape == (16, *shape) and torch.isfinite(x).all()
     assert json.loads((tmp_path / "split" / "latest" / "config.json").read_text())["method"]["method"] == name
 
 

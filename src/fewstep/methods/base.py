@@ -17,7 +17,9 @@ and update schedule:
 * ``default_sampling()`` / ``sampling_options()`` how the produced model is sampled and benchmarked;
 * ``plan(max_iters)`` / ``prepare(cache_dir)`` optional: the run's length, one-off deterministic work;
 * ``uses_images`` False for image-free methods (SiD, VSD): their batches carry conditions and a batch
-  size only, and ``fewstep distill`` never loads a training set for them (data/base.py conditions_only).
+  size only, and ``fewstep distill`` never loads a training set for them (data/base.py conditions_only);
+* ``architectures`` the teacher architectures a method that rebuilds the network can work on (block
+  removal needs a UNet; None = any); the constructor refuses others with a clear error.
 
 Shared pieces every method uses live here: one optimiser config (``OptimConfig``), one LoRA config
 (``LoRAConfig``), the two ways to copy a teacher (``trainable_copy``, ``frozen_copy``), and
@@ -137,6 +139,7 @@ class Method:
     Config: ClassVar[type]  # the typed config dataclass; fields carry their paper defaults
     presets: ClassVar[dict[str, DistillConfig]] = {}  # dataset name -> the run that works there
     uses_images: ClassVar[bool] = True  # False: no loss reads batch["x"] (only its batch size)
+    architectures: ClassVar[tuple[str, ...] | None] = None  # teacher architectures it can work on (None: any)
 
     def __init__(self, teacher: Denoiser, cfg=None, shape: tuple = (), num_classes: int = 0):
         self.cfg = cfg if cfg is not None else self.Config()

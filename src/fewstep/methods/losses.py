@@ -58,3 +58,43 @@ def pair_regression(gen: Denoiser, sh: float, z, target, cond) -> torch.Tensor:
     t, _, s = level_coeffs(gen.process, torch.full((z.shape[0],), float(sh), dtype=torch.float64))
     out = gen(bcast(s, z) * z, t.to(z.device), cond)
     return ((out.float() - target) ** 2).flatten(1).mean(1)
+
+
+# -- architecture distillation (methods/compress) ----------------------------------------------------
+def prediction_mse(den: Denoiser, x0_a, x0_b, x_t, t) -> torch.Tensor:
+    """Per-sample error between two x0 estimates at the same (x_t, t), weighted the way ``denoising_loss``
+    weights a denoiser's own error: lambda(sigma) ||x0_a - x0_b||^2 for EDM (a unit MSE on the raw network
+    outputs), plain MSE in the parameterisation's prediction space otherwise. With x0_b the clean image it
+    is the denoising loss; with the teacher's estimate it is BK-SDM's output-level KD (Kim et al. Eq. 2)."""
+    proc = den.process
+    a, s = proc.alpha(t).float(), proc.sigma(t).float()
+    if den.param == "edm":
+        sd = den.sigma_data
+        weight = bcast((a * a * sd * sd + s * s) / (s * sd) ** 2, x_t)
+        return (weight * (x0_a.float() - x0_b.float()) ** 2).flatten(1).mean(1)
+
+    def pred(x0):
+        x0 = x0.float()
+        return from_x0_eps(den.param, x0, (x_t.float() - bcast(a, x0) * x0) / bcast(s, x0), a, s)
+
+    return ((pred(x0_a) - pred(x0_b)) ** 2).flatten(1).mean(1)
+
+
+def feature_kd(student: dict, teacher: dict, normalise: bool = False) -> torch.Tensor:
+    """Per-sample feature distillation over the student's stages: sum_l mean (F_s^l - sg F_t^l)^2 (BK-SDM
+    Eq. 3, every stage output); ``normalise`` divides each stage's term by mean (F_t^l)^2 (LAPTOP-Diff's
+    normalised KD, so wide deep stages do not dominate)."""
+    if not student:
+        raise ValueError("feature KD needs at least one stage the student shares with the teacher")
+    total = 0.0
+    for name, f_s in student.items():
+        f_t = teacher.get(name)
+        if f_t is None or f_t.shape != f_s.shape:
+            raise ValueError(f"stage {name!r}: the teacher has {None if f_t is None else tuple(f_t.shape)}, "
+                             f"the student {tuple(f_s.shape)}")
+        f_t = f_t.detach().float()
+        term = ((f_s.float() - f_t) ** 2).flatten(1).mean(1)
+        if normalise:
+            term = term / (f_t ** 2).flatten(1).mean(1).clamp_min(1e-8)
+        total = total + term
+    return total

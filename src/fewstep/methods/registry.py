@@ -35,6 +35,8 @@ METHOD_TABLE: dict[str, tuple[str, str, str]] = {
             "SwiftBrush VSD: image-free one-step student against LoRA adapters on the teacher (Nguyen & Tran 2024)"),
     "snoopi": ("distribution matching", "fewstep.methods.distribution_matching.snoopi:SNOOPI",
                "SNOOPI PG-SB: VSD with the guidance scale of both scores drawn per iteration (Nguyen et al. 2024)"),
+    "bk_sdm": ("architecture", "fewstep.methods.compress.bk_sdm:BKSDM",
+               "BK-SDM: residual/attention blocks removed, student trained with output + feature KD (Kim et al. 2023)"),
     "cd": ("consistency", "fewstep.methods.consistency.cd:ConsistencyDistillation",
            "consistency distillation with a Heun teacher step and an EMA target (Song et al. 2023)"),
     "lcm": ("consistency", "fewstep.methods.consistency.lcm:LatentConsistency",

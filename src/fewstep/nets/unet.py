@@ -2,7 +2,14 @@
 
 The architecture sees only ``(x, c_noise, cond)``; preconditioning lives in the Denoiser.
 ``forward(..., return_bottleneck=True)`` also returns the mid-block output, which DMD2's
-discriminator head reads (Yin et al. 2024, Sec. 4.3).
+discriminator head reads (Yin et al. 2024, Sec. 4.3); ``return_features=True`` returns every stage's
+output (architecture distillation's feature KD, methods/compress).
+
+Block counts may differ per level, and the middle block may be absent: a block-removed student
+(BK-SDM, nets/surgery.py) is the same class with fewer blocks. Skips pair per level: level l's
+decoder blocks take, newest first, the features level l's encoder produced (the feature entering the
+level, then each residual block's output); a decoder level with fewer blocks than those features
+leaves the oldest ones unused.
 """
 from __future__ import annotations
 
@@ -27,15 +34,34 @@ class UNetConfig:
     dropout: float = 0.0
     time_scale: float = 1.0  # multiplies c_noise before the sinusoidal embedding
     w_dim: int = 0  # > 0: embed cond.extra['w'] (guidance-scale embedding)
+    down_blocks: tuple | None = None  # residual blocks per encoder level (None: num_res_blocks each)
+    up_blocks: tuple | None = None  # residual blocks per decoder level (None: one more than the encoder's)
+    mid_block: bool = True  # False: no middle block (BK-SDM-Small and -Tiny remove it)
 
     def __post_init__(self):
         self.ch_mult, self.attn_levels = tuple(self.ch_mult), tuple(self.attn_levels)
+        if self.down_blocks is not None:
+            self.down_blocks = tuple(int(b) for b in self.down_blocks)
+        if self.up_blocks is not None:
+            self.up_blocks = tuple(int(b) for b in self.up_blocks)
         if self.channels < 8 or self.channels % 8:
             raise ValueError(f"UNet channels must be a positive multiple of 8, got {self.channels}")
         if not self.ch_mult or self.num_res_blocks < 1:
             raise ValueError("UNet needs at least one level and one residual block per level")
         if self.image_size % (2 ** (len(self.ch_mult) - 1)):
             raise ValueError(f"image_size {self.image_size} is not divisible by 2^{len(self.ch_mult) - 1}")
+        downs, ups = self.level_blocks()
+        if len(downs) != len(self.ch_mult) or len(ups) != len(self.ch_mult):
+            raise ValueError(f"down_blocks and up_blocks need one count per level ({len(self.ch_mult)})")
+        if any(d < 0 for d in downs) or any(not 1 <= u <= d + 1 for d, u in zip(downs, ups)):
+            raise ValueError(f"each level needs 0 <= encoder blocks and 1 <= decoder blocks <= encoder blocks + 1; "
+                             f"got down_blocks {downs}, up_blocks {ups}")
+
+    def level_blocks(self) -> tuple[tuple, tuple]:
+        """(encoder, decoder) residual blocks per level, defaults resolved."""
+        downs = self.down_blocks if self.down_blocks is not None else (self.num_res_blocks,) * len(self.ch_mult)
+        ups = self.up_blocks if self.up_blocks is not None else tuple(d + 1 for d in downs)
+        return downs, ups
 
 
 def _norm(c):
@@ -78,65 +104,99 @@ class UNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         ch, emb_dim = cfg.channels, 4 * cfg.channels
+        downs, ups = cfg.level_blocks()
+        last = len(cfg.ch_mult) - 1
         self.embed = CondEmbedding(ch, emb_dim, cfg.num_classes, cfg.time_scale, cfg.w_dim)
         self.inp = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
-        self.down, skips, c = nn.ModuleList(), [ch], ch
+        # positions name each block by what it is, ("res", level, k) or ("down"/"up", level): block
+        # removal (nets/surgery.py) copies weights between networks by position
+        self.down, self.down_pos = nn.ModuleList(), []
+        skip_ch, level_skips, c = [ch], [], ch  # channels per skip feature; skip indices per level
         for lvl, m in enumerate(cfg.ch_mult):
-            for _ in range(cfg.num_res_blocks):
-                self.down.append(nn.ModuleList([ResBlock(c, ch * m, emb_dim, cfg.dropout),
-                                                Attention(ch * m) if lvl in cfg.attn_levels else nn.Identity()]))
+            level_skips.append([len(skip_ch) - 1])  # the feature entering the level
+            for k in range(downs[lvl]):
+                self.down.append(self._res(c, ch * m, lvl, emb_dim))
+                self.down_pos.append(("res", lvl, k))
                 c = ch * m
-                skips.append(c)
-            if lvl < len(cfg.ch_mult) - 1:
+                level_skips[-1].append(len(skip_ch))
+                skip_ch.append(c)
+            if lvl < last:
                 self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
-                skips.append(c)
-        self.mid1, self.mid_attn = ResBlock(c, c, emb_dim, cfg.dropout), Attention(c)
-        self.mid2 = ResBlock(c, c, emb_dim, cfg.dropout)
+                self.down_pos.append(("down", lvl))
+                skip_ch.append(c)
+        if cfg.mid_block:
+            self.mid1, self.mid_attn = ResBlock(c, c, emb_dim, cfg.dropout), Attention(c)
+            self.mid2 = ResBlock(c, c, emb_dim, cfg.dropout)
         self.bottleneck_channels = c
-        self.up = nn.ModuleList()
+        self.up, self.up_pos, self.up_skips = nn.ModuleList(), [], []
         for lvl, m in reversed(list(enumerate(cfg.ch_mult))):
-            for _ in range(cfg.num_res_blocks + 1):
-                self.up.append(nn.ModuleList([ResBlock(c + skips.pop(), ch * m, emb_dim, cfg.dropout),
-                                              Attention(ch * m) if lvl in cfg.attn_levels else nn.Identity()]))
+            for k, skip in enumerate(reversed(level_skips[lvl][-ups[lvl]:])):  # newest first
+                self.up.append(self._res(c + skip_ch[skip], ch * m, lvl, emb_dim))
+                self.up_pos.append(("res", lvl, k))
+                self.up_skips.append(skip)
                 c = ch * m
             if lvl > 0:
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                self.up_pos.append(("up", lvl))
+                self.up_skips.append(None)
         self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight), nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x, c_noise, cond=None, return_bottleneck: bool | str = False):
+    def _res(self, cin, cout, lvl, emb_dim):
+        attn = Attention(cout) if lvl in self.cfg.attn_levels else nn.Identity()
+        return nn.ModuleList([ResBlock(cin, cout, emb_dim, self.cfg.dropout), attn])
+
+    def forward(self, x, c_noise, cond=None, return_bottleneck: bool | str = False, return_features: bool = False):
         """The prediction; with ``return_bottleneck`` also the mid-block features, and with
-        ``return_bottleneck="only"`` those alone (the decoder is not run: a GAN head needs no output)."""
+        ``return_bottleneck="only"`` those alone (the decoder is not run: a GAN head needs no output).
+        ``return_features``: (prediction, {stage: output}) with stages ``down{l}`` / ``up{l}`` (a level's
+        last residual block, before its down/upsampling) and ``mid``, for feature distillation."""
+        feats = {} if return_features else None
         emb = self.embed(c_noise, cond)
-        h, hs = self.encode(x, emb)
-        h = self.middle(h, emb)
+        h, hs = self.encode(x, emb, feats=feats)
+        h = self.middle(h, emb, feats=feats)
         mid = h
         if return_bottleneck == "only":
             return mid
-        out = self.decode(h, hs, emb)
+        out = self.decode(h, hs, emb, feats=feats)
+        if return_features:
+            return out, feats
         return (out, mid) if return_bottleneck else out
 
     # -- pieces (caching samplers, nets/cache.py, run parts of the network) ----------------------
-    def encode(self, x, emb, skips: int | None = None):
+    def encode(self, x, emb, skips: int | None = None, feats: dict | None = None):
         """(h, skip features): the input conv and the down blocks, stopping once ``skips`` features are
         collected (None: all)."""
         h = self.inp(x)
         hs = [h]
-        for blk in self.down:
+        for blk, pos in zip(self.down, self.down_pos):
             if skips is not None and len(hs) >= skips:
                 break
-            h = blk[1](blk[0](h, emb)) if isinstance(blk, nn.ModuleList) else blk(h)
+            h = blk[1](blk[0](h, emb)) if pos[0] == "res" else blk(h)
+            if feats is not None and pos[0] == "res":
+                feats[f"down{pos[1]}"] = h
             hs.append(h)
         return h, hs
 
-    def middle(self, h, emb):
-        return self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+    def middle(self, h, emb, feats: dict | None = None):
+        if not self.cfg.mid_block:
+            return h
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        if feats is not None:
+            feats["mid"] = h
+        return h
 
-    def decode(self, h, hs, emb, start: int = 0, stop: int | None = None):
-        """The up blocks ``start:stop`` (each resolution block takes the newest skip from ``hs``), then,
-        when run to the end, the output head."""
-        for blk in self.up[start:stop]:
-            h = blk[1](blk[0](torch.cat([h, hs.pop()], dim=1), emb)) if isinstance(blk, nn.ModuleList) else blk(h)
+    def decode(self, h, hs, emb, start: int = 0, stop: int | None = None, feats: dict | None = None):
+        """The up blocks ``start:stop`` (each residual block concatenates its skip feature from ``hs``,
+        indexed as ``encode`` returned them), then, when run to the end, the output head."""
+        for i in range(len(self.up))[start:stop]:
+            blk, pos = self.up[i], self.up_pos[i]
+            if pos[0] == "res":
+                h = blk[1](blk[0](torch.cat([h, hs[self.up_skips[i]]], dim=1), emb))
+                if feats is not None:
+                    feats[f"up{pos[1]}"] = h
+            else:
+                h = blk(h)
         return self.out(h) if stop is None else h
 
     def num_skips(self) -> int:
@@ -144,12 +204,8 @@ class UNet(nn.Module):
 
     def up_index_taking(self, skip: int) -> int:
         """Index in ``self.up`` of the block that consumes skip feature ``skip`` (0 = the input conv's)."""
-        taken = 0
-        for i, blk in enumerate(self.up):
-            if isinstance(blk, nn.ModuleList):
-                if self.num_skips() - 1 - taken == skip:
-                    return i
-                taken += 1
+        if skip in self.up_skips:
+            return self.up_skips.index(skip)
         raise ValueError(f"no up block takes skip {skip}")
 
     def config(self) -> dict:

@@ -76,7 +76,17 @@ class Denoiser(nn.Module):
     def raw(self, x, t, cond=None):
         """(x0, eps) predicted at (x, t)."""
         t, a, s, x_in, c_noise = self._net_inputs(x, t)
-        out = self.net(x_in, c_noise, cond).to(x.dtype)
+        return self._x0_eps(self.net(x_in, c_noise, cond).to(x.dtype), x, t, a, s)
+
+    def features(self, x, t, cond=None):
+        """((x0, eps), {stage: features}) at (x, t), for architectures that return their stages' outputs
+        (``return_features``; architecture distillation's feature KD, methods/compress)."""
+        t, a, s, x_in, c_noise = self._net_inputs(x, t)
+        out, feats = self.net(x_in, c_noise, cond, return_features=True)
+        return self._x0_eps(out.to(x.dtype), x, t, a, s), feats
+
+    def _x0_eps(self, out, x, t, a, s):
+        """(x0, eps) from the network's output under this parameterisation and boundary condition."""
         if self.boundary == "cm":
             return self._with_eps(self._cm_x0(out, x, t, a, s), x, a, s)
         if self.param == "edm":
