@@ -37,6 +37,7 @@ class UNetConfig:
     down_blocks: tuple | None = None  # residual blocks per encoder level (None: num_res_blocks each)
     up_blocks: tuple | None = None  # residual blocks per decoder level (None: one more than the encoder's)
     mid_block: bool = True  # False: no middle block (BK-SDM-Small and -Tiny remove it)
+    attention: str = "softmax"  # self-attention: softmax | linear (LinFusion's normalised linear attention)
 
     def __post_init__(self):
         self.ch_mult, self.attn_levels = tuple(self.ch_mult), tuple(self.attn_levels)
@@ -50,6 +51,8 @@ class UNetConfig:
             raise ValueError("UNet needs at least one level and one residual block per level")
         if self.image_size % (2 ** (len(self.ch_mult) - 1)):
             raise ValueError(f"image_size {self.image_size} is not divisible by 2^{len(self.ch_mult) - 1}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         downs, ups = self.level_blocks()
         if len(downs) != len(self.ch_mult) or len(ups) != len(self.ch_mult):
             raise ValueError(f"down_blocks and up_blocks need one count per level ({len(self.ch_mult)})")
@@ -62,6 +65,9 @@ class UNetConfig:
         downs = self.down_blocks if self.down_blocks is not None else (self.num_res_blocks,) * len(self.ch_mult)
         ups = self.up_blocks if self.up_blocks is not None else tuple(d + 1 for d in downs)
         return downs, ups
+
+
+ATTENTIONS = ("softmax", "linear")
 
 
 def _norm(c):
@@ -99,6 +105,42 @@ class Attention(nn.Module):
         return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
+class LinearAttention(Attention):
+    """LinFusion's normalised non-causal linear attention (Liu et al. 2024; Huage001/LinFusion), in place
+    of softmax self-attention with the same q/k/v/out weights plus two new projections P_q, P_k, zero at
+    the start: with h the normalised input, q = W_q (h + P_q h), k = W_k (h + P_k h), v = W_v h, and per
+    head, with phi = elu + 1 and L tokens,
+
+        out_i = phi(q_i) (sum_j phi(k_j)^T v_j / L) / (phi(q_i) . mean_j phi(k_j) + 1e-4),
+
+    linear in L (no L x L matrix), so it runs at sizes where softmax attention's memory would not fit."""
+
+    def __init__(self, c, heads=4):
+        super().__init__(c, heads)
+        self.to_q_, self.to_k_ = nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 1)
+        for proj in (self.to_q_, self.to_k_):
+            nn.init.zeros_(proj.weight), nn.init.zeros_(proj.bias)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        h = self.norm(x)
+        w_q, w_k, w_v = self.qkv.weight.chunk(3, dim=0)
+        b_q, b_k, b_v = self.qkv.bias.chunk(3, dim=0)
+        q = F.conv2d(h + self.to_q_(h), w_q, b_q)
+        k = F.conv2d(h + self.to_k_(h), w_k, b_k)
+        v = F.conv2d(h, w_v, b_v)
+        out = linear_attention(*(t.reshape(B, self.heads, C // self.heads, H * W).transpose(-1, -2) for t in (q, k, v)))
+        return x + self.out(out.transpose(-1, -2).reshape(B, C, H, W))
+
+
+def linear_attention(q, k, v, eps: float = 1e-4):
+    """(B, heads, L, d) queries, keys, values -> (B, heads, L, d), LinFusion's normalised form."""
+    q, k = F.elu(q) + 1, F.elu(k) + 1
+    kv = k.transpose(-1, -2) @ v / k.shape[-2]  # (d, d): sum_j phi(k_j)^T v_j / L
+    norm = q @ k.mean(dim=-2, keepdim=True).transpose(-1, -2)  # (L, 1): phi(q_i) . mean_j phi(k_j)
+    return (q @ kv) / (norm + eps)
+
+
 class UNet(nn.Module):
     def __init__(self, cfg: UNetConfig):
         super().__init__()
@@ -125,7 +167,7 @@ class UNet(nn.Module):
                 self.down_pos.append(("down", lvl))
                 skip_ch.append(c)
         if cfg.mid_block:
-            self.mid1, self.mid_attn = ResBlock(c, c, emb_dim, cfg.dropout), Attention(c)
+            self.mid1, self.mid_attn = ResBlock(c, c, emb_dim, cfg.dropout), self._attention(c)
             self.mid2 = ResBlock(c, c, emb_dim, cfg.dropout)
         self.bottleneck_channels = c
         self.up, self.up_pos, self.up_skips = nn.ModuleList(), [], []
@@ -143,8 +185,11 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight), nn.init.zeros_(self.out[-1].bias)
 
     def _res(self, cin, cout, lvl, emb_dim):
-        attn = Attention(cout) if lvl in self.cfg.attn_levels else nn.Identity()
+        attn = self._attention(cout) if lvl in self.cfg.attn_levels else nn.Identity()
         return nn.ModuleList([ResBlock(cin, cout, emb_dim, self.cfg.dropout), attn])
+
+    def _attention(self, c):
+        return LinearAttention(c) if self.cfg.attention == "linear" else Attention(c)
 
     def forward(self, x, c_noise, cond=None, return_bottleneck: bool | str = False, return_features: bool = False):
         """The prediction; with ``return_bottleneck`` also the mid-block features, and with
