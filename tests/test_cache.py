@@ -140,3 +140,20 @@ def test_bench_measures_each_cache_mode_and_retimes_without_touching_fd(tmp_path
     assert again["resumed"][-1]["retime"] and again["command"] == res["command"] and again["bench_s"] == res["bench_s"]
     assert all(r["macs"] > 0 for r in again["rows"])
     assert main([a if a != "12" else "4" for a in argv] + ["--retime"]) == 1  # another sweep: nothing to retime
+
+
+@pytest.mark.parametrize("cache", ["deepcache:1", "deepcache:2", "faster:1"])
+def test_a_block_removed_student_caches_like_any_unet(cache):
+    """BK-SDM-Small of a UNet with one encoder block per stage: the shallowest decoder block takes the
+    first block's skip, not the input conv's, so deepcache's shallow branch needs more encoder than its
+    depth; interval 1 is still bitwise the plain student, and interval 2 skips calls."""
+    from fewstep.nets.surgery import remove_blocks
+
+    den = tiny_unet()
+    student = den.like(remove_blocks(den.net, "small")).eval()
+    assert student.net.shallow_branch(1)[1] == 2  # the skip of the first encoder block
+    labels, spec = torch.arange(6) % 10, SamplingSpec("euler", 6, "karras")
+    assert torch.equal(_sample(with_cache(student, parse_cache(cache)), spec, labels), _sample(student, spec, labels))
+    cached = with_cache(student, parse_cache(cache.split(":")[0] + ":2"))
+    _sample(cached, spec, labels)
+    assert cache_counts(cached) == (3, 3)

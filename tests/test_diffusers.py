@@ -259,3 +259,71 @@ def test_nasa_subtracts_the_negative_prompt_inside_cross_attention(sd):
         assert torch.allclose(got, expected, atol=1e-5)
     with pytest.raises(ValueError, match="cross-attention"):
         NASAProcessor(negative)(attn, h)
+
+
+def _sd_like_unet(seed=0):
+    torch.manual_seed(seed)
+    return diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64, 64), layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+        attention_head_dim=4, norm_num_groups=8).eval()
+
+
+@pytest.mark.parametrize("variant", ["base", "small", "tiny"])
+def test_bk_sdm_removes_blocks_of_a_diffusers_unet_from_the_teachers_weights(variant):
+    """BK-SDM's own target: SD-v1's layout (two resnets per encoder stage) loses one pair per stage, the
+    decoder's middle pair, the mid block (small, tiny) and the innermost stage (tiny); every student weight
+    is the teacher's weight of the block it starts from, and the stages line up for feature KD."""
+    from fewstep.nets.adapters.diffusers import DiffusersUNet
+    from fewstep.nets.surgery import diffusers_teacher_name, remove_blocks
+
+    teacher = DiffusersUNet(_sd_like_unet())
+    student = remove_blocks(teacher, variant)
+    t_cfg, s_cfg = dict(teacher.unet.config), dict(student.unet.config)
+    assert s_cfg["layers_per_block"] == 1 and (s_cfg["mid_block_type"] is None) == (variant != "base")
+    assert len(s_cfg["down_block_types"]) == (2 if variant == "tiny" else 3)
+    src = teacher.unet.state_dict()
+    for name, value in student.unet.state_dict().items():
+        assert torch.equal(value, src[diffusers_teacher_name(name, t_cfg, s_cfg)]), name
+    assert diffusers_teacher_name("up_blocks.1.resnets.1.conv1.weight", t_cfg, s_cfg).startswith(
+        "up_blocks.2.resnets.2" if variant == "tiny" else "up_blocks.1.resnets.2")  # the middle pair went
+    g = torch.Generator().manual_seed(0)
+    x, t, text = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([900.0, 100.0]), torch.randn(2, 5, 32, generator=g)
+    with torch.no_grad():
+        out_t, f_t = teacher(x, t, Cond(text=text), return_features=True)
+        out_s, f_s = student(x, t, Cond(text=text), return_features=True)
+        assert torch.equal(out_t, teacher(x, t, Cond(text=text)))  # the hooks change nothing and are gone
+    assert set(f_t) == {"down0", "down1", "down2", "mid", "up0", "up1", "up2"}
+    assert set(f_s) <= set(f_t) and all(f_s[k].shape == f_t[k].shape for k in f_s)
+    assert out_s.shape == out_t.shape and torch.isfinite(out_s).all()
+
+
+def test_bk_sdm_student_of_a_diffusers_teacher_trains_exports_and_loads_in_diffusers(tmp_path):
+    """Through the CLI: a BK-SDM-Small student of a tiny SD pipeline, exported as ``unet/``; diffusers loads
+    it, it computes what fewstep's copy computes, and StableDiffusionPipeline samples with it."""
+    from fewstep.model_io import load_denoiser
+
+    pipe_dir = make_sd_pipeline(tmp_path / "pipe", layers_per_block=2)
+    data = make_caption_folder(tmp_path / "data")
+    out = tmp_path / "bk"
+    assert main(["distill", "--teacher", f"diffusers:{pipe_dir}", "--method", "bk_sdm", "--data", f"folder:{data}",
+                 "--resolution", "16", "--max-iters", "2", "--batch-size", "2", "--out", str(out), "--no-progress",
+                 "--threads", "1", "--set", "nfe=4"]) == 0
+    assert main(["export", "--model", str(out), "--format", "diffusers", "--out", str(tmp_path / "export")]) == 0
+    meta = json.loads((tmp_path / "export" / "fewstep_sampling.json").read_text())
+    assert not meta["lora"] and meta["num_inference_steps"] == 4
+    unet = diffusers.UNet2DConditionModel.from_pretrained(tmp_path / "export" / "unet").eval()
+    teacher_unet = diffusers.UNet2DConditionModel.from_pretrained(pipe_dir / "unet")
+    assert unet.mid_block is None and sum(p.numel() for p in unet.parameters()) < 0.8 * sum(
+        p.numel() for p in teacher_unet.parameters())
+    student, _ = load_denoiser(str(out))
+    g = torch.Generator().manual_seed(0)
+    x, t, text = torch.randn(2, 4, 2, 2, generator=g), torch.tensor([800.0, 50.0]), torch.randn(2, 16, 32, generator=g)
+    with torch.no_grad():
+        assert torch.allclose(unet(x, t, encoder_hidden_states=text).sample, student.net(x, t, Cond(text=text)),
+                              atol=1e-5)
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(pipe_dir, unet=unet, local_files_only=True)
+    with torch.no_grad():
+        lat = pipe("a picture number 3", num_inference_steps=2, output_type="latent").images
+    assert torch.isfinite(lat).all()

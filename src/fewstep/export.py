@@ -1,5 +1,7 @@
 """``fewstep export --format diffusers``: a student of a diffusers teacher, as diffusers loads it.
 
+A student with its own smaller UNet (architecture distillation, BK-SDM) becomes ``unet/`` plus the
+teacher's scheduler: load it as the pipeline's ``unet`` and sample as the teacher is sampled.
 A LoRA student becomes ``pytorch_lora_weights.safetensors`` for ``pipeline.load_lora_weights(DIR)``
 (the LoRA scale alpha/rank is folded into the up-projection, so diffusers' default scale reproduces
 it); a full fine-tune becomes ``unet/``. Either way ``scheduler/`` holds the scheduler that samples the
@@ -36,11 +38,13 @@ def export_diffusers(model: str, out: Path) -> Path:
     info = cfg["diffusers"]
     pipe_cls = getattr(diffusers, info["model_index"]["_class_name"])
     sampling = cfg.get("sampling", {})
-    if sampling.get("sampler") != "multistep":
-        raise FewstepError(f"export supports students sampled with 'multistep' (consistency / DMD2), "
-                           f"not {sampling.get('sampler')!r}")
-    timesteps = student_timesteps(den, sampling)
     lora = arch.get("lora")
+    if sampling.get("sampler") != "multistep":
+        if lora:
+            raise FewstepError(f"export supports LoRA students sampled with 'multistep' (consistency / DMD2), "
+                               f"not {sampling.get('sampler')!r}")
+        return atomic_dir(Path(out), lambda tmp: _write_full_model(den, info, sampling, tmp))
+    timesteps = student_timesteps(den, sampling)
 
     def write(tmp: Path):
         if lora:
@@ -65,3 +69,20 @@ def export_diffusers(model: str, out: Path) -> Path:
                    tmp / "fewstep_sampling.json")
 
     return atomic_dir(Path(out), write)
+
+
+def _write_full_model(den, info: dict, sampling: dict, tmp: Path) -> None:
+    """A many-step student with its own architecture (architecture distillation: BK-SDM's smaller UNet):
+    ``unet/`` in place of the pipeline's UNet, sampled with the teacher's scheduler as the teacher is."""
+    den.net.unet.save_pretrained(tmp / "unet", safe_serialization=True)
+    sched_cls = info["scheduler"].get("_class_name", "DDPMScheduler")
+    import diffusers
+
+    getattr(diffusers, sched_cls).from_config(info["scheduler"]).save_pretrained(tmp / "scheduler")
+    write_json({"format": "fewstep-diffusers-export-v1", "pipeline": info["model_index"]["_class_name"],
+                "base_pipeline": info["pipeline"], "lora": False, "timesteps": None,
+                "num_inference_steps": int(sampling.get("steps", 25)),
+                "guidance_scale": float(sampling.get("cfg", 1.0)),
+                "usage": "unet = UNet2DConditionModel.from_pretrained(DIR, subfolder='unet'); "
+                         "pipe = PIPELINE.from_pretrained(BASE, unet=unet); pipe(prompt, num_inference_steps=N)"},
+               tmp / "fewstep_sampling.json")

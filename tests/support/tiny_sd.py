@@ -18,13 +18,13 @@ def clip_tokenizer(max_length: int = 16):
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
 
 
-def make_sd_pipeline(path: Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
+def make_sd_pipeline(path: Path, prediction_type: str = "epsilon", seed: int = 0, layers_per_block: int = 1) -> Path:
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
-                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                layers_per_block=layers_per_block, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
                                 attention_head_dim=4, norm_num_groups=8)
     vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,

@@ -4,7 +4,9 @@ Consecutive steps of a sampler see nearly the same input, so parts of the networ
 * ``deepcache:N[:D]`` (DeepCache, Ma et al. 2023): every N-th call runs the whole network and keeps the
   features entering the shallowest decoder blocks; the calls between run only the input conv and the
   first D-1 down blocks (the skips those decoder blocks need) and the decoder blocks from that point,
-  on the cached deep features. D = 1 (default) is DeepCache's shallowest branch.
+  on the cached deep features. D = 1 (default) is DeepCache's shallowest branch. (Precisely: the last D
+  residual decoder blocks and the encoder up to the skips they take, which on a block-removed UNet,
+  nets/surgery.py, can be more than D.)
 * ``faster:N`` or ``faster:i,j,k`` (Faster Diffusion's encoder propagation, Li et al. 2023): key calls
   (every N-th, or the listed call indices) run the whole network and keep the encoder's skips and
   bottleneck; the other calls run only the decoder, on those features and the new time embedding.
@@ -68,11 +70,11 @@ class CachedUNet(nn.Module):
 
     def __init__(self, net: nn.Module, spec: CacheSpec):
         super().__init__()
-        if not all(hasattr(net, a) for a in ("encode", "middle", "decode", "up_index_taking")):
+        if not all(hasattr(net, a) for a in ("encode", "middle", "decode", "shallow_branch")):
             raise ValueError(f"feature caching needs fewstep's UNet; {type(net).__name__} cannot be cached yet")
-        if spec.kind == "deepcache" and not 1 <= spec.depth < net.num_skips():
-            raise ValueError(f"deepcache depth must be in [1, {net.num_skips() - 1}] for this UNet, got {spec.depth}")
         self.net, self.spec = net, spec
+        if spec.kind == "deepcache":
+            self.start, self.skips = net.shallow_branch(spec.depth)  # checks the depth
         self.cfg = net.cfg
         self.reset()
 
@@ -108,18 +110,17 @@ class CachedUNet(nn.Module):
         if self.spec.kind == "faster":
             self.cache = (h, list(hs))
             return net.decode(h, hs, emb)
-        start = net.up_index_taking(self.spec.depth - 1)
-        h = net.decode(h, hs, emb, stop=start)
+        h = net.decode(h, hs, emb, stop=self.start)
         self.cache = h
-        return net.decode(h, hs, emb, start=start)
+        return net.decode(h, hs, emb, start=self.start)
 
     def _reuse(self, x, emb):
         net = self.net
         if self.spec.kind == "faster":
             mid, hs = self.cache
             return net.decode(mid, list(hs), emb)
-        _, hs = net.encode(x, emb, skips=self.spec.depth)
-        return net.decode(self.cache, hs, emb, start=net.up_index_taking(self.spec.depth - 1))
+        _, hs = net.encode(x, emb, skips=self.skips)
+        return net.decode(self.cache, hs, emb, start=self.start)
 
     def config(self) -> dict:
         return self.net.config()

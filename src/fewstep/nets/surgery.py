@@ -99,8 +99,14 @@ def copy_by_position(student: UNet, teacher: UNet) -> dict[str, str]:
     return names
 
 
-def remove_blocks(teacher: nn.Module, variant: str) -> UNet:
-    """A BK-SDM student of ``variant`` built from ``teacher`` (a fewstep UNet) and initialised from it."""
+def remove_blocks(teacher: nn.Module, variant: str) -> nn.Module:
+    """A BK-SDM student of ``variant`` built from ``teacher`` (a fewstep UNet, or a diffusers UNet behind
+    its adapter) and initialised from it."""
+    if hasattr(teacher, "unet"):  # nets/adapters/diffusers.py DiffusersUNet
+        from .adapters.diffusers import DiffusersUNet
+
+        with torch.no_grad():
+            return DiffusersUNet(remove_blocks_diffusers(teacher.unet, variant))
     if not isinstance(teacher, UNet):
         raise ValueError(f"block removal works on fewstep's UNet (or a diffusers UNet2DConditionModel through "
                          f"its adapter); got {type(teacher).__name__}")
@@ -108,3 +114,74 @@ def remove_blocks(teacher: nn.Module, variant: str) -> UNet:
     with torch.no_grad():
         copy_by_position(student, teacher)
     return student
+
+
+# -- the same removal on diffusers' UNet2DConditionModel (BK-SDM's own target) ---------------------
+def _per_block(value, n: int) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value] * n
+
+
+def bk_sdm_diffusers_config(config: dict, variant: str) -> dict:
+    """The UNet2DConditionModel config of the BK-SDM student of ``variant``: one resnet(+attention) pair
+    fewer per encoder stage where it has two or more (diffusers gives each decoder stage one more than its
+    encoder stage, so the decoder loses one too), no mid block for small/tiny, and for tiny no innermost
+    stage (its down block, the first up block and the last channel width)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"BK-SDM variant must be one of {VARIANTS}, got {variant!r}")
+    cfg = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+    n = len(cfg["down_block_types"])
+    layers = [n_l - 1 if n_l >= 2 else n_l for n_l in _per_block(cfg["layers_per_block"], n)]
+    if variant != "base":
+        cfg["mid_block_type"] = None
+    if variant == "tiny":
+        if n < 2:
+            raise ValueError("BK-SDM-Tiny removes the innermost stage; this UNet has only one")
+        for key in ("down_block_types", "block_out_channels"):
+            cfg[key] = list(cfg[key])[:-1]
+        cfg["up_block_types"] = list(cfg["up_block_types"])[1:]
+        for key in ("attention_head_dim", "num_attention_heads", "only_cross_attention", "transformer_layers_per_block",
+                    "cross_attention_dim"):  # per-block lists lose the innermost stage's entry
+            if isinstance(cfg.get(key), (list, tuple)) and len(cfg[key]) == n:
+                cfg[key] = list(cfg[key])[:-1]
+        layers = layers[:-1]
+    cfg["layers_per_block"] = layers[0] if len(set(layers)) == 1 else layers
+    return cfg
+
+
+def diffusers_teacher_name(name: str, teacher_cfg: dict, student_cfg: dict) -> str:
+    """The teacher's weight a student UNet2DConditionModel weight starts from."""
+    n_t, n_s = len(teacher_cfg["down_block_types"]), len(student_cfg["down_block_types"])
+    t_layers, s_layers = _per_block(teacher_cfg["layers_per_block"], n_t), _per_block(student_cfg["layers_per_block"], n_s)
+    m = re.match(r"(down|up)_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.", name)
+    if m:
+        part, i, kind, k = m.group(1), int(m.group(2)), m.group(3), int(m.group(4))
+        if part == "down":
+            j, kept = i, kept_blocks("down", t_layers[i], s_layers[i])
+        else:  # up block i serves the stage n_s - 1 - i, which is the teacher's up block n_t - 1 - that
+            j = i + (n_t - n_s)
+            kept = kept_blocks("up", t_layers[n_t - 1 - j] + 1, s_layers[n_s - 1 - i] + 1)
+        return f"{part}_blocks.{j}.{kind}.{kept[k]}." + name[m.end():]
+    m = re.match(r"up_blocks\.(\d+)\.", name)
+    if m:
+        return f"up_blocks.{int(m.group(1)) + (n_t - n_s)}." + name[m.end():]
+    return name
+
+
+def remove_blocks_diffusers(unet, variant: str):
+    """A BK-SDM student UNet2DConditionModel of ``variant``, initialised from ``unet``'s weights."""
+    from diffusers import UNet2DConditionModel
+
+    teacher_cfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    student_cfg = bk_sdm_diffusers_config(teacher_cfg, variant)
+    student = UNet2DConditionModel.from_config(student_cfg)
+    src, own = unet.state_dict(), student.state_dict()
+    state = {}
+    for name, value in own.items():
+        t_name = diffusers_teacher_name(name, teacher_cfg, student_cfg)
+        if t_name not in src or src[t_name].shape != value.shape:
+            found = tuple(src[t_name].shape) if t_name in src else None
+            raise ValueError(f"{name} {tuple(value.shape)} cannot start from the teacher's {t_name} ({found}): "
+                             f"this removal changes a stage's width")
+        state[name] = src[t_name]
+    student.load_state_dict(state, strict=True)
+    return student.to(dtype=next(unet.parameters()).dtype)

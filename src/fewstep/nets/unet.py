@@ -247,11 +247,15 @@ class UNet(nn.Module):
     def num_skips(self) -> int:
         return 1 + len(self.down)
 
-    def up_index_taking(self, skip: int) -> int:
-        """Index in ``self.up`` of the block that consumes skip feature ``skip`` (0 = the input conv's)."""
-        if skip in self.up_skips:
-            return self.up_skips.index(skip)
-        raise ValueError(f"no up block takes skip {skip}")
+    def shallow_branch(self, depth: int) -> tuple[int, int]:
+        """(index in ``self.up`` where the last ``depth`` residual decoder blocks start, the number of skip
+        features they need from the encoder): DeepCache's shallow branch of depth ``depth``. On a standard
+        UNet the skips needed are exactly ``depth`` (the input conv's and the first depth - 1 blocks')."""
+        res = [i for i, s in enumerate(self.up_skips) if s is not None]
+        if not 1 <= depth < len(res):
+            raise ValueError(f"deepcache depth must be in [1, {len(res) - 1}] for this UNet, got {depth}")
+        start = res[-depth]
+        return start, 1 + max(s for s in self.up_skips[start:] if s is not None)
 
     def config(self) -> dict:
         return {"arch": "unet", **asdict(self.cfg)}

@@ -31,6 +31,7 @@ class BKSDM(CompressionMethod):
 
     name = "bk_sdm"
     Config = BKSDMConfig
+    architectures = ("unet", "diffusers_unet")  # fewstep's UNet and diffusers' UNet2DConditionModel
     # MNIST: 1,500 iterations at batch 64 and LR 2e-4 (the paper's 5e-5 assumes 50K iterations)
     presets = {"mnist": DistillConfig(BKSDMConfig(optim=OptimConfig(lr=2e-4)),
                                       TrainSettings(max_iters=1500, ema_decay=0.999, eval_every=500)),

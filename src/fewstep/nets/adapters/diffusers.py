@@ -61,7 +61,8 @@ class DiffusersUNet(nn.Module):
         self.unet = unet
         self.cfg = None  # no guidance-scale embedding (see Denoiser.embeds_guidance)
         self._mid = None
-        unet.mid_block.register_forward_hook(self._keep_mid)
+        if unet.mid_block is not None:  # a block-removed student (BK-SDM Small/Tiny) has none
+            unet.mid_block.register_forward_hook(self._keep_mid)
 
     def example_cond(self, n: int) -> Cond:
         """A placeholder condition of the right shape (for probing feature shapes)."""
@@ -70,17 +71,50 @@ class DiffusersUNet(nn.Module):
     def _keep_mid(self, module, inputs, output):
         self._mid = output
 
-    def forward(self, x, c_noise, cond=None, return_bottleneck: bool = False):
+    def forward(self, x, c_noise, cond=None, return_bottleneck: bool = False, return_features: bool = False):
         if not isinstance(cond, Cond) or cond.text is None:
             raise ValueError("a diffusers UNet needs Cond(text=...) (prompt embeddings)")
+        if return_bottleneck and self.unet.mid_block is None:
+            raise ValueError("this UNet has no mid block (a BK-SDM Small/Tiny student) to read a bottleneck from")
         added = None
         if cond.pooled is not None:
             added = {"text_embeds": cond.pooled, "time_ids": cond.extra["time_ids"]}
-        out = self.unet(x, c_noise.to(x.dtype), encoder_hidden_states=cond.text.to(x.dtype),
-                        added_cond_kwargs=added, return_dict=False)[0]
+        feats: dict = {}
+        hooks = self._feature_hooks(feats) if return_features else []
+        try:
+            out = self.unet(x, c_noise.to(x.dtype), encoder_hidden_states=cond.text.to(x.dtype),
+                            added_cond_kwargs=added, return_dict=False)[0]
+        finally:
+            for h in hooks:
+                h.remove()
+        if return_features:
+            return out, feats
         if return_bottleneck:
             return out, self._mid
         return out
+
+    def _feature_hooks(self, feats: dict) -> list:
+        """Hooks that record each stage's last residual/attention output, before its down/upsampler, as
+        ``down{l}`` / ``mid`` / ``up{l}`` with l the stage's resolution level (fewstep's UNet's names, so a
+        BK-SDM student's stages meet the teacher's of the same level)."""
+        unet, hooks = self.unet, []
+        n = len(unet.down_blocks)
+
+        def keep(name, pick):
+            return lambda module, inputs, output: feats.__setitem__(name, pick(inputs, output))
+
+        for lvl, blk in enumerate(unet.down_blocks):  # output = (hidden, per-layer outputs + downsampled)
+            k = -2 if blk.downsamplers is not None else -1
+            hooks.append(blk.register_forward_hook(keep(f"down{lvl}", lambda i, o, k=k: o[1][k])))
+        if unet.mid_block is not None:
+            hooks.append(unet.mid_block.register_forward_hook(keep("mid", lambda i, o: o)))
+        for j, blk in enumerate(unet.up_blocks):
+            name = f"up{n - 1 - j}"
+            if blk.upsamplers is not None:
+                hooks.append(blk.upsamplers[0].register_forward_hook(keep(name, lambda i, o: i[0])))
+            else:
+                hooks.append(blk.register_forward_hook(keep(name, lambda i, o: o)))
+        return hooks
 
     def config(self) -> dict:
         return {"arch": UNET_ARCH, "config": _plain(self.unet.config)}
