@@ -217,3 +217,100 @@ def test_linfusion_trains_only_the_new_projections_and_learns(tmp_path):
     assert after < 0.85 * before, (before, after)  # measured: 0.354 -> 0.260; untrained stays at 1x
     den, _ = load_denoiser(str(tmp_path / "model"))
     assert den.net.cfg.attention == "linear"
+
+
+# -- LAPTOP-Diff -------------------------------------------------------------------------------------
+def _zero_branch(net, name):
+    """The same network with layer ``name``'s residual branch zeroed: an independent way to remove it."""
+    import copy
+
+    out = copy.deepcopy(net)
+    blk = out.get_submodule(name)
+    with torch.no_grad():
+        for conv in ([blk[0].c2, getattr(blk[1], "out", None)] if isinstance(blk, torch.nn.ModuleList) else [blk.out]):
+            if conv is not None:
+                conv.weight.zero_(), conv.bias.zero_()
+    return out
+
+
+def test_a_pruned_layer_is_the_layer_without_its_residual_branch():
+    from fewstep.methods.compress.laptop import pruned_unet
+
+    torch.manual_seed(0)
+    teacher = UNet(UNetConfig(**SD_LIKE))
+    for p in teacher.parameters():  # zero-initialised output convs would hide a wrong pruning
+        torch.nn.init.normal_(p, std=0.05)
+    x, c, y = _inputs()
+    for layer, module in [("down.0", "down.0"), ("mid_attn", "mid_attn"), ("down.4.attn", "down.4")]:
+        cut = pruned_unet(teacher, [layer])
+        assert layer in teacher.prunable_layers() and _params(cut) < _params(teacher)
+        ref = _zero_branch(teacher, module) if not layer.endswith(".attn") else None
+        if ref is None:  # only the attention's output projection
+            import copy
+
+            ref = copy.deepcopy(teacher)
+            with torch.no_grad():
+                ref.get_submodule(module)[1].out.weight.zero_(), ref.get_submodule(module)[1].out.bias.zero_()
+        assert torch.allclose(cut(x, c, y), ref(x, c, y), atol=1e-5), layer
+    # a decoder block goes with its skip; a width-changing block is not prunable
+    assert "up.1" in teacher.prunable_layers() and "down.2" not in teacher.prunable_layers()
+    assert torch.isfinite(pruned_unet(teacher, ["up.1"])(x, c, y)).all()
+    with pytest.raises(ValueError, match="not a prunable layer"):
+        pruned_unet(teacher, ["down.2"])
+
+
+def test_laptop_scores_are_the_measured_distortion_and_the_choice_meets_the_budget():
+    from fewstep.methods.compress.laptop import Laptop, layer_scores, one_shot, pruned_unet
+
+    torch.manual_seed(0)
+    teacher = build_denoiser({"arch": {"arch": "unet", **SD_LIKE, "time_scale": 1000.0},
+                              "process": {"family": "edm"}, "param": "edm"}).eval()
+    for p in teacher.net.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x, _, y = _inputs(4)
+    t = torch.full((4,), 1.0)
+    scores = layer_scores(teacher, x, t, y)
+    assert set(scores) == set(teacher.net.prunable_layers())
+    with torch.no_grad():  # down.0 removed by zeroing its branch, measured with the teacher's own weighting
+        ref = teacher.like(_zero_branch(teacher.net, "down.0"))
+        want = float(prediction_mse(teacher, ref(x, t, y), teacher(x, t, y), x, t).mean())
+    assert scores["down.0"] == pytest.approx(want, rel=1e-4) and want > 0
+    order = sorted(scores, key=scores.get)
+    chosen = one_shot(teacher.net, order, 0.7)
+    assert chosen == order[:len(chosen)] and _params(pruned_unet(teacher.net, chosen)) <= 0.7 * _params(teacher.net)
+    assert _params(pruned_unet(teacher.net, chosen[:-1])) > 0.7 * _params(teacher.net)  # no layer more than needed
+    with pytest.raises(ValueError, match="raise the budget"):
+        one_shot(teacher.net, order, 0.05)
+    # the method: the scored choice, and a random order under the same budget
+    cfg = {"budget": 0.7, "calib_n": 8}
+    scored = Laptop(teacher, build_config(Laptop.Config, cfg), shape=(1, 16, 16), num_classes=10)
+    rand = Laptop(teacher, build_config(Laptop.Config, {**cfg, "selection": "random"}), shape=(1, 16, 16),
+                  num_classes=10)
+    assert scored.pruned_layers == one_shot(teacher.net, sorted(scored.scores, key=lambda k: (scored.scores[k], k)), 0.7)
+    assert rand.pruned_layers != scored.pruned_layers
+    assert _params(rand.student.net) <= 0.7 * _params(teacher.net)
+    assert sum(scored.scores[k] for k in scored.pruned_layers) < sum(scored.scores[k] for k in rand.pruned_layers)
+
+
+def test_laptop_student_learns_its_teacher(tmp_path):
+    """The shipped teacher pruned to <= 0.6x its parameters; 15 steps cut the KD error on held-out inputs."""
+    from fewstep.methods.compress.laptop import Laptop
+
+    teacher = load_denoiser("mnist")[0]
+    torch.manual_seed(0)
+    method = Laptop(teacher, build_config(Laptop.Config, {"calib_n": 16, "optim": {"lr": 1e-3}}),
+                    shape=(1, 28, 28), num_classes=10)
+    assert _params(method.student.net) <= 0.6 * _params(teacher.net)
+    test = load_dataset("mnist", "test")
+    g = torch.Generator().manual_seed(1)
+    x0, y = test.x[:32], test.labels[:32]
+    t = method.cfg.time_sampler.sample(method.process, 32, g)
+    eps = torch.randn(x0.shape, generator=g)
+    before = _kd_error(method, x0, y, t, eps)
+    Trainer(method, load_dataset("mnist", "train"),
+            TrainConfig(out=str(tmp_path), max_iters=15, batch_size=16, ema_decay=0.0, progress=False,
+                        grad_clip=0.0, eval_every=0, ckpt_every=0)).train()
+    after = _kd_error(method, x0, y, t, eps)
+    assert after < 0.8 * before, (before, after)  # measured: 1.33 -> 0.90; untrained stays at 1x
+    den, _ = load_denoiser(str(tmp_path / "model"))
+    assert set(den.net.cfg.pruned) == set(method.pruned_layers)

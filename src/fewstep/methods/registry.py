@@ -39,6 +39,8 @@ METHOD_TABLE: dict[str, tuple[str, str, str]] = {
                "BK-SDM: residual/attention blocks removed, student trained with output + feature KD (Kim et al. 2023)"),
     "linfusion": ("architecture", "fewstep.methods.compress.linfusion:LinFusion",
                   "LinFusion: self-attention made normalised linear attention, new projections trained by KD (Liu et al. 2024)"),
+    "laptop": ("architecture", "fewstep.methods.compress.laptop:Laptop",
+               "LAPTOP-Diff: one-shot layer pruning by measured output distortion, normalised feature KD (Zhang et al. 2024)"),
     "cd": ("consistency", "fewstep.methods.consistency.cd:ConsistencyDistillation",
            "consistency distillation with a Heun teacher step and an EMA target (Song et al. 2023)"),
     "lcm": ("consistency", "fewstep.methods.consistency.lcm:LatentConsistency",

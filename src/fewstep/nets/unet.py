@@ -38,6 +38,7 @@ class UNetConfig:
     up_blocks: tuple | None = None  # residual blocks per decoder level (None: one more than the encoder's)
     mid_block: bool = True  # False: no middle block (BK-SDM-Small and -Tiny remove it)
     attention: str = "softmax"  # self-attention: softmax | linear (LinFusion's normalised linear attention)
+    pruned: tuple = ()  # layers removed (LAPTOP-Diff): "down.i"/"up.i" residual blocks, "....attn", "mid1", ...
 
     def __post_init__(self):
         self.ch_mult, self.attn_levels = tuple(self.ch_mult), tuple(self.attn_levels)
@@ -51,6 +52,7 @@ class UNetConfig:
             raise ValueError("UNet needs at least one level and one residual block per level")
         if self.image_size % (2 ** (len(self.ch_mult) - 1)):
             raise ValueError(f"image_size {self.image_size} is not divisible by 2^{len(self.ch_mult) - 1}")
+        self.pruned = tuple(sorted(set(self.pruned)))
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         downs, ups = self.level_blocks()
@@ -141,6 +143,13 @@ def linear_attention(q, k, v, eps: float = 1e-4):
     return (q @ kv) / (norm + eps)
 
 
+class Pruned(nn.Module):
+    """A removed layer: its input passes through (a residual layer without its residual branch)."""
+
+    def forward(self, x, emb=None):
+        return x
+
+
 class UNet(nn.Module):
     def __init__(self, cfg: UNetConfig):
         super().__init__()
@@ -169,7 +178,7 @@ class UNet(nn.Module):
         if cfg.mid_block:
             self.mid1, self.mid_attn = ResBlock(c, c, emb_dim, cfg.dropout), self._attention(c)
             self.mid2 = ResBlock(c, c, emb_dim, cfg.dropout)
-        self.bottleneck_channels = c
+        self.bottleneck_channels, self.skip_channels = c, skip_ch
         self.up, self.up_pos, self.up_skips = nn.ModuleList(), [], []
         for lvl, m in reversed(list(enumerate(cfg.ch_mult))):
             for k, skip in enumerate(reversed(level_skips[lvl][-ups[lvl]:])):  # newest first
@@ -183,6 +192,42 @@ class UNet(nn.Module):
                 self.up_skips.append(None)
         self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight), nn.init.zeros_(self.out[-1].bias)
+        for name in cfg.pruned:
+            if not (name.endswith(".attn") and name[:-len(".attn")] in cfg.pruned):  # gone with its block
+                self._prune(name)
+
+    # -- layer pruning (LAPTOP-Diff, nets/surgery.py) -------------------------------------------------
+    def prunable_layers(self) -> list[str]:
+        """Every layer whose removal keeps all shapes: self-attention (residual), residual blocks whose
+        input and output widths agree (a decoder block's removal also leaves its skip feature unused),
+        and the middle block's three layers."""
+        names = [f"{part}.{i}.attn" for part in ("down", "up") for i, blk in enumerate(getattr(self, part))
+                 if isinstance(blk, nn.ModuleList) and isinstance(blk[1], Attention)]
+        names += [f"down.{i}" for i, blk in enumerate(self.down)
+                  if isinstance(blk, nn.ModuleList) and isinstance(blk[0], ResBlock) and isinstance(blk[0].skip, nn.Identity)]
+        names += [f"up.{i}" for i, blk in enumerate(self.up)
+                  if isinstance(blk, nn.ModuleList) and isinstance(blk[0], ResBlock)
+                  and blk[0].c1.in_channels - self._skip_channels(i) == blk[0].c2.out_channels]
+        names += [n for n in ("mid1", "mid_attn", "mid2") if isinstance(getattr(self, n, None), (ResBlock, Attention))]
+        return sorted(names)
+
+    def _skip_channels(self, i: int) -> int:
+        return self.skip_channels[self.up_skips[i]]
+
+    def _prune(self, name: str) -> None:
+        if name not in self.prunable_layers():
+            raise ValueError(f"cannot prune {name!r}: not a prunable layer of this UNet (prunable: "
+                             f"{', '.join(self.prunable_layers())})")
+        part, _, rest = name.partition(".")
+        if part in ("mid1", "mid_attn", "mid2"):
+            setattr(self, part, Pruned())
+            return
+        i, _, attn = rest.partition(".")
+        blk = getattr(self, part)[int(i)]
+        if attn:
+            blk[1] = Pruned()
+        else:
+            blk[0], blk[1] = Pruned(), Pruned()
 
     def _res(self, cin, cout, lvl, emb_dim):
         attn = self._attention(cout) if lvl in self.cfg.attn_levels else nn.Identity()
@@ -236,7 +281,10 @@ class UNet(nn.Module):
         indexed as ``encode`` returned them), then, when run to the end, the output head."""
         for i in range(len(self.up))[start:stop]:
             blk, pos = self.up[i], self.up_pos[i]
-            if pos[0] == "res":
+            if pos[0] == "res" and isinstance(blk[0], Pruned):  # removed with its skip (LAPTOP-Diff)
+                if feats is not None:
+                    feats[f"up{pos[1]}"] = h
+            elif pos[0] == "res":
                 h = blk[1](blk[0](torch.cat([h, hs[self.up_skips[i]]], dim=1), emb))
                 if feats is not None:
                     feats[f"up{pos[1]}"] = h
