@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("distill", help="distil a teacher into a few-step student")
     d.add_argument("--teacher", required=True, help="teacher model folder or shipped teacher name (e.g. mnist)")
     d.add_argument("--method", required=True, help=f"distillation method: {method_help()}")
-    d.add_argument("--nfe", type=_int_at_least(1), default=1, help="student steps (1, 2, 4, ...)")
+    d.add_argument("--nfe", type=_int_at_least(1), default=None,
+                   help="student steps (1, 2, 4, ...; default: the method's, 1 for step distillation)")
     d.add_argument("--ema-decay", type=_float_range(0, 0.9999), help="generator EMA decay (0 = off)")
     d.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a method config field; GROUP.FIELD=VALUE for a nested one (optim.lr=1e-4)")

@@ -20,7 +20,7 @@ class DistillRequest:
     teacher: str  # model folder, shipped teacher name, or diffusers:PATH
     method: str  # registry name
     out: str  # output folder (held for the run: see io.hold_folder)
-    nfe: int = 1
+    nfe: int | None = None  # the student's steps (None: the method's preset or default)
     data: str | None = None  # default: the teacher's dataset
     seed: int = 0
     threads: int = 0
@@ -53,7 +53,7 @@ def request_from_args(a) -> DistillRequest:
 
 def method_overrides(cls, r: DistillRequest) -> dict:
     """The method-config layer from the request: ``--lr`` for every optimiser, ``--lora-*``, ``--set``."""
-    over: dict = {"nfe": r.nfe}
+    over: dict = {} if r.nfe is None else {"nfe": r.nfe}
     if r.lr is not None:
         over.update({f: {"lr": r.lr} for f in cls.optim_fields()})
     if r.lora_rank:
@@ -154,8 +154,9 @@ def distill(r: DistillRequest) -> dict:
     out = Path(r.out)
     with hold_folder(out):  # held from the first file written (the pair cache) to the final model
         method, train, test, dcfg, teacher_dir, info = build_distillation(r)
+        nfe = getattr(method.cfg, "nfe", r.nfe)
         if r.resume:
-            _refuse_other_run(out, method.name, r.nfe)
+            _refuse_other_run(out, method.name, nfe)
         method.prepare(out / "cache")
         ts = dcfg.train
         evaluator = maybe_evaluator(train.name, test, method.default_sampling(), ts.eval_n, r.seed)
@@ -165,7 +166,7 @@ def distill(r: DistillRequest) -> dict:
                            ckpt_every=ts.ckpt_every, keep=r.keep, eval_every=ts.eval_every, ema_decay=ts.ema_decay,
                            warmup=ts.warmup, bf16=ts.bf16, progress=r.progress, threads=r.threads,
                            deterministic=r.deterministic, device=r.device, grad_clip=0.0)
-        run = {"command": command_line(), "method": method.name, "nfe": r.nfe, "teacher": str(teacher_dir),
+        run = {"command": command_line(), "method": method.name, "nfe": nfe, "teacher": str(teacher_dir),
                "distill": dcfg.to_dict()}
         real_images = 0 if train.meta.get("image_free") else len(train)  # what the run could read
         extra = {"data": {"name": train.name, "shape": list(train.shape), "num_classes": train.num_classes,
