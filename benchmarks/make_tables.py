@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fewstep.report import results_table
+from fewstep.report import table_for
 
 HERE = Path(__file__).parent
 
@@ -22,8 +22,8 @@ def main() -> None:
         t = res.get("teacher", {})
         parts.append(f"### `{path.name}`{note}\n\n```bash\n{res['command']}\n```\n\n"
                      f"Machine: {res['machine']}; commit `{(res.get('git_commit') or '?')[:10]}`; "
-                     f"teacher: {t.get('iterations')} iterations, {t.get('train_s')} s of training.\n\n"
-                     + results_table(own, reference_rows=res["rows"]) + "\n")
+                     + (f"teacher: {t.get('iterations')} iterations, {t.get('train_s')} s of training." if t else "")
+                     + "\n\n" + table_for(own, reference_rows=res["rows"]) + "\n")
     readme = HERE / "README.md"
     text = readme.read_text()
     start, end = "<!-- tables:start -->", "<!-- tables:end -->"

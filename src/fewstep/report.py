@@ -180,3 +180,20 @@ def save_grid(samples, path, nrow: int = 10) -> Path:
     img.save(tmp)
     tmp.replace(path)  # a half-written PNG never carries the final name
     return path
+
+
+def resolution_table(results: dict) -> str:
+    """benchmarks/linfusion_resolution.py's table: seconds per call of softmax and linear self-attention
+    networks as the image grows."""
+    lines = ["| image size | attention tokens | softmax attention matrix (MB/image, computed) | softmax s/call | "
+             "linear s/call | linear speed-up |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['size']} | {r['attention_tokens']} | {r['softmax_matrix_mb']:.1f} | {r['softmax_s']:.3f} | "
+              f"{r['linear_s']:.3f} | {r['softmax_s'] / r['linear_s']:.2f}x |" for r in results["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def table_for(results: dict, reference_rows: list[dict] | None = None) -> str:
+    """The markdown table of any results file fewstep's benchmarks write."""
+    if results.get("benchmark") == "linfusion_resolution":
+        return resolution_table(results)
+    return results_table(results, reference_rows)
