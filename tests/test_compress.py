@@ -10,7 +10,7 @@ from fewstep.methods.compress.bk_sdm import BKSDM
 from fewstep.methods.losses import denoising_loss, feature_kd, prediction_mse
 from fewstep.model_io import build_denoiser, load_denoiser
 from fewstep.nets import UNet, UNetConfig
-from fewstep.nets.surgery import bk_sdm_config, kept_blocks, remove_blocks, teacher_names
+from fewstep.nets.surgery import bk_sdm_config, kept_blocks, koala_config, rebuild, remove_blocks, teacher_names
 from fewstep.train.loop import TrainConfig, Trainer
 
 from helpers import state, toy_denoiser
@@ -86,8 +86,8 @@ def test_student_stages_line_up_with_the_teachers():
     x, c, y = _inputs()
     out_t, f_t = teacher(x, c, y, return_features=True)
     assert torch.equal(out_t, teacher(x, c, y))  # asking for features changes nothing
-    assert set(f_t) == {"down0", "down1", "down2", "mid", "up0", "up1", "up2"}
-    for variant, missing in [("base", set()), ("small", {"mid"}), ("tiny", {"mid", "down2", "up2"})]:
+    assert set(f_t) == {"down0", "down1", "down2", "mid", "up0", "up1", "up2", "up1.attn", "up2.attn"}
+    for variant, missing in [("base", set()), ("small", {"mid"}), ("tiny", {"mid", "down2", "up2", "up2.attn"})]:
         _, f_s = remove_blocks(teacher, variant)(x, c, y, return_features=True)
         assert set(f_t) - set(f_s) == missing
         assert all(f_s[k].shape == f_t[k].shape for k in f_s)
@@ -151,6 +151,51 @@ def test_bk_sdm_learns_its_teacher(tmp_path):
     # the saved model is the smaller architecture and reloads as one
     den, _ = load_denoiser(str(tmp_path / "model"))
     assert not den.net.cfg.mid_block and _params(den.net) == _params(method.student.net)
+
+
+# -- KOALA -------------------------------------------------------------------------------------------
+def test_koala_cuts_only_the_deep_stages_from_the_teachers_weights():
+    torch.manual_seed(0)
+    teacher = UNet(UNetConfig(**SD_LIKE))
+    student = rebuild(teacher, koala_config(teacher.cfg, keep_levels=1))
+    src = teacher.state_dict()
+    for s_name, t_name in teacher_names(student, teacher).items():
+        assert torch.equal(student.state_dict()[s_name], src[t_name]), s_name
+    assert student.cfg.level_blocks() == ((2, 1, 1), (3, 2, 2)) and not student.cfg.mid_block
+    shipped = load_denoiser("mnist")[0].net
+    size = _params(rebuild(shipped, koala_config(shipped.cfg))) / _params(shipped)
+    assert _params(remove_blocks(shipped, "small")) / _params(shipped) < size <= 0.6  # the full-resolution stage kept
+    with pytest.raises(ValueError, match="keep_levels"):
+        koala_config(teacher.cfg, keep_levels=3)
+
+
+def test_koala_distils_the_decoder_self_attention_branch():
+    """``up{l}.attn`` is the residual branch of the level's last decoder self-attention (its output minus
+    its input, read here by a hook), and KOALA's feature KD compares exactly those; BK-SDM's the stages."""
+    from fewstep.methods.compress.koala import KOALA
+
+    torch.manual_seed(0)
+    den = build_denoiser({"arch": {"arch": "unet", **SD_LIKE}, "process": {"family": "edm"}, "param": "edm"})
+    with torch.no_grad():  # attention output layers start at zero; give them weights
+        for m in den.net.modules():
+            if type(m).__name__ == "Attention":
+                m.out.weight.normal_(0, 0.2)
+    last = max(i for i, pos in enumerate(den.net.up_pos) if pos[:2] == ("res", 2))
+    seen = {}
+    den.net.up[last][1].register_forward_hook(lambda mod, inp, out: seen.update(branch=out - inp[0]))
+    x, c, y = _inputs()
+    _, feats = den.net(x, c, y, return_features=True)
+    assert torch.equal(feats["up2.attn"], seen["branch"]) and feats["up2.attn"].abs().sum() > 0
+    method = KOALA(den, shape=(1, 16, 16), num_classes=10)
+    _, f_s = method.student.net(x, c, y, return_features=True)
+    assert sorted(method.kd_features(f_s, feats)) == ["up1.attn", "up2.attn"]
+    assert BKSDM(den, shape=(1, 16, 16), num_classes=10).kd_features(f_s, feats) == ["down0", "down1", "down2", "up2", "up1", "up0"]
+    x0, t, eps = torch.randn(3, 1, 16, 16), torch.full((3,), 1.0), torch.randn(3, 1, 16, 16)
+    _, _, kd = method.losses(x0, y, t, eps)
+    x_t = method.process.add_noise(x0, eps, t)
+    _, fs = method.student.features(x_t, t, y)
+    _, ft = method.teacher.features(x_t, t, y)
+    assert torch.allclose(kd, feature_kd({k: fs[k] for k in ("up1.attn", "up2.attn")}, ft))
 
 
 # -- LinFusion -------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from helpers import toy_denoiser
 TOY = "mean_match"  # tests/support/toy_method.py, the README walkthrough's method
 # small but real settings, so one step of every method takes well under a second
 FAST = {"reflow": {"pairs": 64}, "instaflow": {"pairs": 64}, "dmd": {"regression_pairs": 64},
-        "cd": {"num_scales": 10}, "lcm": {"num_scales": 10}}
+        "cd": {"num_scales": 10}, "lcm": {"num_scales": 10}, "disca": {"trajectories": 8, "more_nfe": []}}
 
 
 @pytest.fixture

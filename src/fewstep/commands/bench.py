@@ -32,13 +32,15 @@ from .common import cached, command_line
 
 
 def cost_fields(row: dict, den, spec, test, bf16, cache) -> dict:
-    """The row's network size and measured MACs per image (FLOP counter), and its cache mode."""
+    """The row's network size and measured MACs per image (FLOP counter), and its cache mode (``--cache``'s,
+    or the one a DisCa model carries)."""
     from ..metrics.speed import macs_per_image, parameter_count
+    from ..nets.cache import cache_label
     from ..samplers.generate import generate
 
     macs = macs_per_image(lambda b: generate(den, b, spec, test.shape, test.class_balanced_labels(b), seed=0,
                                              batch=b, bf16=bf16))
-    row.update(params=parameter_count(den), macs=macs, cache=cache)
+    row.update(params=parameter_count(den), macs=macs, cache=cache or cache_label(den))
     return row
 
 

@@ -15,6 +15,7 @@ def run(a):
     from ..metrics.features import load_features
     from ..metrics.speed import images_per_second, macs_per_image, parameter_count
     from ..model_io import load_denoiser
+    from ..nets.cache import cache_label
     from ..samplers.generate import generate
 
     den, mcfg = load_denoiser(a.model)
@@ -37,7 +38,7 @@ def run(a):
            **mean_std(rows)}
     gen = lambda b: generate(den, b, spec, test.shape, test.class_balanced_labels(b), seed=0, batch=b, bf16=a.bf16)  # noqa: E731
     res["images_per_s"] = images_per_second(gen)
-    res.update(cache=a.cache, params=parameter_count(den), macs=macs_per_image(gen))
+    res.update(cache=a.cache or cache_label(den), params=parameter_count(den), macs=macs_per_image(gen))
     text = json.dumps(res, indent=2)
     if a.out:
         write_text_atomic(a.out, text + "\n")

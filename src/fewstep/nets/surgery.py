@@ -47,6 +47,29 @@ def bk_sdm_config(cfg: UNetConfig, variant: str) -> UNetConfig:
                    mid_block=variant == "base" and cfg.mid_block)
 
 
+def koala_config(cfg: UNetConfig, keep_levels: int = 1) -> UNetConfig:
+    """KOALA's cut (Lee et al. 2023, Sec. 3.1) on fewstep's UNet: the depth goes from the deep stages only.
+    The first ``keep_levels`` stages (the high-resolution ones, cheap in weights) keep every block; deeper
+    stages lose one residual(+attention) pair per stage as BK-SDM's do, and the middle block goes
+    (KOALA-700M). Kept blocks start from the teacher's as in BK-SDM (``copy_by_position``)."""
+    if not 0 <= keep_levels < len(cfg.ch_mult):
+        raise ValueError(f"keep_levels must be in [0, {len(cfg.ch_mult) - 1}] for this UNet, got {keep_levels}")
+    downs, ups = cfg.level_blocks()
+    downs = tuple(d if lvl < keep_levels or d < 2 else d - 1 for lvl, d in enumerate(downs))
+    ups = tuple(u if lvl < keep_levels else max(u - 1, 1) for lvl, u in enumerate(ups))
+    return replace(cfg, down_blocks=downs, up_blocks=ups, mid_block=False)
+
+
+def rebuild(teacher: nn.Module, cfg: UNetConfig) -> UNet:
+    """A UNet of architecture ``cfg`` whose every weight starts from ``teacher``'s block of the same position."""
+    if not isinstance(teacher, UNet):
+        raise ValueError(f"block removal works on fewstep's UNet; got {type(teacher).__name__}")
+    student = UNet(cfg)
+    with torch.no_grad():
+        copy_by_position(student, teacher)
+    return student
+
+
 def kept_blocks(part: str, teacher_count: int, student_count: int) -> list[int]:
     """The teacher's blocks (indices within a stage) the student's blocks of that stage start from:
     an encoder stage keeps its first ones, a decoder stage its first and its last ones (BK-SDM)."""
@@ -110,10 +133,7 @@ def remove_blocks(teacher: nn.Module, variant: str) -> nn.Module:
     if not isinstance(teacher, UNet):
         raise ValueError(f"block removal works on fewstep's UNet (or a diffusers UNet2DConditionModel through "
                          f"its adapter); got {type(teacher).__name__}")
-    student = UNet(bk_sdm_config(teacher.cfg, variant))
-    with torch.no_grad():
-        copy_by_position(student, teacher)
-    return student
+    return rebuild(teacher, bk_sdm_config(teacher.cfg, variant))
 
 
 # -- the same removal on diffusers' UNet2DConditionModel (BK-SDM's own target) ---------------------

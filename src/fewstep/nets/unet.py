@@ -155,6 +155,7 @@ class UNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         ch, emb_dim = cfg.channels, 4 * cfg.channels
+        self.embed_dim = emb_dim
         downs, ups = cfg.level_blocks()
         last = len(cfg.ch_mult) - 1
         self.embed = CondEmbedding(ch, emb_dim, cfg.num_classes, cfg.time_scale, cfg.w_dim)
@@ -240,7 +241,8 @@ class UNet(nn.Module):
         """The prediction; with ``return_bottleneck`` also the mid-block features, and with
         ``return_bottleneck="only"`` those alone (the decoder is not run: a GAN head needs no output).
         ``return_features``: (prediction, {stage: output}) with stages ``down{l}`` / ``up{l}`` (a level's
-        last residual block, before its down/upsampling) and ``mid``, for feature distillation."""
+        last residual block, before its down/upsampling) and ``mid``, and ``up{l}.attn`` (the residual
+        branch of a decoder level's last self-attention), for feature distillation."""
         feats = {} if return_features else None
         emb = self.embed(c_noise, cond)
         h, hs = self.encode(x, emb, feats=feats)
@@ -285,9 +287,12 @@ class UNet(nn.Module):
                 if feats is not None:
                     feats[f"up{pos[1]}"] = h
             elif pos[0] == "res":
-                h = blk[1](blk[0](torch.cat([h, hs[self.up_skips[i]]], dim=1), emb))
+                r = blk[0](torch.cat([h, hs[self.up_skips[i]]], dim=1), emb)
+                h = blk[1](r)
                 if feats is not None:
                     feats[f"up{pos[1]}"] = h
+                    if isinstance(blk[1], Attention):  # the stage's last self-attention branch (KOALA's KD target)
+                        feats[f"up{pos[1]}.attn"] = h - r
             else:
                 h = blk(h)
         return self.out(h) if stop is None else h

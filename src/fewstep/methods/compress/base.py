@@ -90,8 +90,14 @@ class CompressionMethod(StudentMethod):
             (x0_t, _), f_t = self.teacher.features(x_t, t, cond)
         task = prediction_mse(self.student, x0_s, x0, x_t, t)
         out_kd = prediction_mse(self.student, x0_s, x0_t.detach(), x_t, t)
-        feat_kd = feature_kd({k: v for k, v in f_s.items() if k in f_t}, f_t, self.cfg.normalise_features)
+        pairs = self.kd_features(f_s, f_t)
+        feat_kd = feature_kd({k: f_s[k] for k in pairs}, {k: f_t[k] for k in pairs}, self.cfg.normalise_features)
         return task, out_kd, feat_kd
+
+    def kd_features(self, f_s: dict, f_t: dict) -> list[str]:
+        """The features feature KD compares: every stage output the student shares with the teacher
+        (BK-SDM); KOALA picks the decoder's self-attention instead."""
+        return [k for k in f_s if k in f_t and "." not in k]
 
     def step(self, batch, it, ctx):
         c = self.cfg
