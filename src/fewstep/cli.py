@@ -124,7 +124,8 @@ def _add_sampling(p):
     p.add_argument("--cfg", type=_float_range(0), help="classifier-free guidance scale (1 = none)")
     p.add_argument("--n", type=_int_at_least(1), help="number of samples")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False, help="bf16 autocast sampling")
-    p.add_argument("--cache", type=_cache, help="reuse features between steps: deepcache:N[:D] | faster:N | faster:i,j,k | disca:PATH (a trained DisCa predictor)")
+    p.add_argument("--cache", type=_cache,
+                   help="reuse features between steps: deepcache:N[:D] | faster:N | faster:i,j,k | disca:PATH (a DisCa run)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     b.add_argument("--results-dir", default="benchmarks/results")
     b.add_argument("--cache", type=_cache, action="append",
-                   help="feature caching: deepcache:N[:D] | faster:N | faster:i,j,k | disca:PATH | none; repeat for one set of rows per mode")
+                   help="feature caching: deepcache:N[:D] | faster:N | faster:i,j,k | disca:PATH | none; "
+                        "repeat for one set of rows per mode")
     b.add_argument("--retime", action="store_true",
                    help="re-measure images/s of the timed rows of an existing results file (FD kept): run it on a quiet machine")
     b.add_argument("--baseline", help="results file(s), comma-separated, whose floor and teacher rows are reused (not recomputed)")

@@ -21,9 +21,8 @@ full one, so caches never leak between batches. Interval 1 is bitwise the uncach
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import json
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
