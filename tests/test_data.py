@@ -73,6 +73,61 @@ def test_bad_data_specs(tmp_path):
         load_dataset(f"folder:{tmp_path}", resolution=5)
 
 
+def _grey(path, value, size):
+    from PIL import Image
+
+    Image.fromarray(np.full((size[1], size[0]), value, dtype=np.uint8), mode="L").save(path)
+
+
+def test_folder_format_is_the_folders_own(tmp_path):
+    """Grey 16x16 stays 16x16 grey; mixed sizes take the most common short side; one RGB image makes
+    the folder RGB; --resolution/--channels override; one class sub-folder is unconditional."""
+    grey = tmp_path / "grey"
+    for c in ("a", "b"):
+        (grey / c).mkdir(parents=True)
+        for i in range(6):
+            _grey(grey / c / f"{i}.png", 40 * i, (16, 16))
+    (grey / "a" / "notes.txt").write_text("not an image")  # skipped: not an image extension
+    tr = load_dataset(f"folder:{grey}", "train")
+    assert tr.shape == (1, 16, 16) and tr.num_classes == 2 and tr.meta["resolution"] == 16
+    assert load_dataset(f"folder:{grey}", "test").shape == (1, 16, 16)
+    assert load_dataset(f"folder:{grey}", "train", resolution=8, channels=3).shape == (3, 8, 8)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for i, size in enumerate([(20, 12), (12, 30), (12, 12), (24, 24), (8, 8)]):
+        _grey(mixed / f"{i}.png", 100, size)
+    assert load_dataset(f"folder:{mixed}", "train").shape == (1, 12, 12)  # short sides 12, 12, 12, 24, 8
+    _png(mixed / "colour.png", 100, (12, 12))
+    assert load_dataset(f"folder:{mixed}", "test").shape == (3, 12, 12)
+    one = tmp_path / "one" / "only"
+    one.mkdir(parents=True)
+    for i in range(4):
+        _grey(one / f"{i}.png", 60, (10, 10))
+    ds = load_dataset(f"folder:{tmp_path / 'one'}", "train")
+    assert ds.labels is None and ds.num_classes == 0 and ds.shape == (1, 10, 10)
+
+
+def test_a_corrupt_image_is_an_error_naming_it(tmp_path):
+    for i in range(3):
+        _grey(tmp_path / f"{i}.png", 10, (8, 8))
+    (tmp_path / "2.png").write_bytes((tmp_path / "2.png").read_bytes()[:40])  # truncated
+    with pytest.raises(ValueError, match=r"cannot read image .*2\.png"):
+        load_dataset(f"folder:{tmp_path}", "train")
+    (tmp_path / "2.png").write_text("plain text with a .png name")
+    with pytest.raises(ValueError, match=r"cannot read image .*2\.png"):
+        load_dataset(f"folder:{tmp_path}", "test", resolution=8, channels=1)  # 2.png is the held-out image
+    with pytest.raises(ValueError, match="channels"):
+        load_dataset(f"folder:{tmp_path}", "train", channels=2)
+
+
+def test_a_folder_teacher_is_sized_from_its_images():
+    from fewstep.methods.teacher import unet_for
+
+    assert unet_for((1, 16, 16))["ch_mult"] == (1, 2, 2) and unet_for((1, 16, 16))["attn_levels"] == (2,)
+    assert unet_for((3, 32, 32))["ch_mult"] == (1, 2, 2, 2) and unet_for((3, 32, 32))["in_channels"] == 3
+    assert unet_for((1, 8, 8))["ch_mult"] == (1, 2)
+
+
 def test_class_balanced_labels_keep_the_split_balance():
     te = load_dataset("mnist", "test")  # stored sorted by class
     for n in (100, 500, 1000, 2500):

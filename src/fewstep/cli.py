@@ -88,6 +88,11 @@ def _add_common(p, data=True, out=True):
     p.add_argument("--threads", type=_int_at_least(0), default=0, help="torch CPU threads (0 = torch default)")
 
 
+def _add_format(p):
+    p.add_argument("--resolution", type=_int_at_least(4), help="folder data: resize images to this side (default: the folder's own)")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="folder data: 1 grey, 3 RGB (default: the folder's own)")
+
+
 def _add_train(p):
     p.add_argument("--max-iters", type=_int_at_least(1), help="training iterations")
     p.add_argument("--batch-size", type=_int_at_least(1), help="batch size")
@@ -135,12 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train-teacher", help="train a diffusion teacher")
-    t.add_argument("--preset", default=None, help="teacher preset (mnist | digits | toy2d; default: --data's)")
+    t.add_argument("--preset", default=None, help="teacher preset (mnist | digits | toy2d | folder; default: --data's)")
     _add_common(t)
+    _add_format(t)
     _add_train(t)
 
     f = sub.add_parser("train-features", help="train the feature classifier behind FD / class accuracy")
     _add_common(f)
+    _add_format(f)
     f.add_argument("--iters", type=_int_at_least(1), default=1500)
 
     d = sub.add_parser("distill", help="distil a teacher into a few-step student")

@@ -28,7 +28,7 @@ from ..metrics.benchmark import (
 )
 from ..samplers import nfe_of, steps_for_nfe
 from ..samplers.generate import SamplingSpec
-from .common import cached, command_line
+from .common import cached, command_line, data_format
 
 
 def cost_fields(row: dict, den, spec, test, bf16, cache) -> dict:
@@ -58,7 +58,7 @@ def run(a):
     data = a.data or mcfg.get("data", {}).get("name")
     if not data:
         raise FewstepError("--data is required (the model does not record its dataset)")
-    train, test = load_dataset(data, "train"), load_dataset(data, "test")
+    train, test = load_dataset(data, "train", *data_format(mcfg)), load_dataset(data, "test", *data_format(mcfg))
     test = test.subset(a.n)
     feats = load_features(data)
     ref_feats = feats.features(test.x)

@@ -21,6 +21,13 @@ def need_out(a) -> Path:
     return Path(a.out)
 
 
+def data_format(mcfg: dict) -> tuple[int | None, int | None]:
+    """(resolution, channels) the model was trained at, so folder data loads as it did then (None, None
+    when the model does not record an image shape: the folder's own)."""
+    shape = (mcfg.get("data") or {}).get("shape") or []
+    return (int(shape[-1]), int(shape[0])) if len(shape) == 3 else (None, None)
+
+
 def maybe_evaluator(data, test, spec: SamplingSpec, n: int, seed: int):
     """The periodic evaluator for a run, or None (with a note) where the data has no feature net."""
     from ..metrics.evaluate import make_evaluator

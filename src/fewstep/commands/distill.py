@@ -10,7 +10,7 @@ import torch
 from ..config import DistillConfig, build_config, parse_sets
 from ..errors import ArgError, FewstepError
 from ..io import hold_folder, read_json
-from .common import command_line, maybe_evaluator
+from .common import command_line, data_format, maybe_evaluator
 
 
 @dataclass
@@ -99,8 +99,8 @@ def build_distillation(r: DistillRequest):
         data = r.data or tcfg.get("data", {}).get("name")
         if not data:
             raise FewstepError("--data is required (the teacher does not record its dataset)")
-        test = load_dataset(data, "test")
-        train = load_dataset(data, "train") if cls.uses_images else image_free_source(data, tcfg, test)
+        test = load_dataset(data, "test", *data_format(tcfg))
+        train = load_dataset(data, "train", *data_format(tcfg)) if cls.uses_images else image_free_source(data, tcfg, test)
         teacher_dir = resolve_model_dir(r.teacher)
     if cls.uses_images and train.meta.get("image_free"):
         raise FewstepError(f"method {cls.name} trains on images, and {data} holds none (prompts only): "

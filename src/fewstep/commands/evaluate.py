@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 from ..errors import FewstepError
 from ..io import write_text_atomic
-from .common import cached, spec_from
+from .common import cached, data_format, spec_from
 
 
 def run(a):
@@ -24,7 +24,7 @@ def run(a):
     data = a.data or mcfg.get("data", {}).get("name")
     if not data:
         raise FewstepError("--data is required (the model does not record its dataset)")
-    test = load_dataset(data, "test")
+    test = load_dataset(data, "test", *data_format(mcfg))
     feats = load_features(data, a.features)
     n = a.n or len(test)
     test = test.subset(n)

@@ -12,6 +12,6 @@ def run(a):
 
     data = a.data or "mnist"
     out = Path(a.out) if a.out else FEATURES_DIR / data
-    net, info = train_feature_net(data, iters=a.iters, seed=a.seed)
+    net, info = train_feature_net(data, iters=a.iters, seed=a.seed, resolution=a.resolution, channels=a.channels)
     save_feature_net(net, {**info, "command": command_line(), "data": data}, out)
     print(json.dumps({"features": str(out), **info}))

@@ -13,7 +13,7 @@ from .common import command_line, maybe_evaluator, need_out
 
 def run(a):
     from ..data import load_dataset
-    from ..methods.teacher import TEACHER_PRESETS, DenoisingTeacher, teacher_preset
+    from ..methods.teacher import TEACHER_PRESETS, DenoisingTeacher, teacher_preset, unet_for
     from ..model_io import build_denoiser
     from ..samplers.generate import SamplingSpec
     from ..train.loop import TrainConfig, Trainer
@@ -30,10 +30,12 @@ def run(a):
             cfg.train = replace(cfg.train, **{name: getattr(a, name)})
     if a.lr is not None:
         cfg.method = replace(cfg.method, optim=replace(cfg.method.optim, lr=a.lr))
+    cfg.resolution = a.resolution or cfg.resolution
+    cfg.channels = a.channels or cfg.channels
     with hold_folder(out):
         train = load_dataset(cfg.data, "train", cfg.resolution, cfg.channels)
         test = load_dataset(cfg.data, "test", cfg.resolution, cfg.channels)
-        arch = dict(cfg.arch)
+        arch = dict(cfg.arch) if cfg.arch.get("arch") != "sized" else unet_for(train.shape)
         if arch.get("arch") == "unet":
             arch.update(in_channels=train.shape[0], image_size=train.shape[-1], num_classes=train.num_classes)
         torch.manual_seed(a.seed)  # the initial weights are part of the run: same seed, same run

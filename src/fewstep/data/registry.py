@@ -8,8 +8,9 @@ DATASETS = ("mnist", "digits", "toy2d", "toy2d:8gaussians", "toy2d:moons", "fold
 _CACHE: dict = {}
 
 
-def load_dataset(spec: str, split: str = "train", resolution: int = 64, channels: int = 3) -> ArrayDataset:
-    """``mnist`` | ``digits`` | ``toy2d[:8gaussians|moons]`` | ``folder:PATH``; split train|test."""
+def load_dataset(spec: str, split: str = "train", resolution: int | None = None, channels: int | None = None) -> ArrayDataset:
+    """``mnist`` | ``digits`` | ``toy2d[:8gaussians|moons]`` | ``folder:PATH``; split train|test.
+    ``resolution`` / ``channels`` resize and convert folder images (None: the folder's own)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     key = (spec, split, resolution, channels)

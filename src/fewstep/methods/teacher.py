@@ -86,8 +86,8 @@ class TeacherConfig:
     param: str = "edm"  # denoiser parameterisation (noise/precond.py)
     method: TeacherMethodConfig = field(default_factory=TeacherMethodConfig)
     train: TrainSettings = field(default_factory=_train)  # teachers train longer, with a warm-up and EMA 0.999
-    resolution: int = 64  # folder data only
-    channels: int = 3  # folder data only
+    resolution: int | None = None  # folder data only: resize to this side (None: the folder's own)
+    channels: int | None = None  # folder data only: 1 grey, 3 RGB (None: the folder's own)
 
     def __post_init__(self):
         if not self.arch:
@@ -99,6 +99,19 @@ class TeacherConfig:
 
 def _unet(**kw):
     return {"arch": "unet", **kw}
+
+
+def unet_for(shape: tuple) -> dict:
+    """A teacher UNet sized from one image's (channels, side): one level per halving down to a 4-8 pixel
+    bottleneck (at most 4 levels), self-attention at the lowest level only, 32 base channels (the
+    shipped MNIST teacher's width)."""
+    c, side = int(shape[0]), int(shape[-1])
+    levels = 1
+    while levels < 4 and side // 2 ** levels >= 4:
+        levels += 1
+    ch_mult = (1,) + (2,) * (levels - 1)
+    return _unet(in_channels=c, image_size=side, channels=32, ch_mult=ch_mult, num_res_blocks=1,
+                 attn_levels=(levels - 1,), time_scale=1000.0)
 
 
 TEACHER_PRESETS: dict[str, TeacherConfig] = {
@@ -115,6 +128,9 @@ TEACHER_PRESETS: dict[str, TeacherConfig] = {
         arch=_unet(in_channels=1, image_size=16, channels=32, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(1,),
                    num_classes=10, time_scale=1000.0),
         train=_train(max_iters=2000)),
+    # Your own image folder (folder:PATH): the UNet is sized from the images (unet_for) at their own
+    # resolution and colour mode unless --resolution/--channels say otherwise.
+    "folder": TeacherConfig(data="folder", arch={"arch": "sized"}, train=_train(max_iters=2000)),
     # 2-D mixtures: residual MLP, seconds per hundred iterations.
     "toy2d": TeacherConfig(
         data="toy2d",

@@ -66,10 +66,10 @@ def _shift(x: torch.Tensor, g: torch.Generator, pad: int = 2) -> torch.Tensor:
 
 
 def train_feature_net(data: str, iters: int = 1500, batch_size: int = 128, seed: int = 0, lr: float = 2e-3,
-                      progress: bool = True):
+                      progress: bool = True, resolution: int | None = None, channels: int | None = None):
     from ..data import BatchSampler, load_dataset
 
-    train, test = load_dataset(data, "train"), load_dataset(data, "test")
+    train, test = load_dataset(data, "train", resolution, channels), load_dataset(data, "test", resolution, channels)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     net = FeatureNet(train.shape[0], train.num_classes)
@@ -93,7 +93,7 @@ def train_feature_net(data: str, iters: int = 1500, batch_size: int = 128, seed:
     with torch.no_grad():
         acc = (net(test.x).argmax(1) == test.labels).float().mean().item()
     return net, {"test_acc": acc, "train_s": time.perf_counter() - t0, "iters": iters, "batch_size": batch_size,
-                 "seed": seed, "lr": lr}
+                 "seed": seed, "lr": lr, "shape": list(train.shape)}
 
 
 def save_feature_net(net: FeatureNet, info: dict, path: Path) -> None:
