@@ -9,16 +9,26 @@ def _fmt(v, nd=2):
     return "-" if v is None else f"{v:.{nd}f}"
 
 
+def _features_lines(results: dict) -> tuple[str, list[str]]:
+    """The feature network's held-out accuracy (beside the floor) and a warning line when it is low."""
+    from .metrics.features import features_note
+
+    acc = (results.get("features") or {}).get("test_acc")
+    note = features_note(acc)
+    return ("" if acc is None else f"; feature network held-out accuracy {acc:.3f}"), ([f"**Warning:** {note}.", ""] if note else [])
+
+
 def results_table(results: dict, reference_rows: list[dict] | None = None) -> str:
     """A markdown table of a results file's rows (mean ± std over seeds). Each student row also states
     its speed-up at matched FD: its images/s over the teacher's at the cheapest row (any sampler, grid,
     CFG in the file, or in ``reference_rows``) whose FD is at least as good."""
     teachers = [r for r in (reference_rows or results["rows"]) if r["method"] == "teacher"]
     cost = any(r.get("macs") is not None for r in results["rows"])  # files measured with network cost
-    lines = [f"Floor (real vs real) FD: {_fmt(results['floor']['fd'])}", "",
-             "| method | sampler | NFE | CFG | FD | class acc | precision | recall | images/s | seeds "
-             + ("| params (M) | GMACs/image " if cost else "") + "| training | speed-up at matched FD |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if cost else "") + "---|---|"]
+    acc_text, warning = _features_lines(results)
+    lines = [f"Floor (real vs real) FD: {_fmt(results['floor']['fd'])}{acc_text}", "", *warning]
+    lines += ["| method | sampler | NFE | CFG | FD | class acc | precision | recall | images/s | seeds "
+              + ("| params (M) | GMACs/image " if cost else "") + "| training | speed-up at matched FD |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if cost else "") + "---|---|"]
     for r in results["rows"]:
         ips = r.get("images_per_s")
         ips_s = "-" if ips is None else f"{ips:.0f}" + ("" if r.get("images_per_s_timed", True) else "*")

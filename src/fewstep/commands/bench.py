@@ -47,7 +47,7 @@ def cost_fields(row: dict, den, spec, test, bf16, cache) -> dict:
 def run(a):
     command = command_line()
     from ..data import load_dataset
-    from ..metrics.features import load_features
+    from ..metrics.features import features_accuracy, load_features
     from ..model_io import load_denoiser, resolve_model_dir
     from ..report import results_table
 
@@ -60,7 +60,7 @@ def run(a):
         raise FewstepError("--data is required (the model does not record its dataset)")
     train, test = load_dataset(data, "train", *data_format(mcfg)), load_dataset(data, "test", *data_format(mcfg))
     test = test.subset(a.n)
-    feats = load_features(data)
+    feats = load_features(data, shape=test.shape)
     ref_feats = feats.features(test.x)
     out_dir = Path(a.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -85,6 +85,7 @@ def run(a):
         "teacher": {"checkpoint": teacher_dir, "train_s": training.get("train_s"),
                     "iterations": training.get("iterations"), "command": training.get("command")},
         "floor": {"fd": old.get("floor", {}).get("fd") if resume else None},
+        "features": {"test_acc": features_accuracy(data)},
         "bench_args": key, "complete": False, "rows": [],
     }
     if resume:  # rows carried over were measured by the first run: keep its provenance, list each resume

@@ -34,7 +34,7 @@ def maybe_evaluator(data, test, spec: SamplingSpec, n: int, seed: int):
     from ..metrics.features import load_features
 
     try:
-        feats = load_features(data)
+        feats = load_features(data, shape=test.shape)
     except FewstepError as e:
         print(f"note: periodic eval disabled ({e})", file=sys.stderr)
         return None

@@ -34,6 +34,7 @@ def run(a) -> Path:
     from ..report import fd_vs_nfe_plot, file_b64, html_report, save_grid
     from ..samplers import steps_for_nfe
     from ..samplers.generate import SamplingSpec, generate
+    from .common import data_format
     from .distill import DistillRequest, distill
 
     out = Path(a.out)
@@ -41,9 +42,9 @@ def run(a) -> Path:
     log = lambda m: print(f"[demo] {m}", file=sys.stderr, flush=True)
     teacher, tcfg = load_denoiser(a.teacher)
     data = tcfg["data"]["name"]
-    train, test = load_dataset(data, "train"), load_dataset(data, "test")
+    train, test = load_dataset(data, "train", *data_format(tcfg)), load_dataset(data, "test", *data_format(tcfg))
     test = test.subset(a.n)
-    feats = load_features(data)
+    feats = load_features(data, shape=test.shape)
     ref = feats.features(test.x)
 
     log(f"1/4 distilling a 1-step DMD2 student from teacher {a.teacher!r} into {out / 'student'} "

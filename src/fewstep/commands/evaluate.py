@@ -12,7 +12,7 @@ from .common import cached, data_format, spec_from
 def run(a):
     from ..data import load_dataset
     from ..metrics.evaluate import mean_std, measure
-    from ..metrics.features import load_features
+    from ..metrics.features import features_accuracy, features_note, load_features
     from ..metrics.speed import images_per_second, macs_per_image, parameter_count
     from ..model_io import load_denoiser
     from ..nets.cache import cache_label
@@ -25,7 +25,7 @@ def run(a):
     if not data:
         raise FewstepError("--data is required (the model does not record its dataset)")
     test = load_dataset(data, "test", *data_format(mcfg))
-    feats = load_features(data, a.features)
+    feats = load_features(data, a.features, shape=test.shape)
     n = a.n or len(test)
     test = test.subset(n)
     labels = test.class_balanced_labels(n)
@@ -38,6 +38,9 @@ def run(a):
            **mean_std(rows)}
     gen = lambda b: generate(den, b, spec, test.shape, test.class_balanced_labels(b), seed=0, batch=b, bf16=a.bf16)  # noqa: E731
     res["images_per_s"] = images_per_second(gen)
+    res["features_test_acc"] = features_accuracy(data, a.features)
+    if features_note(res["features_test_acc"]):
+        res["warnings"] = [features_note(res["features_test_acc"])]
     res.update(cache=a.cache or cache_label(den), params=parameter_count(den), macs=macs_per_image(gen))
     text = json.dumps(res, indent=2)
     if a.out:

@@ -104,15 +104,48 @@ def save_feature_net(net: FeatureNet, info: dict, path: Path) -> None:
     atomic_dir(Path(path), write)
 
 
-def load_features(data: str, path: str | None = None) -> nn.Module:
-    """The feature extractor for a dataset: shipped (by dataset name) or from ``path``."""
+WEAK_FEATURES_ACC = 0.9  # below this held-out accuracy an FD in the network's features is weak evidence
+
+
+def features_dir(data: str) -> Path:
+    """Where a dataset's feature network lives: shipped ones by dataset name, an image folder's inside
+    the folder (``PATH/.fewstep/features``, which the folder loader skips), so every verb finds it."""
+    if data.startswith("folder:"):
+        return Path(data.split(":", 1)[1]) / ".fewstep" / "features"
+    return FEATURES_DIR / data
+
+
+def features_accuracy(data: str, path: str | None = None) -> float | None:
+    """The feature network's held-out class accuracy as recorded when it was trained (None: unknown)."""
+    cfg = Path(path) if path else features_dir(data)
+    try:
+        return read_json(cfg / "config.json").get("test_acc")
+    except (OSError, ValueError, FewstepError):
+        return None
+
+
+def features_note(acc: float | None) -> str | None:
+    """A warning when FD rests on a feature network that does not separate the data's classes well."""
+    if acc is None or acc >= WEAK_FEATURES_ACC:
+        return None
+    return (f"the feature network's held-out accuracy is {acc:.2f} (< {WEAK_FEATURES_ACC}): FD in its features is "
+            "weak evidence; train it longer (fewstep train-features --iters)")
+
+
+def load_features(data: str, path: str | None = None, shape: tuple | None = None) -> nn.Module:
+    """The feature extractor for a dataset: shipped (by dataset name), an image folder's own
+    (``features_dir``), or from ``path``; ``shape`` (one image's) must be what it was trained on."""
     if path is None and (data == "toy2d" or data.startswith("toy2d:")):
         return PointFeatures()
-    d = Path(path) if path else FEATURES_DIR / data
+    d = Path(path) if path else features_dir(data)
     if not (d / "config.json").is_file():
         raise FewstepError(f"no feature network for dataset {data!r} at {d}; train one with "
                            f"'fewstep train-features --data {data} --out DIR' and pass --features DIR")
     cfg = read_json(d / "config.json")
+    if shape is not None and cfg.get("shape") and list(cfg["shape"]) != list(shape):
+        raise FewstepError(f"the feature network at {d} was trained on {'x'.join(map(str, cfg['shape']))} images, these "
+                           f"are {'x'.join(map(str, shape))}; train one at this size (fewstep train-features --data {data} "
+                           "--resolution/--channels --out DIR) and pass --features DIR")
     net = FeatureNet(**cfg["net"])
     load_state_strict(net, load_tensors(d / "model.safetensors"), d / "model.safetensors")
     return net.eval().requires_grad_(False)

@@ -16,6 +16,11 @@ def _coverage(query: torch.Tensor, ref: torch.Tensor, ref_radii: torch.Tensor) -
 
 
 def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """(precision, recall); on sets too small for k neighbours (a tiny held-out split) k shrinks to fit,
+    and a set of one gives nan (no neighbourhood to measure)."""
+    k = min(k, real.shape[0] - 1, fake.shape[0] - 1)
+    if k < 1:
+        return float("nan"), float("nan")
     real, fake = real.double(), fake.double()
     precision = _coverage(fake, real, _radii(real, k))
     recall = _coverage(real, fake, _radii(fake, k))
