@@ -168,8 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="the main job: shipped MNIST teacher -> 1-step DMD2 student -> report.html")
     m.add_argument("--teacher", default="mnist", help="teacher (default: the shipped MNIST teacher)")
     m.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    m.add_argument("--max-iters", type=_int_at_least(1), default=600,
-                   help="distillation iterations (default 600; the benchmarked student trains 1200)")
+    m.add_argument("--data", help="folder:PATH: your own images in class sub-folders (trains a feature net and a teacher first)")
+    m.add_argument("--budget-min", type=_float_range(0, lo_open=True), default=30.0,
+                   help="with --data: minutes to split across feature net, teacher and student (default 30)")
+    m.add_argument("--method", default="dmd2", help="the distillation method (default dmd2)")
+    m.add_argument("--nfe", type=_int_at_least(1), help="student steps (default: the method's)")
+    m.add_argument("--max-iters", type=_int_at_least(1),
+                   help="distillation iterations (default 600, or the budget's plan with --data)")
     m.add_argument("--eval-every", type=_int_at_least(0), default=200)
     m.add_argument("--n", type=_int_at_least(100), default=1000, help="held-out images for FD (default 1000)")
     m.add_argument("--seeds", type=_int_at_least(1), default=3)

@@ -1,14 +1,14 @@
 """``fewstep demo``: the main job. From the shipped MNIST teacher, distil a 1-step DMD2 student,
 measure teacher and student on the same metric, and write a self-contained report.html.
-Every stage caches its result in the output folder, so re-running resumes where it stopped."""
+Every stage caches its result in the output folder, so re-running resumes where it stopped.
+``--data folder:PATH`` first trains a feature network and a teacher for that folder
+(commands/folder_demo.py), within ``--budget-min``."""
 from __future__ import annotations
 
 import json
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 from ..io import write_json_atomic, write_text_atomic
 
@@ -40,6 +40,9 @@ def run(a) -> Path:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     log = lambda m: print(f"[demo] {m}", file=sys.stderr, flush=True)
+    max_iters = a.max_iters or 600
+    if a.data:
+        max_iters = _folder_stages(a, out, log)
     teacher, tcfg = load_denoiser(a.teacher)
     data = tcfg["data"]["name"]
     train, test = load_dataset(data, "train", *data_format(tcfg)), load_dataset(data, "test", *data_format(tcfg))
@@ -47,13 +50,13 @@ def run(a) -> Path:
     feats = load_features(data, shape=test.shape)
     ref = feats.features(test.x)
 
-    log(f"1/4 distilling a 1-step DMD2 student from teacher {a.teacher!r} into {out / 'student'} "
-        f"({a.max_iters} iterations; re-running resumes)")
+    log(f"1/4 distilling a {a.method} student from teacher {a.teacher!r} into {out / 'student'} "
+        f"({max_iters} iterations; re-running resumes)")
     student_dir = out / "student"
-    if not (student_dir / "model" / "config.json").is_file() or _iters_done(student_dir) < a.max_iters:
+    if not (student_dir / "model" / "config.json").is_file() or _iters_done(student_dir) < max_iters:
         t0 = time.perf_counter()
-        distill(DistillRequest(teacher=a.teacher, method="dmd2", nfe=1, out=str(student_dir), seed=a.seed,
-                               threads=a.threads, max_iters=a.max_iters, ckpt_every=50, eval_every=a.eval_every,
+        distill(DistillRequest(teacher=a.teacher, method=a.method, nfe=a.nfe, out=str(student_dir), seed=a.seed,
+                               threads=a.threads, max_iters=max_iters, ckpt_every=50, eval_every=a.eval_every,
                                resume=True, progress=not a.no_progress))
         log(f"distillation took {time.perf_counter() - t0:.0f} s")
     student, scfg = load_denoiser(str(student_dir / "model"))
@@ -79,7 +82,7 @@ def run(a) -> Path:
         return SamplingSpec(r["sampler"], r["steps"], r.get("grid", "karras"), 1.0)
 
     def student_eval():
-        row = bench_row(student, sspec, test, feats, ref, len(test), a.seeds, True, method="dmd2")
+        row = bench_row(student, sspec, test, feats, ref, len(test), a.seeds, True, method=a.method)
         row["images_per_s"] = time_row(student, sspec, test, True)
         matched = matched_row(curve["rows"], row["fd"])
         return {"student": row, "teacher_best_images_per_s": time_row(teacher, spec_of(best), test, True),
@@ -89,11 +92,11 @@ def run(a) -> Path:
     ev = _cached(out / "student_eval.json", student_eval)
 
     log("4/4 writing sample grids and report.html")
-    labels = torch.arange(100) % 10
+    labels = test.class_balanced_labels(100)
     grids = {}
     for name, den, spec in (("teacher_1", teacher, SamplingSpec("euler", 1, "karras")),
                             ("teacher_best", teacher, spec_of(best)),
-                            ("student_1", student, sspec)):
+                            ("student", student, sspec)):
         path = out / f"grid_{name}.png"
         save_grid(generate(den, 100, spec, train.shape, labels, seed=0, bf16=True), path)
         grids[name] = path
@@ -107,33 +110,60 @@ def run(a) -> Path:
     tables = [("Quality (FD on classifier features; lower is better)", ["model", "sampler", "NFE", "FD", "class acc"],
                [["teacher", t1["sampler"], t1["nfe"], fmt(t1["fd"]), fmt(t1["class_acc"], 3)],
                 ["teacher (best here)", best["sampler"], best["nfe"], fmt(best["fd"]), fmt(best["class_acc"], 3)],
-                ["DMD2 student", "1 step", s["nfe"], f"{fmt(s['fd'])} ± {fmt(s['fd_std'])}", fmt(s["class_acc"], 3)],
+                [f"{a.method} student", f"{s['nfe']:.0f} step(s)", s["nfe"], f"{fmt(s['fd'])} ± {fmt(s['fd_std'])}",
+                 fmt(s["class_acc"], 3)],
                 ["real data (floor)", "-", "-", fmt(curve["floor"]), "-"]]),
               ("Speed (batch 256, this machine; every number timed)", ["model", "NFE", "images/s", "speed-up"],
                [["teacher (best FD)", best["nfe"], fmt(ev["teacher_best_images_per_s"], 0), "-"]]
                + ([["teacher (cheapest row at least as good as the student)", m["nfe"], fmt(m["images_per_s"], 0), "1.0x"]]
                   if m else [])
-               + [["DMD2 student", s["nfe"], fmt(s["images_per_s"], 0), f"{speedup:.1f}x {basis}"]]),
+               + [[f"{a.method} student", s["nfe"], fmt(s["images_per_s"], 0), f"{speedup:.1f}x {basis}"]]),
               ("Distillation cost", ["iterations", "wall time (s)"], [[ev["iterations"], fmt(ev["train_s"] or 0, 0)]])]
-    intro = (f"Teacher <code>{a.teacher}</code> ({data}); student distilled with DMD2 (Yin et al. 2024) to one network "
-             f"evaluation. FD over {len(test)} held-out images, student averaged over {a.seeds} seeds.")
-    notes = [f"The student reaches FD {fmt(s['fd'])} at 1 NFE; the teacher needs {best['nfe']} NFE for its best "
+    shape = "x".join(str(d) for d in train.shape)
+    intro = (f"Teacher <code>{a.teacher}</code> ({data}, images {shape}); student distilled with {a.method} to "
+             f"{s['nfe']:.0f} network evaluation(s). FD over {len(test)} held-out images, student averaged over "
+             f"{a.seeds} seeds.")
+    notes = [f"The student reaches FD {fmt(s['fd'])} at {s['nfe']:.0f} NFE; the teacher needs {best['nfe']} NFE for its best "
              f"FD {fmt(best['fd'])} in this sweep, and scores {fmt(t1['fd'])} at 1 NFE.",
              f"Speed-up {basis}: {speedup:.1f}x.",
              "Teacher curve: Euler, Heun and DPM-Solver++ on the Karras and rectified-flow grids, 1 seed per point, "
              "NFE up to 16; the bold line is the teacher's best at each NFE (the full sweeps are in benchmarks/results/).",
              f"Run: <code>{' '.join(sys.argv)}</code>; outputs in <code>{out}</code>."]
-    page = html_report("fewstep demo: a 1-step MNIST generator from a diffusion teacher", intro, plot,
+    page = html_report(f"fewstep demo: a {s['nfe']:.0f}-step {data} generator from a diffusion teacher", intro, plot,
                        [("teacher, 1 NFE", file_b64(grids["teacher_1"])),
                         (f"teacher, {best['sampler']}/{best.get('grid', 'karras')} {best['nfe']:.0f} NFE",
                          file_b64(grids["teacher_best"])),
-                        ("DMD2 student, 1 NFE", file_b64(grids["student_1"]))], tables, notes)
+                        (f"{a.method} student, {s['nfe']:.0f} NFE", file_b64(grids["student"]))], tables, notes)
     report = write_text_atomic(out / "report.html", page)
     summary = {"report": str(report.resolve()), "student_fd": s["fd"], "teacher_best_fd": best["fd"],
                "teacher_best_nfe": best["nfe"], "speedup": speedup, "speedup_at_matched_fd": bool(m)}
     print(json.dumps(summary))
     log(f"done: open {report.resolve()}")
     return report
+
+
+def _folder_stages(a, out: Path, log) -> int:
+    """Feature network and teacher for ``--data folder:PATH`` (sets ``a.teacher``); the student's iterations."""
+    from ..data import load_dataset
+    from ..errors import FewstepError
+    from ..methods.teacher import teacher_preset
+    from .folder_demo import check_folder, feature_stage, measure_plan, teacher_stage
+
+    if not a.data.startswith("folder:"):
+        raise FewstepError(f"demo --data takes folder:PATH (your own images), got {a.data!r}; "
+                           "the MNIST demo needs no --data")
+    if a.teacher != "mnist":
+        raise FewstepError("give --data (a teacher is trained for the folder) or --teacher, not both")
+    train = load_dataset(a.data, "train")
+    check_folder(train)
+    plan = measure_plan(train, a.budget_min, teacher_preset("folder").train.batch_size)
+    for line in plan.lines(a.budget_min):
+        log(line)
+    log(f"0/4 feature network and teacher for {a.data} ({'x'.join(map(str, train.shape))} images, "
+        f"{train.num_classes} classes, {len(train)} training images)")
+    feature_stage(a.data, plan.features, a.seed, not a.no_progress, log)
+    a.teacher = teacher_stage(a.data, out, plan.teacher, a)
+    return a.max_iters or plan.student
 
 
 def _iters_done(run_dir: Path) -> int:

@@ -1,0 +1,129 @@
+"""``fewstep demo --data folder:PATH``: the demo on your own images. Before the usual distil-measure-report
+stages (commands/demo.py) it trains the two things the shipped MNIST demo gets for free, both sized to
+the folder: the feature network FD is measured in (kept in the folder, metrics/features.features_dir)
+and a teacher (the ``folder`` preset, a UNet sized from the images). A time budget is split across
+the stages from measured per-iteration costs, and the plan is printed before anything trains. Every
+stage is cached in the output folder (the feature net in the data folder), so re-running resumes."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import FewstepError
+
+# shares of the budget: feature net, teacher, student; the rest measures (teacher curve, student, grids)
+SHARES = {"features": 0.08, "teacher": 0.5, "student": 0.25}
+LIMITS = {"features": (30, 1500), "teacher": (30, 4000), "student": (10, 1200)}  # iterations (min, max) per stage
+# a distribution-matching iteration runs the student, the teacher and the fake score forward, and
+# updates two networks: measured at ~4x a teacher iteration of the same batch on the MNIST UNet
+STUDENT_COST = 4.0
+
+
+@dataclass
+class Plan:
+    features: int
+    teacher: int
+    student: int
+    seconds: dict  # stage -> estimated seconds
+
+    def lines(self, budget_min: float) -> list[str]:
+        return [f"plan for a {budget_min:g}-minute budget (estimated from measured iteration times):",
+                f"  feature network  {self.features:5d} iterations  ~{self.seconds['features'] / 60:.1f} min",
+                f"  teacher          {self.teacher:5d} iterations  ~{self.seconds['teacher'] / 60:.1f} min",
+                f"  student          {self.student:5d} iterations  ~{self.seconds['student'] / 60:.1f} min",
+                "  then the teacher's sampler curve, the student's FD and speed, and report.html"]
+
+
+def check_folder(train) -> None:
+    """The demo measures FD in a classifier's features, so the folder needs classes (sub-folders)."""
+    if train.captions is not None:
+        raise FewstepError("the demo takes class sub-folders; a caption folder (metadata.jsonl) is for "
+                           "diffusers teachers: fewstep distill --teacher diffusers:PATH --data folder:PATH")
+    if not train.num_classes:
+        raise FewstepError("the demo needs class sub-folders (PATH/<class>/*.png, two or more): its FD is measured "
+                           "in a classifier's features, and a folder without classes has nothing to train it on")
+
+
+def _seconds_per_iter(step, warmup: int = 1, n: int = 3) -> float:
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - t0) / n
+
+
+def measure_plan(train, budget_min: float, teacher_batch: int, feature_batch: int = 128) -> Plan:
+    """Iterations per stage from the budget and a few timed iterations of each network on this data."""
+    import torch.nn.functional as F
+
+    from ..methods.losses import denoising_loss
+    from ..methods.teacher import unet_for
+    from ..metrics.features import FeatureNet
+    from ..model_io import build_denoiser
+
+    x = train.x[:feature_batch]
+    y = train.labels[:feature_batch]
+    fnet = FeatureNet(train.shape[0], train.num_classes)
+    fopt = torch.optim.AdamW(fnet.parameters())
+
+    def feature_step():
+        fopt.zero_grad()
+        F.cross_entropy(fnet(x), y).backward()
+        fopt.step()
+
+    den = build_denoiser({"arch": {**unet_for(train.shape), "num_classes": train.num_classes},
+                          "process": {"family": "edm"}, "param": "edm"})
+    topt = torch.optim.AdamW(den.parameters())
+    xb = train.x[torch.arange(teacher_batch) % len(train)]
+    yb = train.labels[torch.arange(teacher_batch) % len(train)]
+
+    def teacher_step():
+        topt.zero_grad()
+        t = torch.exp(torch.randn(teacher_batch) * 1.2 - 1.2)
+        denoising_loss(den, xb, t, torch.randn_like(xb), yb).mean().backward()
+        topt.step()
+
+    per_it = {"features": _seconds_per_iter(feature_step), "teacher": _seconds_per_iter(teacher_step)}
+    per_it["student"] = STUDENT_COST * per_it["teacher"]
+    iters, seconds = {}, {}
+    for stage, share in SHARES.items():
+        lo, hi = LIMITS[stage]
+        iters[stage] = int(min(hi, max(lo, share * budget_min * 60 / per_it[stage])))
+        seconds[stage] = iters[stage] * per_it[stage]
+    return Plan(iters["features"], iters["teacher"], iters["student"], seconds)
+
+
+def feature_stage(data: str, iters: int, seed: int, progress: bool, log) -> float:
+    """The folder's feature network (trained once, kept in the folder); returns its held-out accuracy."""
+    from ..metrics.features import features_accuracy, features_dir, features_note, save_feature_net, train_feature_net
+
+    if (features_dir(data) / "config.json").is_file():
+        acc = features_accuracy(data)
+        log(f"feature network found at {features_dir(data)} (held-out accuracy {acc:.3f})")
+    else:
+        net, info = train_feature_net(data, iters=iters, seed=seed, progress=progress)
+        save_feature_net(net, {**info, "command": f"fewstep demo --data {data}", "data": data}, features_dir(data))
+        acc = info["test_acc"]
+        log(f"feature network: held-out accuracy {acc:.3f} after {iters} iterations ({info['train_s']:.0f} s)")
+    note = features_note(acc)
+    if note:
+        log(f"warning: {note}")
+    return acc
+
+
+def teacher_stage(data: str, out: Path, iters: int, a) -> str:
+    """The folder teacher (``folder`` preset), trained or resumed to ``iters`` iterations; its model dir."""
+    from ..cli import build_parser
+    from . import train_teacher
+    from .demo import _iters_done
+
+    run = out / "teacher"
+    if not (run / "model" / "config.json").is_file() or _iters_done(run) < iters:
+        argv = ["train-teacher", "--data", data, "--out", str(run), "--max-iters", str(iters), "--resume",
+                "--seed", str(a.seed), "--threads", str(a.threads), "--eval-every", "0"]  # the demo measures it next
+        train_teacher.run(build_parser().parse_args(argv + (["--no-progress"] if a.no_progress else [])))
+    return str(run / "model")
