@@ -112,8 +112,8 @@ def test_image_free_distillation_never_loads_a_training_set(tiny_mnist_teacher, 
 
 def _class_folder(root, per_class=40, size=8):
     """Two easy classes of grey squares: a bar on the left vs a bar on the right, jittered."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     g = np.random.default_rng(0)
     for c in ("left", "right"):
