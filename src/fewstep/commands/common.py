@@ -1,6 +1,7 @@
 """Helpers several verbs share: the command line that ran, output folders, sampling specs from flags."""
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -19,6 +20,12 @@ def need_out(a) -> Path:
     if not getattr(a, "out", None):
         raise FewstepError("--out is required")
     return Path(a.out)
+
+
+def iterations_done(run_dir: Path) -> int:
+    """Iterations a training output folder has finished (0 when it has no checkpoint yet)."""
+    p = Path(run_dir) / "latest" / "trainer_state.json"
+    return json.loads(p.read_text())["iteration"] if p.is_file() else 0
 
 
 def data_format(mcfg: dict) -> tuple[int | None, int | None]:

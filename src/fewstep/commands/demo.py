@@ -34,7 +34,7 @@ def run(a) -> Path:
     from ..report import fd_vs_nfe_plot, file_b64, html_report, save_grid
     from ..samplers import steps_for_nfe
     from ..samplers.generate import SamplingSpec, generate
-    from .common import data_format
+    from .common import data_format, iterations_done
     from .distill import DistillRequest, distill
 
     out = Path(a.out)
@@ -42,7 +42,9 @@ def run(a) -> Path:
     log = lambda m: print(f"[demo] {m}", file=sys.stderr, flush=True)
     max_iters = a.max_iters or 600
     if a.data:
-        max_iters = _folder_stages(a, out, log)
+        from .folder_demo import folder_stages
+
+        max_iters = folder_stages(a, out, log)
     teacher, tcfg = load_denoiser(a.teacher)
     data = tcfg["data"]["name"]
     train, test = load_dataset(data, "train", *data_format(tcfg)), load_dataset(data, "test", *data_format(tcfg))
@@ -53,7 +55,7 @@ def run(a) -> Path:
     log(f"1/4 distilling a {a.method} student from teacher {a.teacher!r} into {out / 'student'} "
         f"({max_iters} iterations; re-running resumes)")
     student_dir = out / "student"
-    if not (student_dir / "model" / "config.json").is_file() or _iters_done(student_dir) < max_iters:
+    if not (student_dir / "model" / "config.json").is_file() or iterations_done(student_dir) < max_iters:
         t0 = time.perf_counter()
         distill(DistillRequest(teacher=a.teacher, method=a.method, nfe=a.nfe, out=str(student_dir), seed=a.seed,
                                threads=a.threads, max_iters=max_iters, ckpt_every=50, eval_every=a.eval_every,
@@ -87,7 +89,7 @@ def run(a) -> Path:
         matched = matched_row(curve["rows"], row["fd"])
         return {"student": row, "teacher_best_images_per_s": time_row(teacher, spec_of(best), test, True),
                 "matched": matched and {**matched, "images_per_s": time_row(teacher, spec_of(matched), test, True)},
-                "train_s": _train_s(student_dir), "iterations": _iters_done(student_dir)}
+                "train_s": _train_s(student_dir), "iterations": iterations_done(student_dir)}
 
     ev = _cached(out / "student_eval.json", student_eval)
 
@@ -140,35 +142,6 @@ def run(a) -> Path:
     print(json.dumps(summary))
     log(f"done: open {report.resolve()}")
     return report
-
-
-def _folder_stages(a, out: Path, log) -> int:
-    """Feature network and teacher for ``--data folder:PATH`` (sets ``a.teacher``); the student's iterations."""
-    from ..data import load_dataset
-    from ..errors import FewstepError
-    from ..methods.teacher import teacher_preset
-    from .folder_demo import check_folder, feature_stage, measure_plan, teacher_stage
-
-    if not a.data.startswith("folder:"):
-        raise FewstepError(f"demo --data takes folder:PATH (your own images), got {a.data!r}; "
-                           "the MNIST demo needs no --data")
-    if a.teacher != "mnist":
-        raise FewstepError("give --data (a teacher is trained for the folder) or --teacher, not both")
-    train = load_dataset(a.data, "train")
-    check_folder(train)
-    plan = measure_plan(train, a.budget_min, teacher_preset("folder").train.batch_size)
-    for line in plan.lines(a.budget_min):
-        log(line)
-    log(f"0/4 feature network and teacher for {a.data} ({'x'.join(map(str, train.shape))} images, "
-        f"{train.num_classes} classes, {len(train)} training images)")
-    feature_stage(a.data, plan.features, a.seed, not a.no_progress, log)
-    a.teacher = teacher_stage(a.data, out, plan.teacher, a)
-    return a.max_iters or plan.student
-
-
-def _iters_done(run_dir: Path) -> int:
-    p = run_dir / "latest" / "trainer_state.json"
-    return json.loads(p.read_text())["iteration"] if p.is_file() else 0
 
 
 def _train_s(run_dir: Path):

@@ -119,11 +119,33 @@ def teacher_stage(data: str, out: Path, iters: int, a) -> str:
     """The folder teacher (``folder`` preset), trained or resumed to ``iters`` iterations; its model dir."""
     from ..cli import build_parser
     from . import train_teacher
-    from .demo import _iters_done
+    from .common import iterations_done
 
     run = out / "teacher"
-    if not (run / "model" / "config.json").is_file() or _iters_done(run) < iters:
+    if not (run / "model" / "config.json").is_file() or iterations_done(run) < iters:
         argv = ["train-teacher", "--data", data, "--out", str(run), "--max-iters", str(iters), "--resume",
                 "--seed", str(a.seed), "--threads", str(a.threads), "--eval-every", "0"]  # the demo measures it next
         train_teacher.run(build_parser().parse_args(argv + (["--no-progress"] if a.no_progress else [])))
     return str(run / "model")
+
+
+def folder_stages(a, out: Path, log) -> int:
+    """Feature network and teacher for ``--data folder:PATH`` (sets ``a.teacher``); the student's iterations."""
+    from ..data import load_dataset
+    from ..methods.teacher import teacher_preset
+
+    if not a.data.startswith("folder:"):
+        raise FewstepError(f"demo --data takes folder:PATH (your own images), got {a.data!r}; "
+                           "the MNIST demo needs no --data")
+    if a.teacher != "mnist":
+        raise FewstepError("give --data (a teacher is trained for the folder) or --teacher, not both")
+    train = load_dataset(a.data, "train")
+    check_folder(train)
+    plan = measure_plan(train, a.budget_min, teacher_preset("folder").train.batch_size)
+    for line in plan.lines(a.budget_min):
+        log(line)
+    log(f"0/4 feature network and teacher for {a.data} ({'x'.join(map(str, train.shape))} images, "
+        f"{train.num_classes} classes, {len(train)} training images)")
+    feature_stage(a.data, plan.features, a.seed, not a.no_progress, log)
+    a.teacher = teacher_stage(a.data, out, plan.teacher, a)
+    return a.max_iters or plan.student

@@ -211,10 +211,15 @@ def _json(obj):
 
 def load_disca(net: nn.Module, path: str) -> "CachedUNet":
     """``net`` cached by the DisCa predictor in the model folder ``path`` (trained for this network)."""
-    from ..io import load_tensors, read_json
-    from ..model_io import resolve_model_dir
+    from pathlib import Path
 
-    d = resolve_model_dir(path)
+    from ..io import load_tensors, read_json
+
+    d = Path(path)
+    if (d / "model" / "config.json").is_file() and not (d / "config.json").is_file():
+        d = d / "model"  # a training output folder: its final model
+    if not (d / "config.json").is_file():
+        raise ValueError(f"disca:{path}: no model folder there (train one with fewstep distill --method disca)")
     arch = read_json(d / "config.json").get("arch", {})
     if arch.get("arch") != "disca":
         raise ValueError(f"{path} is not a DisCa model (architecture {arch.get('arch')!r}); train one with "
