@@ -26,6 +26,7 @@ from ..metrics.benchmark import (
     time_row,
     write_results,
 )
+from ..nets.cache import cache_label
 from ..samplers import nfe_of, steps_for_nfe
 from ..samplers.generate import SamplingSpec
 from .common import cached, command_line, data_format
@@ -118,7 +119,7 @@ def run(a):
         if kind == "student":
             model, sdict = sampler, steps
             k = (c["method"]["method"], sdict["sampler"], sdict["steps"], "student", "bf16" if use_bf16(bf16) else "fp32", model,
-                 mode)
+                 mode or cache_label(d))  # a DisCa model's rows carry its own cache
             row = done.get(k)
             if row is None:
                 row = cost_fields(student_row(d, c, test, feats, ref_feats, a.seeds, bf16, sdict, model),
