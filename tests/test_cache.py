@@ -196,8 +196,9 @@ def test_disca_learns_to_beat_deepcache_and_its_folder_is_the_cache(tmp_path):
     def ratio():
         net, start, si = den.net, method.cached.start, method.cached.skip_index
         with torch.no_grad():
-            h_c, hs_c, emb_c, _ = method.targets(*method._calls(held[:, 0], "cpu"))
-            _, hs, emb, out = method.targets(*method._calls(held[:, 1], "cpu"))
+            h_c, hs_c, emb_c = method.targets(*method._calls(held[:, 0], "cpu"))
+            h, hs, emb = method.targets(*method._calls(held[:, 1], "cpu"))
+            out = net.decode(h, hs, emb, start=start)
             reuse = net.decode(h_c, hs, emb, start=start)
             pred = net.decode(method.predictor(h_c, hs_c[si], hs[si], emb_c, emb), hs, emb, start=start)
         return float((pred - out).pow(2).mean() / (reuse - out).pow(2).mean())

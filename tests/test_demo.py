@@ -7,6 +7,8 @@ import torch
 from fewstep.cli import main
 from fewstep.model_io import build_denoiser, save_denoiser
 
+from helpers import bar_folder
+
 
 @pytest.fixture
 def tiny_mnist_teacher(tmp_path):
@@ -110,27 +112,11 @@ def test_image_free_distillation_never_loads_a_training_set(tiny_mnist_teacher, 
         data.load_dataset("mnist", "train")
 
 
-def _class_folder(root, per_class=40, size=8):
-    """Two easy classes of grey squares: a bar on the left vs a bar on the right, jittered."""
-    import numpy as np
-    from PIL import Image
-
-    g = np.random.default_rng(0)
-    for c in ("left", "right"):
-        (root / c).mkdir(parents=True)
-        for i in range(per_class):
-            img = np.zeros((size, size), dtype=np.uint8)
-            col = int(g.integers(0, 2)) + (0 if c == "left" else size - 3)
-            img[:, col:col + 2] = 255
-            Image.fromarray(img, mode="L").save(root / c / f"{i}.png")
-    return f"folder:{root}"
-
-
 @pytest.mark.slow
 def test_demo_on_your_own_folder_trains_features_teacher_and_student(tmp_path, capsys):
     """``demo --data folder:PATH``: the plan is printed first, the feature net lands in the folder, the
     teacher is sized to the 8x8 grey images, the report says so, and a second run reuses everything."""
-    data = _class_folder(tmp_path / "imgs")
+    data = bar_folder(tmp_path / "imgs")
     out = tmp_path / "demo"
     argv = ["demo", "--data", data, "--out", str(out), "--budget-min", "0.01", "--max-iters", "2", "--n", "100",
             "--seeds", "1", "--eval-every", "0", "--no-progress", "--threads", "2"]

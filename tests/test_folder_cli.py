@@ -3,29 +3,13 @@ folder's own size and colour mode (or --resolution/--channels), and what a model
 its students, evaluation and benchmarks load."""
 import json
 
-import numpy as np
-
 from fewstep.cli import main
 
-
-def _folder(root, n=12, size=12):
-    from PIL import Image
-
-    g = np.random.default_rng(0)
-    for c in ("bars", "dots"):
-        (root / c).mkdir(parents=True)
-        for i in range(n):
-            img = np.zeros((size, size), dtype=np.uint8)
-            if c == "bars":
-                img[:, g.integers(0, size - 3):][:, :3] = 255
-            else:
-                img[g.integers(0, size - 3):][:3, g.integers(0, size - 3):][:, :3] = 255
-            Image.fromarray(img, mode="L").save(root / c / f"{i}.png")
-    return f"folder:{root}"
+from helpers import bar_folder
 
 
 def test_a_folder_teacher_and_its_student_keep_the_folders_format(tmp_path, capsys):
-    data = _folder(tmp_path / "imgs")
+    data = bar_folder(tmp_path / "imgs", per_class=12, size=12)
     fast = ["--max-iters", "2", "--batch-size", "8", "--eval-every", "0", "--ckpt-every", "0", "--no-progress",
             "--threads", "1"]
     assert main(["train-features", "--data", data, "--iters", "3"]) == 0  # kept inside the folder, found by every verb

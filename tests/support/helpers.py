@@ -94,3 +94,20 @@ def assert_learns(trained: float, bar: float, **controls: float) -> None:
     assert trained < bar, f"trained student FD {trained:.3f} >= bar {bar:.3f} (controls: {controls})"
     for name, value in controls.items():
         assert value >= bar, f"negative control {name} (FD {value:.3f}) passes the bar {bar:.3f}: the test cannot fail"
+
+
+def bar_folder(root, per_class: int = 40, size: int = 8) -> str:
+    """An image folder of two easy classes of grey squares (a bar on the left vs on the right, jittered),
+    in class sub-folders; returns its ``folder:`` data spec."""
+    import numpy as np
+    from PIL import Image
+
+    g = np.random.default_rng(0)
+    for c in ("left", "right"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            img = np.zeros((size, size), dtype=np.uint8)
+            col = int(g.integers(0, 2)) + (0 if c == "left" else size - 3)
+            img[:, col:col + 2] = 255
+            Image.fromarray(img, mode="L").save(root / c / f"{i}.png")
+    return f"folder:{root}"

@@ -39,8 +39,9 @@ def run(a):
     gen = lambda b: generate(den, b, spec, test.shape, test.class_balanced_labels(b), seed=0, batch=b, bf16=a.bf16)  # noqa: E731
     res["images_per_s"] = images_per_second(gen)
     res["features_test_acc"] = features_accuracy(data, a.features)
-    if features_note(res["features_test_acc"]):
-        res["warnings"] = [features_note(res["features_test_acc"])]
+    note = features_note(res["features_test_acc"])
+    if note:
+        res["warnings"] = [note]
     res.update(cache=a.cache or cache_label(den), params=parameter_count(den), macs=macs_per_image(gen))
     text = json.dumps(res, indent=2)
     if a.out:

@@ -61,7 +61,7 @@ def measure_plan(train, budget_min: float, teacher_batch: int, feature_batch: in
     import torch.nn.functional as F
 
     from ..methods.losses import denoising_loss
-    from ..methods.teacher import unet_for
+    from ..methods.teacher import TeacherMethodConfig, unet_for
     from ..metrics.features import FeatureNet
     from ..model_io import build_denoiser
 
@@ -81,9 +81,11 @@ def measure_plan(train, budget_min: float, teacher_batch: int, feature_batch: in
     xb = train.x[torch.arange(teacher_batch) % len(train)]
     yb = train.labels[torch.arange(teacher_batch) % len(train)]
 
+    levels = TeacherMethodConfig().time_sampler
+
     def teacher_step():
         topt.zero_grad()
-        t = torch.exp(torch.randn(teacher_batch) * 1.2 - 1.2)
+        t = levels.sample(den.process, teacher_batch, torch.Generator().manual_seed(0))
         denoising_loss(den, xb, t, torch.randn_like(xb), yb).mean().backward()
         topt.step()
 

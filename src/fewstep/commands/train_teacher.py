@@ -35,7 +35,7 @@ def run(a):
     with hold_folder(out):
         train = load_dataset(cfg.data, "train", cfg.resolution, cfg.channels)
         test = load_dataset(cfg.data, "test", cfg.resolution, cfg.channels)
-        arch = dict(cfg.arch) if cfg.arch.get("arch") != "sized" else unet_for(train.shape)
+        arch = unet_for(train.shape) if cfg.sized_from_data else dict(cfg.arch)
         if arch.get("arch") == "unet":
             arch.update(in_channels=train.shape[0], image_size=train.shape[-1], num_classes=train.num_classes)
         torch.manual_seed(a.seed)  # the initial weights are part of the run: same seed, same run

@@ -19,7 +19,7 @@ and update schedule:
 * ``uses_images`` False for image-free methods (SiD, VSD): their batches carry conditions and a batch
   size only, and ``fewstep distill`` never loads a training set for them (data/base.py conditions_only);
 * ``architectures`` the teacher architectures a method that rebuilds the network can work on (block
-  removal needs a UNet; None = any); the constructor refuses others with a clear error.
+  removal needs a UNet; None = any); ``Method.__init__`` refuses others with a clear error.
 
 Shared pieces every method uses live here: one optimiser config (``OptimConfig``), one LoRA config
 (``LoRAConfig``), the two ways to copy a teacher (``trainable_copy``, ``frozen_copy``), and
@@ -142,6 +142,10 @@ class Method:
     architectures: ClassVar[tuple[str, ...] | None] = None  # teacher architectures it can work on (None: any)
 
     def __init__(self, teacher: Denoiser, cfg=None, shape: tuple = (), num_classes: int = 0):
+        arch = getattr(teacher.net, "config", dict)().get("arch")
+        if self.architectures is not None and arch not in self.architectures:
+            raise ValueError(f"{self.name} works on {', '.join(self.architectures)} teachers; this teacher's "
+                             f"architecture is {arch!r}")
         self.cfg = cfg if cfg is not None else self.Config()
         self.shape, self.num_classes = tuple(shape), num_classes
         self.process = teacher.process

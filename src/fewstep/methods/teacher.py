@@ -88,6 +88,7 @@ class TeacherConfig:
     train: TrainSettings = field(default_factory=_train)  # teachers train longer, with a warm-up and EMA 0.999
     resolution: int | None = None  # folder data only: resize to this side (None: the folder's own)
     channels: int | None = None  # folder data only: 1 grey, 3 RGB (None: the folder's own)
+    sized_from_data: bool = False  # the UNet is unet_for(the images' shape), not ``arch`` (folder data)
 
     def __post_init__(self):
         if not self.arch:
@@ -130,7 +131,7 @@ TEACHER_PRESETS: dict[str, TeacherConfig] = {
         train=_train(max_iters=2000)),
     # Your own image folder (folder:PATH): the UNet is sized from the images (unet_for) at their own
     # resolution and colour mode unless --resolution/--channels say otherwise.
-    "folder": TeacherConfig(data="folder", arch={"arch": "sized"}, train=_train(max_iters=2000)),
+    "folder": TeacherConfig(data="folder", arch=_unet(), sized_from_data=True, train=_train(max_iters=2000)),
     # 2-D mixtures: residual MLP, seconds per hundred iterations.
     "toy2d": TeacherConfig(
         data="toy2d",

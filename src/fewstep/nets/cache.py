@@ -156,14 +156,20 @@ class CachedUNet(nn.Module):
             self.cached_calls += 1
         return out
 
-    def _full(self, x, emb):
+    def deep(self, x, emb):
+        """(features entering the shallow decoder, every skip feature): a full call up to the shallow branch."""
         net = self.net
         h, hs = net.encode(x, emb)
-        h = net.middle(h, emb)
+        return net.decode(net.middle(h, emb), hs, emb, stop=self.start), hs
+
+    def _full(self, x, emb):
+        net = self.net
         if self.spec.kind == "faster":
+            h, hs = net.encode(x, emb)
+            h = net.middle(h, emb)
             self.cache = (h, list(hs))
             return net.decode(h, hs, emb)
-        h = net.decode(h, hs, emb, stop=self.start)
+        h, hs = self.deep(x, emb)
         self.cache = (h, hs[self.skip_index], emb)
         return net.decode(h, hs, emb, start=self.start)
 
@@ -253,4 +259,4 @@ def cache_counts(den) -> tuple[int, int]:
 def cache_label(den) -> str | None:
     """The cache mode a model carries itself (a DisCa model), for benchmark rows."""
     net = den.net
-    return f"disca:{net.spec.interval}" if isinstance(net, CachedUNet) and net.predictor is not None else None
+    return net.spec.label() if isinstance(net, CachedUNet) and net.predictor is not None else None

@@ -59,11 +59,7 @@ class CompressionMethod(StudentMethod):
     architectures = ("unet",)  # the teacher's network must return its stages (fewstep's UNet does)
 
     def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
-        super().__init__(teacher, cfg, shape, num_classes)
-        arch = getattr(teacher.net, "config", dict)().get("arch")
-        if arch not in self.architectures:
-            raise ValueError(f"{self.name} rebuilds the teacher's network and works on {', '.join(self.architectures)} "
-                             f"teachers; this teacher's architecture is {arch!r}")
+        super().__init__(teacher, cfg, shape, num_classes)  # refuses other architectures
         self.teacher = frozen_copy(teacher)
         net = self.build_student(self.teacher.net)
         self.student = Denoiser(net, teacher.process, teacher.param, teacher.sigma_data).train().requires_grad_(True)

@@ -91,10 +91,7 @@ class DisCa(Method):
     presets = {"mnist": DistillConfig(DisCaConfig(), TrainSettings(max_iters=1000, ema_decay=0.0, eval_every=500))}
 
     def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
-        super().__init__(teacher, cfg, shape, num_classes)
-        arch = getattr(teacher.net, "config", dict)().get("arch")
-        if arch not in self.architectures:
-            raise ValueError(f"disca caches fewstep's UNet; this teacher's architecture is {arch!r}")
+        super().__init__(teacher, cfg, shape, num_classes)  # refuses other architectures
         self.teacher = frozen_copy(teacher)
         c = self.cfg
         try:
@@ -170,12 +167,9 @@ class DisCa(Method):
 
     # -- training ------------------------------------------------------------------------------------
     def targets(self, x, c_noise, cond):
-        """(features entering the shallow decoder, skip features, embedding, output) of the full network."""
-        net, start = self.teacher.net, self.cached.start
-        emb = net.embed(c_noise, cond)
-        h, hs = net.encode(x, emb)
-        h = net.decode(net.middle(h, emb), hs, emb, stop=start)
-        return h, hs, emb, net.decode(h, hs, emb, start=start)
+        """(features entering the shallow decoder, skip features, embedding) of the full network's call."""
+        emb = self.teacher.net.embed(c_noise, cond)
+        return (*self.cached.deep(x, emb), emb)
 
     def step(self, batch, it, ctx):
         if self.bank is None:
@@ -186,8 +180,9 @@ class DisCa(Method):
         net, start, si = self.teacher.net, self.cached.start, self.cached.skip_index
         with ctx.autocast():
             with torch.no_grad():
-                h_c, hs_c, emb_c, _ = self.targets(*self._calls(pick[:, 0], device))
-                h, hs, emb, out = self.targets(*self._calls(pick[:, 1], device))
+                h_c, hs_c, emb_c = self.targets(*self._calls(pick[:, 0], device))
+                h, hs, emb = self.targets(*self._calls(pick[:, 1], device))
+                out = net.decode(h, hs, emb, start=start)  # the full network's output at the cached call
                 reuse = net.decode(h_c, hs, emb, start=start)  # DeepCache's output at this call
             h_hat = self.predictor(h_c, hs_c[si], hs[si], emb_c, emb)
             out_hat = net.decode(h_hat, hs, emb, start=start)
