@@ -141,6 +141,22 @@ def test_backward_simulation_uses_student_levels():
     assert any(p.grad is not None for p in m.student.net.parameters())
 
 
+def test_flow_student_levels_are_uniform_in_flow_time():
+    """student_grid="flow": 4 levels at rectified-flow times tau_max * (1, 3/4, 1/2, 1/4), then 0; a bad
+    grid name is refused; SC-DMD's flow grids nest like its Karras ones."""
+    from fewstep.methods.distribution_matching.sc_dmd import SCDMD, SCDMDConfig
+
+    m = DMD2(toy_denoiser(0), config(DMD2Config, nfe=4, student_grid="flow"), shape=(2,), num_classes=8)
+    top = float(m.student_sigmas[0])
+    tau = torch.tensor([1, 0.75, 0.5, 0.25], dtype=torch.float64) * top / (1 + top)
+    assert torch.allclose(m.student_sigmas[:-1], tau / (1 - tau)) and m.student_sigmas[-1] == 0
+    assert m.default_sampling().sigmas == [float(s) for s in m.student_sigmas]
+    with pytest.raises(ValueError, match="student_grid"):
+        DMD2Config(student_grid="nested")
+    sc = SCDMD(toy_denoiser(0), config(SCDMDConfig, student_grid="flow"), shape=(2,), num_classes=8)
+    assert sc.default_sampling().grid == "flow" and torch.equal(sc.grid[4], sc.grid[8][::2])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cls,cfg", [
     (DMD2, config(DMD2Config, lr=1e-3, optim=ADAM0, critic_optim=ADAM0)),

@@ -3,13 +3,15 @@
 Unit tests check each target and parameterisation against a hand computation on tiny nets; the
 end-to-end tests (marked slow, run in CI) train on toy2d and compare with the teacher at equal NFE.
 """
+import math
+
 import pytest
 import torch
 
 from fewstep.methods.base import trainable_copy
 from fewstep.methods.consistency.cd import CDConfig, ConsistencyDistillation
 from fewstep.methods.consistency.lcm import LatentConsistency, LCMConfig
-from fewstep.methods.losses import snr_truncated_mse
+from fewstep.methods.losses import consistency_distance, snr_truncated_mse
 from fewstep.methods.trajectory.guidance_distill import GuidanceDistill, GuidanceDistillConfig
 from fewstep.methods.trajectory.instaflow import InstaFlow, InstaFlowConfig
 from fewstep.methods.trajectory.progressive import Progressive, ProgressiveConfig, x_target
@@ -121,6 +123,22 @@ def test_truncated_snr_loss_is_the_max_of_x_and_eps_errors():
     eps_hat, eps_t = (z - a[:, None] * x0_hat) / s[:, None], (z - a[:, None] * x0_t) / s[:, None]
     by_hand = torch.maximum(((x0_hat - x0_t) ** 2).mean(1), ((eps_hat - eps_t) ** 2).mean(1))
     assert torch.allclose(snr_truncated_mse(x0_hat, x0_t, a, s), by_hand, rtol=1e-4)
+
+
+def test_consistency_distances_by_hand():
+    """l2 = mean d^2; huber (LCM/diffusers) = mean(sqrt(d^2 + c^2) - c) per element, about L1; huber_rms =
+    sqrt(mean d^2 + c^2) - c, about the RMS error: they differ on a sample whose error is one large element."""
+    a = torch.tensor([[3.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    b = torch.zeros_like(a)
+    c = 0.001
+    assert torch.allclose(consistency_distance(a, b, "l2"), torch.tensor([9 / 4, 1.0]))
+    per_elem = torch.tensor([(math.sqrt(9 + c * c) - c + 3 * 0.0) / 4, math.sqrt(1 + c * c) - c])
+    assert torch.allclose(consistency_distance(a, b, "huber", c), per_elem)
+    rms = torch.tensor([math.sqrt(9 / 4 + c * c) - c, math.sqrt(1 + c * c) - c])
+    assert torch.allclose(consistency_distance(a, b, "huber_rms", c), rms)
+    assert LCMConfig().loss == "huber"  # the LCM default is the per-element form
+    with pytest.raises(ValueError, match="huber_rms"):
+        consistency_distance(a, b, "lpips")
 
 
 def test_progressive_anneals_the_lr_to_zero():

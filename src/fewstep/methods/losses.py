@@ -41,15 +41,25 @@ def snr_truncated_mse(x0_hat, x0_target, alpha, sigma) -> torch.Tensor:
     return torch.clamp(snr, min=1.0) * err
 
 
+CONSISTENCY_LOSSES = ("l2", "huber", "huber_rms")
+
+
 def consistency_distance(a, b, kind: str = "l2", c: float = 0.03) -> torch.Tensor:
-    """Per-sample distance: 'l2' mean squared error (CD with L2) or pseudo-Huber
-    sqrt(||a - b||^2 / d + c^2) - c (Song & Dhariwal 2023; LCM uses c = 0.001 on latents)."""
-    sq = ((a.float() - b.float()) ** 2).flatten(1).mean(1)
+    """Per-sample distance, averaged over elements:
+    - ``l2``: mean squared error (CD with L2);
+    - ``huber``: pseudo-Huber per element, mean(sqrt((a - b)^2 + c^2) - c), as the LCM/diffusers code
+      applies it (c = 0.001 there): about an L1 error once |a - b| >> c;
+    - ``huber_rms``: pseudo-Huber of the sample's RMS error, sqrt(mean((a - b)^2) + c^2) - c, which is
+      iCT's sqrt(||a - b||^2 + c'^2) - c' (Song & Dhariwal 2023, c' = 0.00054 sqrt(d)) divided by sqrt(d)
+      with c' = c sqrt(d): about an RMS error."""
+    diff = a.float() - b.float()
     if kind == "l2":
-        return sq
+        return (diff ** 2).flatten(1).mean(1)
     if kind == "huber":
-        return torch.sqrt(sq + c * c) - c
-    raise ValueError(f"loss must be 'l2' or 'huber', got {kind!r}")
+        return (torch.sqrt(diff ** 2 + c * c) - c).flatten(1).mean(1)
+    if kind == "huber_rms":
+        return torch.sqrt((diff ** 2).flatten(1).mean(1) + c * c) - c
+    raise ValueError(f"loss must be one of {CONSISTENCY_LOSSES}, got {kind!r}")
 
 
 def pair_regression(gen: Denoiser, sh: float, z, target, cond) -> torch.Tensor:

@@ -23,7 +23,7 @@ from ...samplers.generate import SamplingSpec
 from ...samplers.grids import student_levels
 from ...samplers.ode import heun_to, level_coeffs, noised
 from ..base import LoRAConfig, OptimConfig, StudentMethod, adam, cond_of, frozen_copy, trainable_copy
-from ..losses import consistency_distance
+from ..losses import CONSISTENCY_LOSSES, consistency_distance
 
 
 @dataclass
@@ -34,8 +34,8 @@ class CDConfig:
     num_scales: int = 40  # N, the Karras discretisation of the teacher ODE (CM ImageNet-64: 40)
     rho: float = 7.0
     target_ema: float = 0.95  # mu of the target network (CM CD)
-    loss: str = "l2"  # "l2" | "huber" (LPIPS in the paper; no offline LPIPS weights for our data)
-    huber_c: float = 0.03  # pseudo-Huber c (iCT: 0.00054 sqrt(d); 0.03 for 28x28)
+    loss: str = "l2"  # "l2" | "huber" (per element, LCM) | "huber_rms" (per sample, iCT); LPIPS in the paper
+    huber_c: float = 0.03  # pseudo-Huber c (huber_rms with c = 0.00054 is iCT's loss, c' = 0.00054 sqrt(d), / sqrt(d))
     teacher_cfg: float = 1.0  # CFG scale of the teacher solver (1 = none)
     optim: OptimConfig = field(default_factory=lambda: adam(8e-6))  # CM ImageNet-64 CD: Adam 8e-6, no clipping
     eval_nfes: tuple[int, ...] = (1, 2, 4)  # step counts the model is benchmarked at (one model serves them all)
@@ -46,8 +46,8 @@ class CDConfig:
             raise ValueError("nfe must be >= 1 and num_scales >= 2")
         if not 0 <= self.target_ema < 1:
             raise ValueError(f"target_ema must be in [0, 1), got {self.target_ema}")
-        if self.loss not in ("l2", "huber"):
-            raise ValueError(f"loss must be 'l2' or 'huber', got {self.loss!r}")
+        if self.loss not in CONSISTENCY_LOSSES:
+            raise ValueError(f"loss must be one of {CONSISTENCY_LOSSES}, got {self.loss!r}")
         if self.teacher_cfg < 0 or self.huber_c <= 0 or not self.eval_nfes or min(self.eval_nfes) < 1:
             raise ValueError("teacher_cfg must be >= 0, huber_c > 0 and eval_nfes positive")
 

@@ -25,7 +25,7 @@ class LCMConfig(CDConfig):
     w_range: tuple[float, float] = (2.0, 4.0)  # standard CFG scales sampled per sample (LCM: w ~ U[5, 15] in w + 1 = scale form)
     w_dim: int = 64  # guidance-scale embedding width (LCM: 256)
     eval_cfg: float = 2.0  # scale the student is evaluated at
-    loss: str = "huber"
+    loss: str = "huber"  # pseudo-Huber per element, as the LCM/diffusers code applies it
     huber_c: float = 0.001  # LCM
     optim: OptimConfig = field(default_factory=lambda: adam(1e-6, grad_clip=1.0))  # LCM full fine-tune (LoRA: 1e-4)
 

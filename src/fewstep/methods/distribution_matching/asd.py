@@ -49,7 +49,8 @@ class ASD(StepCountsDMD2):
         self.self_head = DiscriminatorHead(self.head.feat_shape)
         self.opt_critic.add_param_group({"params": list(self.self_head.parameters())})
         counts = set(self.cfg.step_counts) | {k + 1 for k in self.cfg.step_counts}
-        self.levels_for = {k: student_levels(self.process, k, self.cfg.student_sigma_min) for k in counts}
+        self.levels_for = {k: student_levels(self.process, k, self.cfg.student_sigma_min, grid=self.cfg.student_grid)
+                           for k in counts}
 
     def networks(self):
         return {**super().networks(), "self_disc": self.self_head}

@@ -34,7 +34,9 @@ def _dmd2_imagenet_optim() -> OptimConfig:
 class DMDConfig:
     nfe: int = 1  # student steps; > 1 trains with backward simulation (DMD2 Sec. 4.5)
     student_sigmas: list[float] | None = None  # explicit sigma_hat list of the student's steps (overrides below)
-    student_sigma_min: float = 0.5  # multi-step: last (smallest) student level, Karras-spaced from the top
+    student_sigma_min: float = 0.5  # multi-step, student_grid "karras": last (smallest) student level
+    student_grid: str = "karras"  # multi-step levels: "karras" from the top to student_sigma_min | "flow":
+    #                               uniform in rectified-flow time (DMD2 SDXL: uniform in VP time)
     real_cfg: float = 1.0  # CFG scale on the real score only (1 = none; DMD2 ImageNet uses none)
     dm_index_range: tuple[float, float] = (0.02, 0.98)  # DMD2 min/max_step_percent of a 1000-level Karras grid
     num_levels: int = 1000  # grid the critic, DM loss and GAN draw noise levels from (DMD2 num_train_timesteps)
@@ -66,6 +68,8 @@ class DMDConfig:
             raise ValueError(f"dm_index_range must satisfy 0 <= lo < hi <= 1, got {self.dm_index_range}")
         if self.level_grid not in ("karras", "uniform"):
             raise ValueError(f"level_grid must be 'karras' or 'uniform', got {self.level_grid!r}")
+        if self.student_grid not in ("karras", "flow"):
+            raise ValueError(f"student_grid must be 'karras' or 'flow', got {self.student_grid!r}")
         if self.gen_every < 1 or self.real_cfg < 0 or self.num_levels < 2:
             raise ValueError("gen_every must be >= 1, real_cfg >= 0 and num_levels >= 2")
         if self.regression_pairs < 1 or self.regression_steps < 1 or self.regression_batch < 1:
@@ -101,7 +105,7 @@ class DistributionMatchingBase(StudentMethod):
         self.teacher = teacher.eval().requires_grad_(False)
         self.levels = make_grid(self.cfg.level_grid, self.process, self.cfg.num_levels, final_zero=False).flip(0)  # ascending
         self.student_sigmas = student_levels(self.process, self.cfg.nfe, self.cfg.student_sigma_min,
-                                             self.cfg.student_sigmas)
+                                             self.cfg.student_sigmas, self.cfg.student_grid)
         self.input_level = self.output_level = None  # levels of the last student call (set by student_sample_at)
         self.student = self.build_student(teacher)
         self.fake = self.build_fake(self.teacher)

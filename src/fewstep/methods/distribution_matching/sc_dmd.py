@@ -2,7 +2,8 @@
 regulariser, one model for several step counts.
 
 The student is sampled deterministically (DDIM: x0 = G(x_a, a), then x at the next level from that x0
-and its implied noise), on the ``nested`` grid: the k-step levels are every other level of the 2k-step
+and its implied noise), on the ``nested`` grid (``student_grid="flow"``: the flow grid, which nests
+too): the k-step levels are every other level of the 2k-step
 ones, so a coarse step a -> c has a fine midpoint b. A deterministic sampler's steps form a semigroup,
 Phi(a -> c) = Phi(b -> c) o Phi(a -> b); the regulariser is its defect,
     L_SC = || Phi(x_a, a -> c) - sg(Phi(Phi(x_a, a -> b), b -> c)) ||^2,
@@ -52,14 +53,16 @@ class SCDMD(StepCountsDMD2):
     def __init__(self, teacher, cfg=None, shape=(), num_classes: int = 0):
         super().__init__(teacher, cfg, shape, num_classes)
         counts = set(self.cfg.step_counts) | {2 * k for k in self.cfg.step_counts}
-        self.grid = {k: make_grid("nested", self.process, k) for k in counts}  # k + 1 levels ending at 0
+        # both grids nest (the k-step levels are every other 2k-step level): Karras' ramp, or the flow grid
+        self.grid_name = "nested" if self.cfg.student_grid == "karras" else "flow"
+        self.grid = {k: make_grid(self.grid_name, self.process, k) for k in counts}  # k + 1 levels ending at 0
         self._sc = None
 
     def default_sampling(self):
-        return SamplingSpec("euler", self.cfg.nfe, "nested")
+        return SamplingSpec("euler", self.cfg.nfe, self.grid_name)
 
     def sampling_options(self):
-        return [self.default_sampling()] + [SamplingSpec("euler", k, "nested") for k in self.cfg.step_counts
+        return [self.default_sampling()] + [SamplingSpec("euler", k, self.grid_name) for k in self.cfg.step_counts
                                             if k != self.cfg.nfe]
 
     def config(self):
