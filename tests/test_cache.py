@@ -177,6 +177,32 @@ def test_an_untrained_disca_predictor_is_deepcache_exactly():
     assert cache_counts(untrained) == (3, 5)
 
 
+def test_disca_x0_weighting_is_c_out_squared_at_each_recorded_call():
+    """out_space="x0" weighs a cached call's output error by (d x0 / dF)^2: for EDM c_out^2 =
+    (sigma sd)^2 / (sigma^2 + sd^2) at the level the teacher's trajectory visited at that call (Euler,
+    8 steps: the grid's first 8 levels); "raw" weighs every call 1. output_scale for an eps-parameterised
+    VP denoiser is -sigma/alpha."""
+    from fewstep.noise import process_from_config
+    from fewstep.noise.precond import Denoiser
+    from fewstep.samplers import make_grid
+
+    den = tiny_unet()
+    method = _disca(den, out_space="x0", nfe=8, trajectories=2)
+    method.prepare(None)
+    levels = make_grid("karras", den.process, 8)[:-1]  # EDM: time = sigma
+    sd = den.sigma_data
+    c_out = levels * sd / torch.sqrt(levels ** 2 + sd * sd)
+    idx = torch.arange(16)  # trajectory-major: 2 trajectories x 8 calls
+    assert torch.allclose(method.out_weights(idx, "cpu").double(), (c_out ** 2).repeat(2), rtol=1e-5)
+    assert torch.equal(_disca(den).out_weights(idx, "cpu"), torch.ones(16))
+    vp = Denoiser(den.net, process_from_config({"family": "vp_continuous"}), "eps")
+    t = torch.tensor([0.3, 0.9], dtype=torch.float64)
+    a, s = vp.process.alpha(t), vp.process.sigma(t)
+    assert torch.allclose(vp.output_scale(t).double(), -s / a, rtol=1e-5)
+    with pytest.raises(ValueError, match="out_space"):
+        _disca(den, out_space="eps")
+
+
 def test_disca_learns_to_beat_deepcache_and_its_folder_is_the_cache(tmp_path):
     """30 steps on the shipped teacher's own trajectories: the predicted output's error at cached calls
     falls well below DeepCache's on held-out pairs (the control: 1.0 untrained; measured ~0.4 after 30

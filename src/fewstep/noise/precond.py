@@ -124,6 +124,15 @@ class Denoiser(nn.Module):
     def forward(self, x, t, cond=None):
         return self.raw(x, t, cond)[0]
 
+    def output_scale(self, t) -> torch.Tensor:
+        """d x0 / d(network output) at native times t (x0 is affine in the output under every
+        parameterisation and boundary): c_out for EDM, -sigma/alpha for eps. A raw-output error times
+        this is the error in the denoised sample."""
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        zero, one = torch.zeros(len(t), 1), torch.ones(len(t), 1)
+        _, a, s = self._coeffs(t, zero)
+        return (self._x0_eps(one, zero, t, a, s)[0] - self._x0_eps(zero, zero, t, a, s)[0]).squeeze(1)
+
     def bottleneck(self, x, t, cond=None):
         """The architecture's mid-block features at (x, t) (DMD2's GAN head reads these)."""
         _, _, _, x_in, c_noise = self._net_inputs(x, t)

@@ -11,6 +11,8 @@ trajectory, the targets are what the full network computes at k + j,
 
     L = w_feat ||h_hat - h||^2 / mean(h^2) + w_out ||F(h_hat) - F||^2
 
+(``out_space="x0"`` weighs the output term by (d x0 / dF)^2 = c_out^2 for EDM: the error in the denoised
+sample rather than in the raw output, whose late, nearly clean calls otherwise dominate; docs/notes.md)
 (h: the features entering the shallow decoder, F: the network output decoded from them by the frozen
 shallow decoder). The predictor's last layer starts at zero, so training starts at DeepCache and every
 log line shows the ratio of the predicted output's error to DeepCache's on the same batch.
@@ -48,6 +50,8 @@ class DisCaConfig:
     null_share: float = 0.1  # share of trajectories recorded with the null label (so CFG can use the cache)
     feat_weight: float = 1.0  # normalised feature error
     out_weight: float = 1.0  # the network output's error
+    out_space: str = "raw"  # "raw": the network output's error | "x0": that error times d x0 / d output
+    #                         (c_out for EDM), so noisy calls, which shape the sample, weigh more
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
 
     def __post_init__(self):
@@ -67,6 +71,8 @@ class DisCaConfig:
             raise ValueError("trajectories, hidden and depth must be >= 1")
         if not 0 <= self.null_share < 1 or min(self.feat_weight, self.out_weight) < 0:
             raise ValueError("null_share must be in [0, 1) and the loss weights >= 0")
+        if self.out_space not in ("raw", "x0"):
+            raise ValueError(f"out_space must be 'raw' or 'x0', got {self.out_space!r}")
 
 
 class _Recorder(torch.nn.Module):
@@ -79,6 +85,18 @@ class _Recorder(torch.nn.Module):
     def forward(self, x, c_noise, cond=None, **kw):
         self.calls.append((x.detach().cpu(), c_noise.detach().expand(x.shape[0]).cpu()))
         return self.net(x, c_noise, cond, **kw)
+
+
+class _TimedDenoiser(Denoiser):
+    """The teacher's denoiser that also keeps the native time of each call (for the x0 weighting)."""
+
+    def __init__(self, den: Denoiser, net):
+        super().__init__(net, den.process, den.param, den.sigma_data, den.boundary)
+        self.times = []
+
+    def raw(self, x, t, cond=None):  # every prediction (forward, predict) goes through raw
+        self.times.append(torch.as_tensor(t, dtype=torch.float64).expand(x.shape[0]).cpu())
+        return super().raw(x, t, cond)
 
 
 class DisCa(Method):
@@ -133,16 +151,19 @@ class DisCa(Method):
     def prepare(self, cache_dir) -> None:
         """Record every network call of ``trajectories`` teacher samples per NFE (its inputs and levels),
         and index the (full call, cached call) pairs a cache with this interval makes."""
-        c, xs, levels, labels, pairs = self.cfg, [], [], [], []
+        c, xs, levels, labels, pairs, scales = self.cfg, [], [], [], [], []
         offset = 0
         for g, nfe in enumerate((c.nfe, *c.more_nfe)):
             y = self._labels(c.trajectories, seed=g)
             rec = _Recorder(self.teacher.net)
-            generate(self.teacher.like(rec), c.trajectories, self.spec(nfe), self.shape, y, seed=10_007 + g,
-                     batch=c.trajectories)
+            den = _TimedDenoiser(self.teacher, rec)
+            generate(den, c.trajectories, self.spec(nfe), self.shape, y, seed=10_007 + g, batch=c.trajectories)
             calls = len(rec.calls)  # nfe calls, each of the whole batch
+            if len(den.times) != calls:
+                raise RuntimeError(f"disca: recorded {calls} network calls but {len(den.times)} denoiser calls")
             xs.append(torch.stack([x for x, _ in rec.calls], 1).flatten(0, 1))  # (T * calls, ...): trajectory-major
             levels.append(torch.stack([t for _, t in rec.calls], 1).flatten())
+            scales.append(self.teacher.output_scale(torch.stack(den.times, 1).flatten()).float())
             if y is not None:
                 labels.append(y.repeat_interleave(calls))
             for i in range(c.trajectories):
@@ -150,7 +171,7 @@ class DisCa(Method):
                 pairs += [(base + k, base + k + j) for k in range(0, calls, c.interval)
                           for j in range(1, c.interval) if k + j < calls]
             offset += c.trajectories * calls
-        self.bank = {"x": torch.cat(xs), "c_noise": torch.cat(levels),
+        self.bank = {"x": torch.cat(xs), "c_noise": torch.cat(levels), "x0_scale": torch.cat(scales),
                      "labels": torch.cat(labels) if labels else None, "pairs": torch.tensor(pairs)}
 
     def _labels(self, n: int, seed: int):
@@ -171,6 +192,13 @@ class DisCa(Method):
         emb = self.teacher.net.embed(c_noise, cond)
         return (*self.cached.deep(x, emb), emb)
 
+    def out_weights(self, idx, device) -> torch.Tensor:
+        """Per-call weight of the output error: 1 (raw) or (d x0 / dF)^2 (``out_space="x0"``: the error in
+        the denoised sample, x0 = c_skip x + c_out F)."""
+        if self.cfg.out_space == "raw":
+            return torch.ones(len(idx), device=device)
+        return self.bank["x0_scale"][idx].to(device) ** 2
+
     def step(self, batch, it, ctx):
         if self.bank is None:
             raise RuntimeError("disca: call prepare() first (it records the teacher's trajectories)")
@@ -187,9 +215,10 @@ class DisCa(Method):
             h_hat = self.predictor(h_c, hs_c[si], hs[si], emb_c, emb)
             out_hat = net.decode(h_hat, hs, emb, start=start)
             feat = (h_hat - h).pow(2).flatten(1).mean(1) / h.pow(2).flatten(1).mean(1).clamp(min=1e-8)
-            out_err = (out_hat - out).pow(2).flatten(1).mean(1)
+            w = self.out_weights(pick[:, 1], device)
+            out_err = w * (out_hat - out).pow(2).flatten(1).mean(1)
             loss = self.cfg.feat_weight * feat + self.cfg.out_weight * out_err
         ctx.update(loss.mean(), "predictor", clip=self.cfg.optim.grad_clip)
-        base = (reuse - out).pow(2).flatten(1).mean(1).mean()
+        base = (w * (reuse - out).pow(2).flatten(1).mean(1)).mean()
         return {"loss": loss.mean(), "feat": feat.mean(), "out": out_err.mean(),
                 "vs_deepcache": out_err.mean().detach() / base.clamp(min=1e-12)}
