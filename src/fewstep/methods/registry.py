@@ -49,6 +49,8 @@ METHOD_TABLE: dict[str, tuple[str, str, str]] = {
            "consistency distillation with a Heun teacher step and an EMA target (Song et al. 2023)"),
     "lcm": ("consistency", "fewstep.methods.consistency.lcm:LatentConsistency",
             "latent consistency: skipping-step guided DDIM, guidance-scale student; LCM-LoRA (Luo et al. 2023)"),
+    "hyper_sd": ("consistency", "fewstep.methods.consistency.hyper_sd:HyperSD",
+                 "Hyper-SD TSCD: consistency within M trajectory segments, stages 8 -> 4 -> 2 -> 1 (Ren et al. 2024)"),
     "progressive": ("trajectory", "fewstep.methods.trajectory.progressive:Progressive",
                     "progressive distillation: N student steps learn 2N teacher steps (Salimans & Ho 2022)"),
     "reflow": ("trajectory", "fewstep.methods.trajectory.reflow:Reflow",
