@@ -6,7 +6,7 @@
 # - cache32_mnist.json: the same three at 32 NFE;
 # - disca_mnist.json: DisCa (the DeepCache schedule with a learned predictor of the reused features; trained
 #   1,000 iterations on 256 teacher trajectories at 16 and at 32 NFE, ~12 min on 2 CPU threads) at 16 and
-#   32 NFE, beside both files' rows;
+#   32 NFE, beside both files' rows; disca_x0_mnist.json: the same with the loss on the denoised sample;
 # - cache_student_mnist.json: the composition, DMD2's 4-step student (benchmarks/dmd2_runs.sh) with
 #   DeepCache, and with a DisCa predictor trained on the student's own 4-step trajectories.
 # Each command resumes; the whole script takes ~1 h on 2 CPU threads.
@@ -21,6 +21,11 @@ $F distill --teacher mnist --method disca --out runs/cache/disca --threads 2 --e
   --resume --no-progress
 $F bench --model runs/cache/disca --name disca_mnist \
   --baseline benchmarks/results/cache_mnist.json,benchmarks/results/cache32_mnist.json --threads 2
+# the same predictor trained on the error in the denoised sample (out_space=x0: the raw output error times
+# c_out^2, so noisy calls weigh more); disca_x0_mnist.json, beside disca_mnist.json's rows
+$F distill --teacher mnist --method disca --out runs/cache/disca_x0 --set out_space=x0 --threads 2 --eval-every 500 \
+  --ckpt-every 100 --resume --no-progress
+$F bench --model runs/cache/disca_x0 --name disca_x0_mnist --baseline benchmarks/results/disca_mnist.json --threads 2
 S=runs/bench/dmd2_nfe4  # DMD2's 4-step student, trained by benchmarks/dmd2_runs.sh
 $F distill --teacher $S --method disca --out runs/cache/dmd2_disca --threads 2 --eval-every 300 --ckpt-every 100 \
   --resume --no-progress --max-iters 600 --set nfe=4 --set 'more_nfe=[]' --set sampler=multistep \
