@@ -6,6 +6,7 @@ import torch
 
 from fewstep.noise import EDM, RectifiedFlow, VPContinuous, VPDiscrete
 from fewstep.samplers import ancestral, dpmpp_2m, euler, heun, make_grid, multistep
+from fewstep.samplers.few_step import tcd
 from fewstep.samplers.ode import coeffs
 
 from gaussian import GaussianDenoiser, exact_ode
@@ -52,13 +53,28 @@ def test_stochastic_samplers_same_seed_same_samples():
     proc = EDM()
     den = GaussianDenoiser(proc, MU, VAR)
     sh = make_grid("karras", proc, 6)
-    for fn in (ancestral, multistep):
+    for fn in (ancestral, multistep, tcd):
         outs = [fn(den, 80 * torch.randn(8, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64), sh,
                    generator=torch.Generator().manual_seed(7)) for _ in range(2)]
         assert torch.equal(outs[0], outs[1])
         other = fn(den, 80 * torch.randn(8, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64), sh,
                    generator=torch.Generator().manual_seed(8))
         assert not torch.equal(outs[0], other)
+
+
+@pytest.mark.parametrize("proc", [EDM(), VPDiscrete(), RectifiedFlow()], ids=lambda p: type(p).__name__)
+def test_tcd_spans_ddim_to_multistep(proc):
+    """TCD at gamma 0 is DDIM (Euler), at gamma 1 the consistency multistep sampler (same noise draws),
+    in between neither; it ends on the last x0 prediction."""
+    den = GaussianDenoiser(proc, MU, VAR)
+    sh = make_grid("flow", proc, 4)
+    _, a0, _ = coeffs(proc, float(sh[0]))
+    x = a0 * float(sh[0]) * torch.randn(8, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    run = lambda fn, **kw: fn(den, x, sh, generator=torch.Generator().manual_seed(7), **kw)
+    assert torch.allclose(run(tcd, gamma=0.0), euler(den, x, sh), atol=1e-10)
+    assert torch.allclose(run(tcd, gamma=1.0), run(multistep), atol=1e-10)
+    mid = run(tcd, gamma=0.3)
+    assert not torch.allclose(mid, euler(den, x, sh), atol=1e-3) and not torch.allclose(mid, run(multistep), atol=1e-3)
 
 
 def test_ancestral_samples_the_gaussian():

@@ -1,12 +1,13 @@
 """Samplers by name, and what a sampler's step count costs in network evaluations."""
 from __future__ import annotations
 
-from .few_step import multistep
+from .few_step import multistep, tcd
 from .ode import dpmpp_2m, euler, heun
 from .stochastic import ancestral
 
-SAMPLERS = {"euler": euler, "heun": heun, "dpmpp2m": dpmpp_2m, "ancestral": ancestral, "multistep": multistep}
-STOCHASTIC = {"ancestral", "multistep"}
+SAMPLERS = {"euler": euler, "heun": heun, "dpmpp2m": dpmpp_2m, "ancestral": ancestral, "multistep": multistep,
+            "tcd": tcd}
+STOCHASTIC = {"ancestral", "multistep", "tcd"}
 
 
 def steps_for_nfe(sampler: str, nfe: int) -> int | None:

@@ -22,8 +22,9 @@ Hyper-SD trains the segment counts 8 -> 4 -> 2 -> 1 one after another, each from
 weights. One run is one stage (as ``progressive``): ``fewstep distill --teacher RUN_DIR --method hyper_sd
 --nfe 4`` continues from the 8-segment run, whose model is then also the stage's ODE teacher (our
 choice where the paper is silent: the stage distils the trajectory its predecessor learned, so stages
-compose). Not here: Hyper-SD's human-feedback and 1-step score-distillation stages, and TCD's
-stochastic sampler (``eta``); the deterministic sampler is TCD at eta = 0.
+compose). The model also samples with TCD's stochastic sampler (samplers/few_step.py ``tcd``, gamma 0.3),
+which Hyper-SD's models use; DDIM is TCD at gamma 0. Not here: Hyper-SD's human-feedback and 1-step
+score-distillation stages.
 """
 from __future__ import annotations
 
@@ -108,6 +109,10 @@ class HyperSD(StudentMethod):
 
     def default_sampling(self):
         return SamplingSpec("euler", self.cfg.nfe, self.cfg.grid, 1.0, self.boundary_levels())
+
+    def sampling_options(self):
+        """Deterministic DDIM and TCD's stochastic sampler (gamma 0.3) on the segment boundaries."""
+        return [self.default_sampling(), SamplingSpec("tcd", self.cfg.nfe, self.cfg.grid, 1.0, self.boundary_levels())]
 
     def config(self):
         return {**super().config(), "segment_levels": self.boundary_levels()}
