@@ -23,6 +23,9 @@ def test_segments_start_where_pcm_puts_them_and_the_sampler_visits_their_ends():
     assert m.boundary_levels() == [float(lv[50]), float(lv[37]), float(lv[25]), float(lv[12]), 0.0]
     spec = m.default_sampling()
     assert spec.sampler == "euler" and spec.steps == 4 and spec.sigmas == m.boundary_levels()
+    opts = m.sampling_options()  # DDIM and TCD at 4 steps, DDIM on the 2- and 1-step subsets of the boundaries
+    assert [(o.sampler, o.steps) for o in opts] == [("euler", 4), ("tcd", 4), ("euler", 2), ("euler", 1)]
+    assert set(opts[2].sigmas) <= set(spec.sigmas) and opts[3].sigmas == [float(lv[50]), 0.0]
     with pytest.raises(ValueError, match="nfe <= num_scales"):
         HyperSDConfig(nfe=8, num_scales=4)
     with pytest.raises(ValueError, match="target"):

@@ -103,16 +103,26 @@ class HyperSD(StudentMethod):
     def networks(self):
         return {"student": self.student.net, **({"target": self.target.net} if self.target is not None else {})}
 
-    def boundary_levels(self) -> list[float]:
-        """The M-step sampling grid: the top level, then each segment's clean end, descending to 0."""
-        return [float(self.levels[-1])] + [float(self.levels[b]) for b in self.starts.flip(0)]
+    def boundary_levels(self, segments: int | None = None) -> list[float]:
+        """The k-step sampling grid (default k = M): the top level, then each of k segments' clean end,
+        descending to 0. Halving M keeps a subset of the boundaries (floor(2j N / 2k) = floor(j N / k))."""
+        starts = self.starts if segments is None else segment_starts(self.cfg.num_scales, segments)
+        return [float(self.levels[-1])] + [float(self.levels[b]) for b in starts.flip(0)]
 
     def default_sampling(self):
         return SamplingSpec("euler", self.cfg.nfe, self.cfg.grid, 1.0, self.boundary_levels())
 
     def sampling_options(self):
-        """Deterministic DDIM and TCD's stochastic sampler (gamma 0.3) on the segment boundaries."""
-        return [self.default_sampling(), SamplingSpec("tcd", self.cfg.nfe, self.cfg.grid, 1.0, self.boundary_levels())]
+        """DDIM and TCD's stochastic sampler (gamma 0.3) on the M segment boundaries, and DDIM on every
+        halving of them (M/2, M/4, ..., 1 steps: what the next stages are compared with at equal NFE)."""
+        M, opts = self.cfg.nfe, [self.default_sampling()]
+        opts.append(SamplingSpec("tcd", M, self.cfg.grid, 1.0, self.boundary_levels()))
+        k = M // 2
+        while k >= 1:
+            if M % k == 0:  # the k-step boundaries are a subset of the M-step ones
+                opts.append(SamplingSpec("euler", k, self.cfg.grid, 1.0, self.boundary_levels(k)))
+            k //= 2
+        return opts
 
     def config(self):
         return {**super().config(), "segment_levels": self.boundary_levels()}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Segmented consistency and one-model flows on the shipped MNIST teacher (benchmarks/results/flow_family_mnist.json),
+# against the teacher's rows on the Karras grid (teacher_mnist.json) and the rectified-flow grid
+# (teacher_mnist_flow.json). 1,000 samples x 3 seeds per row, EMA weights.
+# Hyper-SD (TSCD): one run per segment count, 8 -> 4 -> 2 -> 1, each from the previous stage's model (which is
+# also that stage's ODE teacher); every stage model is benchmarked at its own steps (DDIM and TCD) and on the
+# halvings of its boundaries, so each stage is compared with the previous stage's model at the same NFE.
+# Each run resumes if interrupted; a stage takes ~5 min on 2 CPU threads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+F=.venv/bin/fewstep
+R=runs/flow
+prev=mnist
+for M in 8 4 2 1; do
+  $F distill --teacher $prev --method hyper_sd --nfe $M --out $R/hyper_sd$M --max-iters 600 --threads 2 \
+    --eval-every 300 --ckpt-every 100 --resume
+  prev=$R/hyper_sd$M
+done
+$F bench --model $R/hyper_sd8,$R/hyper_sd4,$R/hyper_sd2,$R/hyper_sd1 --name flow_family_mnist \
+  --baseline benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json --threads 2
+.venv/bin/python benchmarks/make_tables.py
