@@ -12,12 +12,15 @@ R=runs/bench
   $F bench --model mnist --name teacher_mnist_flow --grid flow --samplers euler,dpmpp2m --nfe 1,2,3,4,6,8,16 --threads 2
 # DMD2 at 1 and 4 steps, with and without real-score CFG at 4 (benchmarks/dmd2_runs.sh)
 source benchmarks/dmd2_runs.sh
+# 4-step DMD2 without the GAN (both GAN weights 0), to tell the GAN's part in the 4-step students' recall loss
+$F distill --teacher mnist --method dmd2 --nfe 4 --out $R/dmd2_nfe4_nogan --set real_cfg=1.25 --set gan_gen_weight=0 \
+  --set gan_disc_weight=0 --max-iters 600 --ema-decay 0.99 --threads 2 --eval-every 100 --ckpt-every 100 --resume
 # the variants at 4 steps, side by side with dmd2_nfe4 (same CFG, GAN range, EMA and iterations)
 $F distill --teacher mnist --method flash_dmd --nfe 4 --out $R/flash_nfe4 --set real_cfg=1.25 --set gan_index_max=0.1 \
   --max-iters 600 --ema-decay 0.99 --threads 2 --eval-every 100 --ckpt-every 100 --resume
 $F distill --teacher mnist --method phased_dmd --nfe 4 --out $R/phased_nfe4 --set real_cfg=1.25 --set gan_index_max=0.1 \
   --max-iters 600 --ema-decay 0.99 --threads 2 --eval-every 150 --ckpt-every 75 --resume
-MODELS=$R/dmd2_A,$R/dmd2_nfe4,$R/dmd2_nfe4_nocfg,$R/flash_nfe4,$R/phased_nfe4
+MODELS=$R/dmd2_A,$R/dmd2_nfe4,$R/dmd2_nfe4_nocfg,$R/dmd2_nfe4_nogan,$R/flash_nfe4,$R/phased_nfe4
 # not measured on MNIST yet (each adds a row to MODELS):
 #   $F distill --teacher mnist --method sid --nfe 1 --out $R/sid --max-iters 1200 ...
 #   $F distill --teacher mnist --method decoupled_dmd --nfe 1 --out $R/decoupled --set gan_index_max=0.4 --max-iters 1200 ...
