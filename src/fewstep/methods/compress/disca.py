@@ -11,11 +11,11 @@ trajectory, the targets are what the full network computes at k + j,
 
     L = w_feat ||h_hat - h||^2 / mean(h^2) + w_out ||F(h_hat) - F||^2
 
-(``out_space="x0"`` weighs the output term by (d x0 / dF)^2 = c_out^2 for EDM: the error in the denoised
-sample rather than in the raw output, whose late, nearly clean calls otherwise dominate; docs/notes.md)
 (h: the features entering the shallow decoder, F: the network output decoded from them by the frozen
 shallow decoder). The predictor's last layer starts at zero, so training starts at DeepCache and every
 log line shows the ratio of the predicted output's error to DeepCache's on the same batch.
+``out_space="x0"`` weighs the output term by (d x0 / dF)^2 = c_out^2 for EDM: the error in the denoised
+sample rather than in the raw output, whose late, nearly clean calls otherwise dominate (docs/notes.md).
 
 The run's model folder is the teacher with its learned cache (architecture ``disca``): it samples,
 evaluates and benchmarks like any model, and ``--cache disca:RUN_DIR`` applies its predictor to the
@@ -75,27 +75,17 @@ class DisCaConfig:
             raise ValueError(f"out_space must be 'raw' or 'x0', got {self.out_space!r}")
 
 
-class _Recorder(torch.nn.Module):
-    """Passes calls through to ``net`` and keeps each call's network input and noise input."""
+class _Recorder(Denoiser):
+    """The teacher's denoiser that keeps, for each call, the network's input and noise input and the
+    native time (every prediction, forward or predict, goes through ``raw``)."""
 
-    def __init__(self, net):
-        super().__init__()
-        self.net, self.calls = net, []
+    def __init__(self, den: Denoiser):
+        super().__init__(den.net, den.process, den.param, den.sigma_data, den.boundary)
+        self.calls = []
 
-    def forward(self, x, c_noise, cond=None, **kw):
-        self.calls.append((x.detach().cpu(), c_noise.detach().expand(x.shape[0]).cpu()))
-        return self.net(x, c_noise, cond, **kw)
-
-
-class _TimedDenoiser(Denoiser):
-    """The teacher's denoiser that also keeps the native time of each call (for the x0 weighting)."""
-
-    def __init__(self, den: Denoiser, net):
-        super().__init__(net, den.process, den.param, den.sigma_data, den.boundary)
-        self.times = []
-
-    def raw(self, x, t, cond=None):  # every prediction (forward, predict) goes through raw
-        self.times.append(torch.as_tensor(t, dtype=torch.float64).expand(x.shape[0]).cpu())
+    def raw(self, x, t, cond=None):
+        t_, _, _, x_in, c_noise = self._net_inputs(x, t)
+        self.calls.append((x_in.detach().cpu(), c_noise.detach().expand(x.shape[0]).cpu(), t_.double().cpu()))
         return super().raw(x, t, cond)
 
 
@@ -155,15 +145,12 @@ class DisCa(Method):
         offset = 0
         for g, nfe in enumerate((c.nfe, *c.more_nfe)):
             y = self._labels(c.trajectories, seed=g)
-            rec = _Recorder(self.teacher.net)
-            den = _TimedDenoiser(self.teacher, rec)
-            generate(den, c.trajectories, self.spec(nfe), self.shape, y, seed=10_007 + g, batch=c.trajectories)
+            rec = _Recorder(self.teacher)
+            generate(rec, c.trajectories, self.spec(nfe), self.shape, y, seed=10_007 + g, batch=c.trajectories)
             calls = len(rec.calls)  # nfe calls, each of the whole batch
-            if len(den.times) != calls:
-                raise RuntimeError(f"disca: recorded {calls} network calls but {len(den.times)} denoiser calls")
-            xs.append(torch.stack([x for x, _ in rec.calls], 1).flatten(0, 1))  # (T * calls, ...): trajectory-major
-            levels.append(torch.stack([t for _, t in rec.calls], 1).flatten())
-            scales.append(self.teacher.output_scale(torch.stack(den.times, 1).flatten()).float())
+            xs.append(torch.stack([x for x, _, _ in rec.calls], 1).flatten(0, 1))  # (T * calls, ...): trajectory-major
+            levels.append(torch.stack([c_noise for _, c_noise, _ in rec.calls], 1).flatten())
+            scales.append(self.teacher.output_scale(torch.stack([t for _, _, t in rec.calls], 1).flatten()).float())
             if y is not None:
                 labels.append(y.repeat_interleave(calls))
             for i in range(c.trajectories):
