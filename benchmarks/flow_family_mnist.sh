@@ -5,7 +5,8 @@
 # Hyper-SD (TSCD): one run per segment count, 8 -> 4 -> 2 -> 1, each from the previous stage's model (which is
 # also that stage's ODE teacher); every stage model is benchmarked at its own steps (DDIM and TCD) and on the
 # halvings of its boundaries, so each stage is compared with the previous stage's model at the same NFE.
-# Each run resumes if interrupted; a stage takes ~5 min on 2 CPU threads.
+# LCM (pseudo-Huber per element, its default) and CD with the same loss (its default is L2) are re-measured here.
+# Each run resumes if interrupted; a stage takes ~14 min on 2 CPU threads (600 it), LCM and CD ~7 min each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
@@ -13,9 +14,11 @@ R=runs/flow
 prev=mnist
 for M in 8 4 2 1; do
   $F distill --teacher $prev --method hyper_sd --nfe $M --out $R/hyper_sd$M --max-iters 600 --threads 2 \
-    --eval-every 300 --ckpt-every 100 --resume
+    --eval-every 300 --ckpt-every 100 --resume --no-progress
   prev=$R/hyper_sd$M
 done
-$F bench --model $R/hyper_sd8,$R/hyper_sd4,$R/hyper_sd2,$R/hyper_sd1 --name flow_family_mnist \
+$F distill --teacher mnist --method lcm --nfe 2 --out $R/lcm --threads 2 --resume --no-progress
+$F distill --teacher mnist --method cd --nfe 2 --out $R/cd_huber --set loss=huber --threads 2 --resume --no-progress
+$F bench --model $R/hyper_sd8,$R/hyper_sd4,$R/hyper_sd2,$R/hyper_sd1,$R/lcm,$R/cd_huber --name flow_family_mnist \
   --baseline benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json --threads 2
 .venv/bin/python benchmarks/make_tables.py
