@@ -87,35 +87,40 @@ class LoRAConfig:
 
 
 def trainable_copy(den: Denoiser, lora: LoRAConfig | None = None, boundary: str | None = None,
-                   w_dim: int = 0) -> Denoiser:
+                   w_dim: int = 0, tt_dim: int = 0) -> Denoiser:
     """A trainable copy of a denoiser: every weight, or (``lora.rank > 0``) LoRA adapters on a frozen copy.
     ``boundary`` adds a consistency boundary condition (noise/precond.py); ``w_dim > 0`` rebuilds the
-    architecture with a guidance-scale embedding (LCM Sec. 4.2; Meng et al. Sec. 4) whose output layer
-    starts at zero, so the copy starts as the teacher exactly."""
-    if w_dim and not den.embeds_guidance:
-        net = _with_w_embedding(den.net, w_dim)
-    else:
-        net = copy.deepcopy(den.net)
+    architecture with a guidance-scale embedding (LCM Sec. 4.2; Meng et al. Sec. 4), ``tt_dim > 0`` with a
+    target-time embedding (TwinFlow); each new embedding's output layer starts at zero, so the copy starts
+    as the teacher exactly."""
+    extra = {k: d for k, d in (("w_dim", 0 if den.embeds_guidance else w_dim), ("tt_dim", tt_dim)) if d}
+    net = _with_embeddings(den.net, extra) if extra else copy.deepcopy(den.net)
     out = Denoiser(net, den.process, den.param, den.sigma_data, boundary or den.boundary).train().requires_grad_(True)
     if lora is not None and lora.rank:
-        if w_dim:
-            raise ValueError("a LoRA student cannot add a guidance-scale embedding (use w_dim=0, as LCM-LoRA does)")
+        if extra:
+            raise ValueError("a LoRA student cannot add an input embedding (use w_dim=0, as LCM-LoRA does)")
         from ..nets.lora import add_lora
 
         add_lora(out.net, lora.rank, lora.alpha, lora.targets)
     return out
 
 
-def _with_w_embedding(net: nn.Module, w_dim: int) -> nn.Module:
+def _with_embeddings(net: nn.Module, dims: dict[str, int]) -> nn.Module:
+    """``net`` rebuilt with extra scalar embeddings (``{"w_dim": 64}`` adds ``embed.w_mlp``), its weights
+    copied and each new embedding's last layer zeroed."""
     from ..nets import build_net
 
-    new = build_net(dict(net.config(), w_dim=w_dim))
+    if not hasattr(net, "config"):
+        raise ValueError(f"cannot add {', '.join(dims)} to a {type(net).__name__} (only fewstep's own architectures)")
+    new = build_net(dict(net.config(), **dims))
+    modules = [k[: -len("_dim")] + "_mlp" for k in dims]
     missing, unexpected = new.load_state_dict(net.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("embed.w_mlp.") for k in missing):
-        raise ValueError(f"cannot add a w-embedding to this architecture (missing {missing}, unexpected {unexpected})")
-    last = new.embed.w_mlp[-1]
-    nn.init.zeros_(last.weight)
-    nn.init.zeros_(last.bias)
+    if unexpected or any(not k.startswith(tuple(f"embed.{m}." for m in modules)) for k in missing):
+        raise ValueError(f"cannot add {', '.join(dims)} to this architecture (missing {missing}, unexpected {unexpected})")
+    for m in modules:
+        last = getattr(new.embed, m)[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
     return new
 
 

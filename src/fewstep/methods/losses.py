@@ -62,6 +62,14 @@ def consistency_distance(a, b, kind: str = "l2", c: float = 0.03) -> torch.Tenso
     raise ValueError(f"loss must be one of {CONSISTENCY_LOSSES}, got {kind!r}")
 
 
+def charbonnier_rms(a, b, c: float = 1e-3) -> torch.Tensor:
+    """Per-sample mean squared error reweighted by sg(1 / sqrt(mse + c^2)): Barron's robust loss at
+    alpha = 1 (Charbonnier) on the sample's MSE with the weight detached, as TwinFlow trains (its
+    ``barron_reweighting``, c = 1e-3). Its value is about the RMS error; its gradient is an RMS error's."""
+    mse = ((a.float() - b.float()) ** 2).flatten(1).mean(1)
+    return mse / torch.sqrt(mse + c * c).detach()
+
+
 def pair_regression(gen: Denoiser, sh: float, z, target, cond) -> torch.Tensor:
     """Per-sample L2 between the generator's one step from noise z at level sh and the teacher's ODE
     output for the same z (DMD Sec. 3.3 regression loss; InstaFlow's distillation loss)."""

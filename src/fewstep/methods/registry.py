@@ -51,6 +51,8 @@ METHOD_TABLE: dict[str, tuple[str, str, str]] = {
             "latent consistency: skipping-step guided DDIM, guidance-scale student; LCM-LoRA (Luo et al. 2023)"),
     "hyper_sd": ("consistency", "fewstep.methods.consistency.hyper_sd:HyperSD",
                  "Hyper-SD TSCD: consistency within M trajectory segments, stages 8 -> 4 -> 2 -> 1 (Ren et al. 2024)"),
+    "twinflow": ("consistency", "fewstep.methods.consistency.twinflow:TwinFlow",
+                 "TwinFlow: one any-step network from data, RCGM target and a self-adversarial twin branch (2025)"),
     "progressive": ("trajectory", "fewstep.methods.trajectory.progressive:Progressive",
                     "progressive distillation: N student steps learn 2N teacher steps (Salimans & Ho 2022)"),
     "reflow": ("trajectory", "fewstep.methods.trajectory.reflow:Reflow",

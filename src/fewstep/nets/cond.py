@@ -75,6 +75,17 @@ def drop_cond(c, p: float, generator: torch.Generator | None = None):
     return replace(c, labels=pick(c.labels, nul.labels), text=pick(c.text, nul.text), pooled=pick(c.pooled, nul.pooled))
 
 
+def with_extra(cond, key: str, value, n: int, device=None):
+    """``cond`` with the scalar input ``extra[key]`` set (a float or (B,) tensor): the guidance scale ``w``
+    of LCM / guidance distillation, TwinFlow's target time ``tt``. Labels stay labels; a missing
+    condition becomes ``Cond()``."""
+    v = torch.as_tensor(value, dtype=torch.float32, device=device)
+    v = v.expand(n) if v.ndim == 0 else v
+    if cond is None or torch.is_tensor(cond):
+        return Cond(labels=cond, extra={key: v})
+    return replace(cond, extra={**cond.extra, key: v})
+
+
 def labels_of(c):
     return c if torch.is_tensor(c) or c is None else c.labels
 

@@ -18,19 +18,23 @@ def timestep_embedding(c_noise: torch.Tensor, dim: int, max_period: float = 1000
 
 
 class CondEmbedding(nn.Module):
-    """Time + class (+ optional scalar such as a guidance scale w) embedding, summed then MLP'd.
+    """Time + class (+ optional extra scalars) embedding, summed then MLP'd.
 
     ``num_classes = 0`` means unconditional; labels < 0 use the learned null embedding (CFG).
     ``w_dim > 0`` adds a sinusoidal embedding of an extra scalar ``cond.extra['w']`` (LCM's
-    w-embedding, guidance distillation).
+    w-embedding, guidance distillation; 1 when absent). ``tt_dim > 0`` adds one of a signed target
+    time ``cond.extra['tt']`` in [-1, 1] (TwinFlow's second time input; 0, the clean end, when absent).
     """
 
-    def __init__(self, dim: int, emb_dim: int, num_classes: int = 0, time_scale: float = 1.0, w_dim: int = 0):
+    def __init__(self, dim: int, emb_dim: int, num_classes: int = 0, time_scale: float = 1.0, w_dim: int = 0,
+                 tt_dim: int = 0):
         super().__init__()
-        self.dim, self.time_scale, self.num_classes, self.w_dim = dim, time_scale, num_classes, w_dim
+        self.dim, self.time_scale, self.num_classes = dim, time_scale, num_classes
+        self.w_dim, self.tt_dim = w_dim, tt_dim
         self.time_mlp = nn.Sequential(nn.Linear(dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
-        self.w_mlp = nn.Sequential(nn.Linear(w_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)) if w_dim else None
+        self.w_mlp = _scalar_mlp(w_dim, emb_dim)
+        self.tt_mlp = _scalar_mlp(tt_dim, emb_dim)
 
     def forward(self, c_noise: torch.Tensor, cond) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(c_noise * self.time_scale, self.dim))
@@ -41,7 +45,17 @@ class CondEmbedding(nn.Module):
             labels = torch.where(labels < 0, torch.full_like(labels, self.num_classes), labels)
             emb = emb + self.label_emb(labels)
         if self.w_mlp is not None:
-            w = cond.extra.get("w") if cond is not None and not torch.is_tensor(cond) else None
-            w = torch.ones(emb.shape[0], device=emb.device) if w is None else w.to(emb.device)
-            emb = emb + self.w_mlp(timestep_embedding(1000.0 * w, self.w_dim))
+            emb = emb + self.w_mlp(timestep_embedding(1000.0 * _extra(cond, "w", emb, 1.0), self.w_dim))
+        if self.tt_mlp is not None:
+            emb = emb + self.tt_mlp(timestep_embedding(1000.0 * _extra(cond, "tt", emb, 0.0), self.tt_dim))
         return emb
+
+
+def _scalar_mlp(dim: int, emb_dim: int) -> nn.Module | None:
+    return nn.Sequential(nn.Linear(dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)) if dim else None
+
+
+def _extra(cond, key: str, emb: torch.Tensor, default: float) -> torch.Tensor:
+    """The (B,) scalar ``cond.extra[key]``, or ``default`` for every sample when the condition lacks it."""
+    v = cond.extra.get(key) if cond is not None and not torch.is_tensor(cond) else None
+    return torch.full((emb.shape[0],), default, device=emb.device) if v is None else v.to(emb.device)

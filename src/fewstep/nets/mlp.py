@@ -16,7 +16,8 @@ class MLPConfig:
     depth: int = 4  # residual blocks
     num_classes: int = 0
     time_scale: float = 1.0
-    w_dim: int = 0
+    w_dim: int = 0  # > 0: embed cond.extra['w'] (guidance-scale embedding)
+    tt_dim: int = 0  # > 0: embed cond.extra['tt'] (TwinFlow's signed target time)
 
     def __post_init__(self):
         if self.dim < 1 or self.hidden < 8 or self.depth < 1:
@@ -27,7 +28,7 @@ class MLP(nn.Module):
     def __init__(self, cfg: MLPConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed = CondEmbedding(64, cfg.hidden, cfg.num_classes, cfg.time_scale, cfg.w_dim)
+        self.embed = CondEmbedding(64, cfg.hidden, cfg.num_classes, cfg.time_scale, cfg.w_dim, cfg.tt_dim)
         self.inp = nn.Linear(cfg.dim, cfg.hidden)
         self.blocks = nn.ModuleList(nn.ModuleList([nn.LayerNorm(cfg.hidden), nn.Linear(cfg.hidden, 2 * cfg.hidden),
                                                    nn.Linear(2 * cfg.hidden, cfg.hidden)]) for _ in range(cfg.depth))

@@ -34,6 +34,7 @@ class UNetConfig:
     dropout: float = 0.0
     time_scale: float = 1.0  # multiplies c_noise before the sinusoidal embedding
     w_dim: int = 0  # > 0: embed cond.extra['w'] (guidance-scale embedding)
+    tt_dim: int = 0  # > 0: embed cond.extra['tt'] (TwinFlow's signed target time)
     down_blocks: tuple | None = None  # residual blocks per encoder level (None: num_res_blocks each)
     up_blocks: tuple | None = None  # residual blocks per decoder level (None: one more than the encoder's)
     mid_block: bool = True  # False: no middle block (BK-SDM-Small and -Tiny remove it)
@@ -158,7 +159,7 @@ class UNet(nn.Module):
         self.embed_dim = emb_dim
         downs, ups = cfg.level_blocks()
         last = len(cfg.ch_mult) - 1
-        self.embed = CondEmbedding(ch, emb_dim, cfg.num_classes, cfg.time_scale, cfg.w_dim)
+        self.embed = CondEmbedding(ch, emb_dim, cfg.num_classes, cfg.time_scale, cfg.w_dim, cfg.tt_dim)
         self.inp = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
         # positions name each block by what it is, ("res", level, k) or ("down"/"up", level): block
         # removal (nets/surgery.py) copies weights between networks by position

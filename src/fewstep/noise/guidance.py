@@ -7,8 +7,6 @@ one: convert at their boundaries with ``scale_from_meng(w) = w + 1``.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import nn
 
@@ -72,13 +70,9 @@ def cfg_raw(denoiser, x, t, cond, scale):
 def with_scale(cond, scale, n: int, device=None):
     """``cond`` with the guidance scale set as ``extra['w']`` (a float or (B,) tensor) for students that
     embed it (LCM, guidance distillation). Labels stay labels; a missing condition becomes Cond()."""
-    from ..nets.cond import Cond
+    from ..nets.cond import with_extra
 
-    w = torch.as_tensor(scale, dtype=torch.float32, device=device)
-    w = w.expand(n) if w.ndim == 0 else w
-    if cond is None or torch.is_tensor(cond):
-        return Cond(labels=cond, extra={"w": w})
-    return replace(cond, extra={**cond.extra, "w": w})
+    return with_extra(cond, "w", scale, n, device)
 
 
 class ScaleEmbedded(nn.Module):

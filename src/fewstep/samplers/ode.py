@@ -48,6 +48,16 @@ def level_coeffs(process, sh: torch.Tensor):
     return t.float(), a.float(), s.float()
 
 
+def flow_native(process, x_tau, tau):
+    """A rectified-flow point x_tau = (1 - tau) x0 + tau eps (tau: (B,) in (0, 1)) as the process's own
+    (x, t): the level sh = tau / (1 - tau) and x = alpha x_tau / (1 - tau) hold the same x0 and eps, so a
+    denoiser there predicts the flow's ends and its velocity eps - x0 (Liu et al. 2022, Eq. 1)."""
+    tau = torch.as_tensor(tau, dtype=torch.float64)
+    t, a, _ = level_coeffs(process, tau / (1 - tau))
+    scale = (a.double() / (1 - tau)).float().to(x_tau.device)
+    return bcast(scale, x_tau) * x_tau, t.to(x_tau.device)
+
+
 def noised(process, x0, eps, sh):
     """x at per-sample levels sh (> 0): alpha x0 + sigma eps, with the native times (and alpha, sigma)."""
     t, a, s = level_coeffs(process, sh)
