@@ -196,11 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .samplers import GRIDS
     from .samplers import SAMPLERS as _S
     from .samplers import STOCHASTIC as _STOCHASTIC
+    from .samplers.registry import POLICY as _POLICY
 
     b.add_argument("--model", required=True, help="model folder(s) or shipped teacher name, comma-separated; "
                    "a teacher gets the sampler sweep, a distilled student one row at its own sampling")
     b.add_argument("--name", required=True, help="results file name (benchmarks/results/<name>.json)")
-    b.add_argument("--samplers", type=_str_list(set(_S) - _STOCHASTIC), default=["euler", "heun", "dpmpp2m"])
+    b.add_argument("--samplers", type=_str_list(set(_S) - _STOCHASTIC - _POLICY), default=["euler", "heun", "dpmpp2m"])
     b.add_argument("--nfe", type=_int_list, default=[1, 2, 4, 8, 16, 32, 64])
     b.add_argument("--cfg", type=_float_list, default=[1.0])
     b.add_argument("--grid", choices=GRIDS, default="karras", help="time grid of the teacher rows")

@@ -59,6 +59,8 @@ METHOD_TABLE: dict[str, tuple[str, str, str]] = {
                "rectified-flow reflow on teacher couplings: straighter paths (Liu et al. 2022)"),
     "instaflow": ("trajectory", "fewstep.methods.trajectory.instaflow:InstaFlow",
                   "InstaFlow: one-step distillation of a reflowed model (Liu et al. 2023)"),
+    "arcflow": ("trajectory", "fewstep.methods.trajectory.arcflow:ArcFlow",
+                "ArcFlow: a K-velocity policy with momentum per step, closed-form arcs, on-policy imitation (2026)"),
     "guidance_distill": ("trajectory", "fewstep.methods.trajectory.guidance_distill:GuidanceDistill",
                          "guidance distillation: CFG in one call of a w-conditioned student (Meng et al. 2023)"),
 }

@@ -18,6 +18,7 @@ class MLPConfig:
     time_scale: float = 1.0
     w_dim: int = 0  # > 0: embed cond.extra['w'] (guidance-scale embedding)
     tt_dim: int = 0  # > 0: embed cond.extra['tt'] (TwinFlow's signed target time)
+    out_dim: int = 0  # output width (0: dim; ArcFlow's policy head is wider)
 
     def __post_init__(self):
         if self.dim < 1 or self.hidden < 8 or self.depth < 1:
@@ -32,7 +33,7 @@ class MLP(nn.Module):
         self.inp = nn.Linear(cfg.dim, cfg.hidden)
         self.blocks = nn.ModuleList(nn.ModuleList([nn.LayerNorm(cfg.hidden), nn.Linear(cfg.hidden, 2 * cfg.hidden),
                                                    nn.Linear(2 * cfg.hidden, cfg.hidden)]) for _ in range(cfg.depth))
-        self.out = nn.Sequential(nn.LayerNorm(cfg.hidden), nn.Linear(cfg.hidden, cfg.dim))
+        self.out = nn.Sequential(nn.LayerNorm(cfg.hidden), nn.Linear(cfg.hidden, cfg.out_dim or cfg.dim))
         self.bottleneck_channels = cfg.hidden
 
     def forward(self, x, c_noise, cond=None, return_bottleneck: bool = False):

@@ -35,6 +35,7 @@ class UNetConfig:
     time_scale: float = 1.0  # multiplies c_noise before the sinusoidal embedding
     w_dim: int = 0  # > 0: embed cond.extra['w'] (guidance-scale embedding)
     tt_dim: int = 0  # > 0: embed cond.extra['tt'] (TwinFlow's signed target time)
+    out_channels: int = 0  # output channels (0: in_channels; ArcFlow's policy head is wider)
     down_blocks: tuple | None = None  # residual blocks per encoder level (None: num_res_blocks each)
     up_blocks: tuple | None = None  # residual blocks per decoder level (None: one more than the encoder's)
     mid_block: bool = True  # False: no middle block (BK-SDM-Small and -Tiny remove it)
@@ -192,7 +193,7 @@ class UNet(nn.Module):
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
                 self.up_pos.append(("up", lvl))
                 self.up_skips.append(None)
-        self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1))
+        self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, cfg.out_channels or cfg.in_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight), nn.init.zeros_(self.out[-1].bias)
         for name in cfg.pruned:
             if not (name.endswith(".attn") and name[:-len(".attn")] in cfg.pruned):  # gone with its block

@@ -34,6 +34,13 @@ class CountNFE(torch.nn.Module):
         self.calls += getattr(self.den, "nfe_per_call", 1)
         return self.den.raw(x, t, cond)
 
+    def policy(self, x, t, cond=None):
+        """ArcFlow's velocity policy (samplers/arc.py): one evaluation; a CFG wrapper has none."""
+        if not hasattr(self.den, "policy"):
+            raise ValueError("the arc sampler needs an ArcFlow policy model sampled without CFG (cfg 1)")
+        self.calls += 1
+        return self.den.policy(x, t, cond)
+
 
 def sigmas_for(den, spec: SamplingSpec) -> torch.Tensor:
     """The sigma_hat grid a spec samples on: its explicit levels, or its grid with its steps."""

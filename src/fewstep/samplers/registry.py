@@ -1,13 +1,15 @@
 """Samplers by name, and what a sampler's step count costs in network evaluations."""
 from __future__ import annotations
 
+from .arc import arc
 from .few_step import multistep, tcd
 from .ode import dpmpp_2m, euler, heun
 from .stochastic import ancestral
 
 SAMPLERS = {"euler": euler, "heun": heun, "dpmpp2m": dpmpp_2m, "ancestral": ancestral, "multistep": multistep,
-            "tcd": tcd}
+            "tcd": tcd, "arc": arc}
 STOCHASTIC = {"ancestral", "multistep", "tcd"}
+POLICY = {"arc"}  # samplers of a model family's own output (ArcFlow's velocity mixture), not of any denoiser
 
 
 def steps_for_nfe(sampler: str, nfe: int) -> int | None:
