@@ -10,12 +10,10 @@ affine in F and the weights sum to 1), so a ``Denoiser`` around it works with ev
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-
-from ..noise.base import bcast
 
 
 def policy_width(channels: int, components: int) -> int:
@@ -44,6 +42,11 @@ class ArcNet(nn.Module):
             return F, logits, log_momenta
         return (torch.softmax(logits.float(), dim=1) * F.float()).sum(1).to(F.dtype)
 
+    @staticmethod
+    def make_policy(means, logits, log_momenta, tau_src) -> "ArcPolicy":
+        """The policy from its parts (``Denoiser.policy`` turns each component's output into a velocity)."""
+        return ArcPolicy(means, logits, log_momenta, tau_src)
+
     def config(self) -> dict:
         return {"arch": "arc", "base": self.base.config(), "channels": self.channels, "components": self.components}
 
@@ -58,14 +61,12 @@ class ArcNet(nn.Module):
         rows repeated for each component (jittered by ``jitter`` times their scale so the components can
         part), logits zero (equal weights) and log-momenta spread over ``momenta`` by their bias. At the
         step's start its velocity is the network's own."""
-        from . import build_net
-
         cfg = net.config()
         key = "out_channels" if cfg.get("arch") == "unet" else "out_dim" if cfg.get("arch") == "mlp" else None
         if key is None:
             raise ValueError(f"an ArcFlow policy can widen fewstep's unet or mlp, not {cfg.get('arch')!r}")
         C = cfg.get("in_channels", 0) if key == "out_channels" else cfg.get("dim", 0)
-        base = build_net({**cfg, key: policy_width(C, components)})
+        base = type(net)(replace(net.cfg, **{key: policy_width(C, components)}))  # the same class, wider output
         own, new = net.state_dict(), base.state_dict()
         for k, w in new.items():
             if own[k].shape == w.shape:
@@ -99,7 +100,7 @@ class ArcPolicy:
     def _parts(self, tau):
         w = torch.softmax(self.logits.float(), dim=1)
         g = torch.cat([torch.zeros_like(self.logits[:, :1]), self.log_momenta.to(self.logits.dtype)], 1).float()
-        past = bcast(self.tau_src - tau, self.means)  # (B, 1, 1, ...)
+        past = _per_sample(self.tau_src - tau, self.means)  # (B, 1, 1, ...)
         return w, g, past
 
     def velocity(self, tau: torch.Tensor) -> torch.Tensor:
@@ -110,12 +111,17 @@ class ArcPolicy:
     def displacement(self, tau_a: torch.Tensor, tau_b: torch.Tensor) -> torch.Tensor:
         """x(tau_a) - x(tau_b), the velocity's integral from tau_b up to tau_a, in closed form."""
         w, g, past = self._parts(tau_a)
-        step = bcast(tau_a - tau_b, self.means)
+        step = _per_sample(tau_a - tau_b, self.means)
         return (w * self.means.float() * torch.exp(g * past) * step * phi(g * step)).sum(1)
 
     def mean_velocity(self, tau_a, tau_b, min_step: float = 1e-4) -> torch.Tensor:
         """The average velocity over [tau_b, tau_a]; the velocity at tau_a where the interval is shorter
         than ``min_step`` (where the division would lose precision)."""
         short = ((tau_a - tau_b) < min_step).view(-1, *([1] * (self.means.ndim - 2)))
-        avg = self.displacement(tau_a, tau_b) / bcast((tau_a - tau_b).clamp_min(min_step), self.means[:, 0])
+        avg = self.displacement(tau_a, tau_b) / _per_sample((tau_a - tau_b).clamp_min(min_step), self.means[:, 0])
         return torch.where(short, self.velocity(tau_a), avg)
+
+
+def _per_sample(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A (B,) tensor shaped to broadcast against x (B, ...)."""
+    return c.to(x.dtype).reshape(c.shape[0], *([1] * (x.ndim - 1)))

@@ -84,14 +84,13 @@ class Denoiser(nn.Module):
         rectified-flow time, tau = sigma / (alpha + sigma)."""
         if getattr(self.net, "components", None) is None:
             raise ValueError("this model has no velocity policy: the arc sampler needs an ArcFlow policy model")
-        from ..nets.arc import ArcPolicy
-
         t, a, s, x_in, c_noise = self._net_inputs(x, t)
         F, logits, log_momenta = self.net(x_in, c_noise, cond, return_policy=True)
         B, K = F.shape[:2]
         rep = lambda v: v.repeat_interleave(K, 0)  # noqa: E731
         x0, eps = self._x0_eps(F.flatten(0, 1).to(x.dtype), rep(x), rep(t), rep(a), rep(s))
-        return ArcPolicy((eps.float() - x0.float()).unflatten(0, (B, K)), logits, log_momenta, (s / (a + s)).float())
+        return self.net.make_policy((eps.float() - x0.float()).unflatten(0, (B, K)), logits, log_momenta,
+                                    (s / (a + s)).float())
 
     def features(self, x, t, cond=None):
         """((x0, eps), {stage: features}) at (x, t), for architectures that return their stages' outputs
