@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .ode import grid_steps
+from .ode import flow_native, grid_steps
 
 
 def policy_of(denoiser, x, t, cond):
@@ -29,12 +29,8 @@ def policy_of(denoiser, x, t, cond):
 
 
 def to_flow(x, a, tau):
-    """Native x at a level (alpha a, flow time tau) -> x_tau = (1 - tau) x / a; ``from_flow`` inverts it."""
+    """Native x at a level (alpha a, flow time tau) -> x_tau = (1 - tau) x / a (``flow_native`` inverts it)."""
     return x * ((1 - tau) / a)
-
-
-def from_flow(y, a, tau):
-    return y * (a / (1 - tau))
 
 
 def arc(denoiser, x, sigmas, cond=None, callback=None):
@@ -43,11 +39,11 @@ def arc(denoiser, x, sigmas, cond=None, callback=None):
     def full(v):
         return torch.full((x.shape[0],), float(v), device=x.device)
 
-    for i, sh0, sh1, (t0, a0, _), (_, a1, _) in grid_steps(denoiser.process, sigmas):
+    for i, sh0, sh1, (t0, a0, _), _ in grid_steps(denoiser.process, sigmas):
         tau0, tau1 = sh0 / (1 + sh0), sh1 / (1 + sh1)
         pol = policy_of(denoiser, x, full(t0), cond)
         y = to_flow(x.float(), a0, tau0)
-        x_next = from_flow(y - pol.displacement(full(tau0), full(tau1)), a1, tau1).to(x.dtype)
+        x_next = flow_native(denoiser.process, y - pol.displacement(full(tau0), full(tau1)), full(tau1))[0].to(x.dtype)
         if callback is not None:
             callback(i, x_next, (y - pol.displacement(full(tau0), full(0.0))).to(x.dtype))
         x = x_next

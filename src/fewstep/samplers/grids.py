@@ -69,11 +69,17 @@ def nested(process: NoiseProcess, n: int, rho: float = 7.0, final_zero=True):
     return _finish((hi ** (1 / rho) + u * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho, final_zero)
 
 
+def flow_range(process: NoiseProcess) -> tuple[float, float]:
+    """(tau_min, tau_top): the rectified-flow times tau = sh / (1 + sh) of the process's lowest and top
+    levels; the ``flow`` grid starts at tau_top."""
+    lo, hi = _range(process, None, None)
+    return lo / (1 + lo), hi / (1 + hi)
+
+
 def flow(process: NoiseProcess, n: int, final_zero=True):
     """Uniform steps in rectified-flow time tau = sh / (1 + sh) from the process's top level to 0:
     Euler in tau on x_tau = (1 - tau) x0 + tau eps (InstaFlow / SD3 sampling) is DDIM on these levels."""
-    _, hi = _range(process, None, None)
-    tau = (hi / (1 + hi)) * (1 - torch.arange(n, dtype=torch.float64) / n)
+    tau = flow_range(process)[1] * (1 - torch.arange(n, dtype=torch.float64) / n)
     return _finish(tau / (1 - tau), final_zero)
 
 

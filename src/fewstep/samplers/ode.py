@@ -58,6 +58,13 @@ def flow_native(process, x_tau, tau):
     return bcast(scale, x_tau) * x_tau, t.to(x_tau.device)
 
 
+def flow_velocity(den, x_tau, tau, cond=None):
+    """(v, x0): a denoiser's rectified-flow velocity eps - x0 at the flow point x_tau (time tau), and its x0."""
+    x, t = flow_native(den.process, x_tau, tau)
+    x0, eps = den.raw(x, t, cond)
+    return eps.float() - x0.float(), x0.float()
+
+
 def noised(process, x0, eps, sh):
     """x at per-sample levels sh (> 0): alpha x0 + sigma eps, with the native times (and alpha, sigma)."""
     t, a, s = level_coeffs(process, sh)

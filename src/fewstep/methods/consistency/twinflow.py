@@ -37,12 +37,14 @@ from dataclasses import dataclass, field
 import torch
 
 from ...config import DistillConfig, TrainSettings
+from ...nets import build_net
 from ...nets.cond import drop_cond, index_cond, null_like, with_extra
 from ...nets.ema import ema_update_
 from ...noise.base import bcast
 from ...noise.precond import Denoiser
 from ...samplers.generate import SamplingSpec
-from ...samplers.ode import flow_native
+from ...samplers.grids import flow_range
+from ...samplers.ode import flow_velocity
 from ..base import OptimConfig, StudentMethod, adam, cond_of, frozen_copy, trainable_copy
 from ..losses import charbonnier_rms
 
@@ -141,16 +143,11 @@ class TwinFlow(StudentMethod):
         super().__init__(teacher, cfg, shape, num_classes)
         c = self.cfg
         self.student = trainable_copy(teacher, tt_dim=c.tt_dim)
-        if c.init == "scratch":
-            for m in self.student.net.modules():
-                if m is not self.student.net and hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+        if c.init == "scratch":  # the architecture's own initialisation, target-time input included
+            self.student = self.student.like(build_net(self.student.net.config())).train()
         self.target = frozen_copy(self.student)  # the EMA that rolls out the RCGM target and enhances v
         self.opt = c.optim.build(self.student.net.parameters())
-        p = self.process
-        sh_min = float(p.sigma_hat(torch.tensor(p.t_min)))
-        sh_top = min(float(p.sigma_hat(torch.tensor(p.t_max))), 1e4)
-        self.tau_min, self.tau_top = sh_min / (1 + sh_min), sh_top / (1 + sh_top)
+        self.tau_min, self.tau_top = flow_range(self.process)  # the flow grid's span: e2e starts where sampling does
         self._ramp = (0, 0.0)  # (iteration, its decay): advanced once per step, recomputed after a resume
 
     def networks(self):
@@ -168,9 +165,7 @@ class TwinFlow(StudentMethod):
         """(F, x0): the average velocity from tau to the signed target time tt, and the one-step end
         x_tau - tau F (= the denoiser's x0). ``tau`` is kept inside the process's range."""
         tau = tau.clamp(self.tau_min, self.tau_top)
-        x, t = flow_native(self.process, x_tau, tau)
-        x0, eps = den.raw(x, t, with_extra(cond, "tt", tt, x.shape[0], x.device))
-        return eps.float() - x0.float(), x0.float()
+        return flow_velocity(den, x_tau, tau, with_extra(cond, "tt", tt, x_tau.shape[0], x_tau.device))
 
     def rollout(self, x, t0, t1, cond) -> torch.Tensor:
         """The EMA's displacement over ``order`` Euler steps of average velocity from t0 to t1 (RCGM's

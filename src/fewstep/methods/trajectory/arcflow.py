@@ -28,7 +28,8 @@ from ...noise.base import bcast
 from ...noise.guidance import guided
 from ...noise.precond import Denoiser
 from ...samplers.generate import SamplingSpec
-from ...samplers.ode import flow_native
+from ...samplers.grids import flow_range
+from ...samplers.ode import flow_native, flow_velocity
 from ..base import OptimConfig, StudentMethod, adam, cond_of, frozen_copy
 
 
@@ -108,10 +109,7 @@ class ArcFlow(StudentMethod):
         net = ArcNet.from_network(teacher.net, c.components, c.momenta, generator=torch.Generator().manual_seed(0))
         self.student = teacher.like(net).train().requires_grad_(True)
         self.opt = c.optim.build(self.student.net.parameters())
-        p = self.process
-        sh_min = float(p.sigma_hat(torch.tensor(p.t_min)))
-        sh_top = min(float(p.sigma_hat(torch.tensor(p.t_max))), 1e4)
-        self.tau_min, self.tau_top = sh_min / (1 + sh_min), sh_top / (1 + sh_top)
+        self.tau_min, self.tau_top = flow_range(self.process)  # the flow grid's span: training steps = sampling steps
 
     def default_sampling(self):
         return SamplingSpec("arc", self.cfg.nfe, "flow")
@@ -131,10 +129,7 @@ class ArcFlow(StudentMethod):
         teacher = guided(self.teacher, self.cfg.teacher_cfg)
 
         def velocity(y, tau):
-            tau = tau.clamp_min(self.tau_min)
-            x, t = flow_native(self.process, y, tau)
-            x0, eps = teacher.raw(x, t, cond)
-            return eps.float() - x0.float()
+            return flow_velocity(teacher, y, tau.clamp_min(self.tau_min), cond)[0]
         return velocity
 
     def step(self, batch, it, ctx):
