@@ -10,14 +10,23 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fewstep-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint setup clean-venv
+.PHONY: demo test test-fast lint setup clean-venv browser
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints-cpu.txt torch==2.13.0
-	$(PY) -m pip install --quiet -c constraints-cpu.txt -e ".[dev,diffusers]"
+	$(PY) -m pip install --quiet -c constraints-cpu.txt -e ".[dev,diffusers,serve]"
+	$(MAKE) --no-print-directory browser
 	touch $(STAMP)
+
+# The playground's test drives a real headless Chromium: Debian's chromium + chromedriver, installed
+# here when missing and apt-get can (root); elsewhere install them yourself or the browser test skips.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: chromium/chromedriver missing and apt-get unavailable: the browser test will skip"; fi
 
 setup: $(STAMP)
 

@@ -218,6 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--baseline", help="results file(s), comma-separated, whose floor and teacher rows are reused (not recomputed)")
     _add_common(b, data=True, out=False)
 
+    v = sub.add_parser("serve", help="serve models over HTTP: JSON API, playground page, leaderboard")
+    v.add_argument("--models", required=True,
+                   help="NAME=PATH[,NAME=PATH...]: model folders, training outputs or shipped names (LoRA students share their base)")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=_int_at_least(1), default=8000)
+    v.add_argument("--max-steps", type=_int_at_least(1), default=64, help="most NFE a request may ask for")
+    v.add_argument("--max-n", type=_int_at_least(1), default=16, help="most images per request")
+    v.add_argument("--max-queue", type=_int_at_least(1), default=64, help="requests waiting; beyond it: 429")
+    v.add_argument("--max-batch", type=_int_at_least(1), default=16, help="images per network batch")
+    v.add_argument("--batch-window-ms", type=_float_range(0), default=10.0, help="wait this long for requests to batch with")
+    v.add_argument("--no-batching", action="store_true", help="run every request alone")
+    v.add_argument("--results-dir", default="benchmarks/results", help="results files the leaderboard shows")
+    v.add_argument("--threads", type=_int_at_least(0), default=0, help="torch CPU threads (0 = torch default)")
+
     x = sub.add_parser("export", help="write a student as something diffusers loads (LoRA weights or a full UNet)")
     x.add_argument("--model", required=True, help="a student of a diffusers teacher (training output or model folder)")
     x.add_argument("--format", choices=["diffusers"], default="diffusers")
@@ -227,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- dispatch: verb -> module under commands/ -----------------------------------------------------
 COMMANDS = {"train-teacher": "train_teacher", "train-features": "train_features", "distill": "distill",
-            "demo": "demo", "sample": "sample", "eval": "evaluate", "bench": "bench", "export": "export"}
+            "demo": "demo", "sample": "sample", "eval": "evaluate", "bench": "bench", "export": "export",
+            "serve": "serve"}
 
 
 def run_command(args) -> int | None:

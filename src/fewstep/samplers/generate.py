@@ -68,3 +68,23 @@ def generate(den, n: int, spec: SamplingSpec, shape, labels=None, seed: int = 0,
     samples = torch.cat(out)
     nfe = model.calls / max(1, -(-n // batch))
     return (samples, nfe) if return_nfe else samples
+
+
+def generate_requests(den, spec: SamplingSpec, shape, requests: list[tuple[int, object, int]], bf16: bool = False):
+    """Several requests' samples in one batch: each request (n, labels or None, seed) gets the noise
+    ``generate(den, n, spec, shape, labels, seed)`` would draw, so batching does not change an image
+    (up to the float rounding of a different batch size). Stochastic samplers draw their per-step noise
+    from the first request's generator: batch only one request at a time for them."""
+    gens = [torch.Generator().manual_seed(seed) for _, _, seed in requests]
+    device = next(den.parameters()).device
+    bf16 = use_bf16(bf16, device)
+    model = guided(den, spec.cfg)
+    sigmas = sigmas_for(den, spec)
+    x = torch.cat([initial_noise(den.process, sigmas, (n, *shape), generator=g, device=device)
+                   for (n, _, _), g in zip(requests, gens)])
+    labels = [lab for _, lab, _ in requests]
+    cond = None if all(lab is None for lab in labels) else torch.cat([torch.as_tensor(lab) for lab in labels]).to(device)
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.no_grad(), ctx:
+        out = sample(model, x, sigmas, spec.sampler, cond=cond, generator=gens[0]).float().cpu()
+    return list(out.split([n for n, _, _ in requests]))
