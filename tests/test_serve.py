@@ -22,7 +22,8 @@ from fewstep.serve.app import ServeConfig, create_app  # noqa: E402
 from fewstep.serve.batching import Batcher, Job, QueueFull  # noqa: E402
 from fewstep.serve.pool import ModelPool  # noqa: E402
 
-ONE_STEP = {"sampler": "euler", "grid": "karras", "steps": 1, "cfg": 1.0, "sigmas": [80.0, 0.0]}
+# as DMD2 students sample: the consistency multistep sampler (stochastic between steps) at one step
+ONE_STEP = {"sampler": "multistep", "grid": "karras", "steps": 1, "cfg": 1.0, "sigmas": [80.0, 0.0]}
 
 
 def lora_student(path, seed: int, rank: int = 4):
@@ -92,13 +93,40 @@ def test_distinct_bases_do_not_share(tmp_path, students):
     assert p.models["t"].group != p.models["other"].group
 
 
-def test_batched_requests_equal_each_request_alone():
+@pytest.mark.parametrize("spec", [SamplingSpec("euler", 3, "karras"), SamplingSpec("multistep", 1, "karras", sigmas=[80.0, 0.0])],
+                         ids=["euler3", "multistep1"])
+def test_batched_requests_equal_each_request_alone(spec):
     den, cfg = load_denoiser("mnist")
-    spec = SamplingSpec("euler", 3, "karras")
     reqs = [(2, torch.tensor([1, 2]), 11), (1, torch.tensor([7]), 12), (3, torch.tensor([0, 0, 9]), 13)]
     batched = generate_requests(den, spec, (1, 28, 28), reqs)
     for (n, labels, seed), out in zip(reqs, batched):
         torch.testing.assert_close(out, generate(den, n, spec, (1, 28, 28), labels, seed=seed), rtol=0, atol=1e-4)
+
+
+def test_server_batches_waiting_requests_but_not_stochastic_multistep(students):
+    """Requests queued behind a running batch go out together; a 2-step stochastic sampler's do not."""
+    import httpx
+
+    pool = ModelPool()
+    pool.load("s1", students[0])
+    gate = threading.Event()
+    real = pool.activate
+    pool.activate = lambda m: (gate.wait(10), real(m))[1]
+    with run_server(create_app(pool, ServeConfig(batch_window_ms=0))) as url, httpx.Client(base_url=url, timeout=30) as c:
+        for body, together in (({"model": "s1"}, True), ({"model": "s1", "steps": 2}, False)):
+            gate.clear()
+            answers: list = []
+            def ask(i, body=body, answers=answers):
+                answers.append(c.post("/v1/generate", json=body | {"seed": i}).json())
+
+            threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+            for t in threads:
+                t.start()
+                time.sleep(0.3)  # the first is held inside its batch; the other two wait in the queue
+            gate.set()
+            for t in threads:
+                t.join(30)
+            assert sorted(a["batched_with"] for a in answers) == ([0, 1, 1] if together else [0, 0, 0])
 
 
 # -- the HTTP API --------------------------------------------------------------------------------

@@ -202,8 +202,32 @@ def resolution_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def serve_table(results: dict) -> str:
+    """benchmarks/serve_load.py's tables: load, overload and LoRA sharing rows."""
+    rows = results["rows"]
+    lines = ["| batching | clients | requests | images/s | p50 ms | p95 ms | mean batch | answers |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [f"| {'on' if r['batching'] else 'off'} | {r['clients']} | {r['requests']} | {r['images_per_s']:.1f} | "
+              f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['mean_batch_images']:.2f} | "
+              + ", ".join(f"{k}: {v}" for k, v in r["status"].items()) + " |" for r in rows if r["scenario"] == "load"]
+    for r in (r for r in rows if r["scenario"] == "overload"):
+        lines += ["", f"Overload: {r['concurrent']} concurrent requests of {r['n']} images at a queue limit of {r['max_queue']}: "
+                  + ", ".join(f"{k}: {v}" for k, v in r["status"].items())
+                  + f" in {r['wall_s']:.2f} s; /healthz answered {r['healthz_checks']} checks meanwhile "
+                  f"(p95 {r['healthz_p95_ms']} ms); "
+                  f"server memory {r['rss_mb_before']} MB before, {r['rss_mb_peak']} MB at peak, {r['rss_mb_after']} MB after."]
+    for r in (r for r in rows if r["scenario"] == "lora_sharing"):
+        lines += ["", f"LoRA sharing: the teacher and {r['lora_students']} LoRA students hold {r['shared_param_mb']} MB of "
+                  f"parameters in one pool against {r['separate_param_mb']} MB loaded separately (one base: "
+                  f"{r['one_base_param_mb']} MB); switching the active student takes {r['switch_ms_median']} ms (median) "
+                  f"against {r['reload_ms_median']} ms to reload it from disk."]
+    return "\n".join(lines) + "\n"
+
+
 def table_for(results: dict, reference_rows: list[dict] | None = None) -> str:
     """The markdown table of any results file fewstep's benchmarks write."""
     if results.get("benchmark") == "linfusion_resolution":
         return resolution_table(results)
+    if results.get("benchmark") == "serve":
+        return serve_table(results)
     return results_table(results, reference_rows)

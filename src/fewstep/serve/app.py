@@ -197,9 +197,11 @@ def create_app(pool: ModelPool, cfg: ServeConfig | None = None) -> Starlette:
         seed = req.seed if req.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
         from ..samplers import STOCHASTIC, nfe_of
 
-        # a stochastic sampler's per-step noise would depend on its batch-mates: such requests run alone
+        # a stochastic sampler's noise between steps would depend on its batch-mates: such requests run
+        # alone (one step draws none: it ends at level 0)
+        alone = spec.sampler in STOCHASTIC and spec.steps > 1
         key = (model.name, spec.sampler, spec.grid, spec.steps, spec.cfg, tuple(spec.sigmas or ()),
-               id(request) if spec.sampler in STOCHASTIC else None)
+               id(request) if alone else None)
         try:
             fut = batcher.submit(Job(key, req.n, {"model": model, "spec": spec, "labels": labels, "seed": seed}))
         except QueueFull as e:
