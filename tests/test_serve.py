@@ -176,7 +176,8 @@ BAD = [  # (body, status, field): every one is refused before it reaches a model
     ({"model": "s1", "negative": "blurry"}, 422, "negative"),
     ({"model": "s1", "width": 113}, 422, "width"),
     ({"model": "s1", "height": 4}, 422, "height"),
-    ({"model": "s1", "width": 56}, 422, "width"),
+    ({"model": "s1", "width": 27}, 422, "width"),
+    ({"model": "s1", "height": "56"}, 422, "height"),
     ({"model": "teacher", "steps": 1, "sampler": "heun"}, 422, "sampler"),
     ({"model": 3}, 422, "model"),
     ([1, 2], 400, "body"),
@@ -201,6 +202,17 @@ def test_malformed_bodies_and_routes(client):
     assert client.get("/nothing-here").status_code == 404
     # and the server still serves
     assert client.post("/v1/generate", json={"model": "s1"}).status_code == 200
+
+
+def test_any_size_canvas_is_sampled_in_tiles(client):
+    import base64
+    import io
+
+    from PIL import Image
+
+    r = client.post("/v1/generate", json={"model": "s1", "width": 56, "height": 42, "seed": 2, "class": 4})
+    assert r.status_code == 200, r.text
+    assert Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).size == (56, 42)
 
 
 def test_heun_below_its_minimum_is_a_clear_error(client):
@@ -292,6 +304,34 @@ def test_server_answers_429_and_health_while_saturated(students):
             for t in pending:
                 t.join(20)
             assert c.post("/v1/generate", json={"model": "s1"}).status_code == 200
+
+
+def test_a_client_that_leaves_takes_its_queued_work_with_it(students):
+    import httpx
+
+    pool = ModelPool()
+    pool.load("s1", students[0])
+    gate, seeds = threading.Event(), []
+    real = pool.activate
+    pool.activate = lambda m: (gate.wait(10), real(m))[1]
+    app = create_app(pool, ServeConfig(batch_window_ms=0))
+    runner = app.state.batcher.run
+    app.state.batcher.run = lambda jobs: (seeds.extend(j.payload["seed"] for j in jobs), runner(jobs))[1]
+    with run_server(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+        held = threading.Thread(target=lambda: c.post("/v1/generate", json={"model": "s1", "seed": 1}))
+        held.start()
+        time.sleep(0.3)  # seed 1 is inside its batch; the next request waits in the queue
+        body = b'{"model": "s1", "seed": 2}'
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:
+            sock.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            time.sleep(0.3)
+        time.sleep(0.3)  # the server notices the closed connection while the request is still queued
+        gate.set()
+        held.join(30)
+        assert c.post("/v1/generate", json={"model": "s1", "seed": 3}).status_code == 200
+        stats = c.get("/v1/stats").json()["batching"]
+    assert seeds == [1, 3] and stats["cancelled"] == 1
 
 
 # -- a real server and a real browser ------------------------------------------------------------

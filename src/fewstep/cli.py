@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="write a PNG grid of samples")
     _add_sampling(s)
+    s.add_argument("--width", type=_int_at_least(1), help="canvas width, at least the model's own: larger is sampled in tiles")
+    s.add_argument("--height", type=_int_at_least(1), help="canvas height, at least the model's own")
     _add_common(s, data=False)
 
     e = sub.add_parser("eval", help="measure FD, class accuracy, precision/recall, speed (JSON)")

@@ -5,6 +5,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..errors import FewstepError
 from .common import cached, labels_for, sample_shape, spec_from
 
 
@@ -12,15 +13,23 @@ def run(a):
     from ..model_io import load_denoiser
     from ..report import save_grid
     from ..samplers.generate import generate
+    from ..samplers.tiled import Tiled
 
     den, mcfg = load_denoiser(a.model)
     den = cached(den, a.cache)
     spec = spec_from(a, mcfg)
     n = a.n or 100
-    samples, nfe = generate(den, n, spec, sample_shape(mcfg), labels_for(mcfg, n), seed=a.seed, bf16=a.bf16,
-                            return_nfe=True)
+    shape = sample_shape(mcfg)
+    if a.width or a.height:  # any-size: a larger canvas in overlapping native-size tiles (samplers/tiled.py)
+        if len(shape) != 3:
+            raise FewstepError("--width/--height need an image model")
+        canvas = (shape[0], a.height or shape[1], a.width or shape[2])
+        if canvas[1] < shape[1] or canvas[2] < shape[2]:
+            raise FewstepError(f"--width/--height must be at least the model's own {shape[2]}x{shape[1]}")
+        den, shape = Tiled(den, shape[1:]), canvas
+    samples, nfe = generate(den, n, spec, shape, labels_for(mcfg, n), seed=a.seed, bf16=a.bf16, return_nfe=True)
     out = Path(a.out or "samples.png")
     if out.suffix.lower() != ".png":
         out = out / "samples.png"
     save_grid(samples, out)
-    print(json.dumps({"grid": str(out), "n": n, "nfe": nfe, "sampling": asdict(spec), "cache": a.cache}))
+    print(json.dumps({"grid": str(out), "n": n, "nfe": nfe, "sampling": asdict(spec), "cache": a.cache, "shape": list(shape)}))

@@ -97,13 +97,9 @@ def check_limits(req: GenerateRequest, model: ServedModel, cfg: ServeConfig) -> 
         native_h, native_w = model.shape[1:]
         for name, native in (("width", native_w), ("height", native_h)):
             side = getattr(req, name)
-            if side is None:
-                continue
-            if not 8 <= side <= cfg.max_side_factor * native:
-                raise BadRequest(name, f"{name} must be between 8 and {cfg.max_side_factor * native}")
-            if side != native:
-                raise BadRequest(name, f"{name} {side}: this server samples at the model's own "
-                                       f"{native_w}x{native_h} only (omit width/height)")
+            if side is not None and not native <= side <= cfg.max_side_factor * native:
+                raise BadRequest(name, f"{name} must be between the model's own {native} and {cfg.max_side_factor * native} "
+                                       "(larger canvases are sampled in overlapping tiles)")
     elif req.width is not None or req.height is not None:
         raise BadRequest("width" if req.width is not None else "height", f"model {model.name!r} makes points, not images")
 
@@ -127,11 +123,14 @@ def create_app(pool: ModelPool, cfg: ServeConfig | None = None) -> Starlette:
     def run_batch(jobs: list[Job]) -> list:
         """On the worker thread: switch to the batch's model and sample every job of the batch at once."""
         from ..samplers.generate import generate_requests
+        from ..samplers.tiled import Tiled
 
-        model, spec = jobs[0].payload["model"], jobs[0].payload["spec"]
+        model, spec, shape = (jobs[0].payload[k] for k in ("model", "spec", "shape"))
         den = pool.activate(model)
+        if tuple(shape) != tuple(model.shape):  # any-size: the canvas in overlapping native tiles
+            den = Tiled(den, tuple(model.shape[1:]))
         t0 = time.perf_counter()
-        outs = generate_requests(den, spec, model.shape, [(j.n, j.payload["labels"], j.payload["seed"]) for j in jobs])
+        outs = generate_requests(den, spec, shape, [(j.n, j.payload["labels"], j.payload["seed"]) for j in jobs])
         dt = time.perf_counter() - t0
         return [(o, dt, len(jobs)) for o in outs]
 
@@ -200,10 +199,13 @@ def create_app(pool: ModelPool, cfg: ServeConfig | None = None) -> Starlette:
         # a stochastic sampler's noise between steps would depend on its batch-mates: such requests run
         # alone (one step draws none: it ends at level 0)
         alone = spec.sampler in STOCHASTIC and spec.steps > 1
-        key = (model.name, spec.sampler, spec.grid, spec.steps, spec.cfg, tuple(spec.sigmas or ()),
+        shape = model.shape
+        if len(shape) == 3:
+            shape = (shape[0], req.height or shape[1], req.width or shape[2])
+        key = (model.name, spec.sampler, spec.grid, spec.steps, spec.cfg, tuple(spec.sigmas or ()), shape,
                id(request) if alone else None)
         try:
-            fut = batcher.submit(Job(key, req.n, {"model": model, "spec": spec, "labels": labels, "seed": seed}))
+            fut = batcher.submit(Job(key, req.n, {"model": model, "spec": spec, "labels": labels, "seed": seed, "shape": shape}))
         except QueueFull as e:
             return error(429, None, str(e), headers={"Retry-After": "1"})
         while not fut.done():  # a client that leaves takes its queued work with it

@@ -1,0 +1,88 @@
+"""Any-size sampling: a denoiser over a canvas larger than its training resolution, made of
+overlapping native-size tiles whose predictions are fused at every evaluation.
+
+This is MultiDiffusion's step (Bar-Tal et al. 2023, eq. 5: the canvas's update is the per-pixel
+weighted mean of the tiles' updates), the mechanism Any-Size-Diffusion's fast tiled upscaling
+builds on. Because it wraps the denoiser (``raw(x, t, cond) -> (x0, eps)``), every sampler, grid and
+few-step student samples a large canvas unchanged. Weights ramp up over the overlap (a raised cosine,
+as Mixture-of-Diffusers' smooth masks) so a tile's edge, where it sees least context, counts least;
+they never reach zero, so a canvas border covered by one tile keeps that tile's prediction.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..nets.cond import index_cond
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets along one axis: the first at 0, the last at size - tile, evenly spaced, with at
+    least ``overlap`` pixels shared by neighbours."""
+    if size < tile:
+        raise ValueError(f"canvas side {size} is smaller than the tile {tile}")
+    if size == tile:
+        return [0]
+    stride = tile - overlap
+    if stride < 1:
+        raise ValueError(f"overlap {overlap} must be smaller than the tile {tile}")
+    n = math.ceil((size - tile) / stride) + 1
+    return [round(i * (size - tile) / (n - 1)) for i in range(n)]
+
+
+def ramp(tile: int, overlap: int) -> torch.Tensor:
+    """Per-pixel weight along one axis of a tile: a raised cosine over ``overlap`` pixels at each end."""
+    i = torch.arange(tile, dtype=torch.float32) + 0.5
+    edge = torch.minimum(i, tile - i) / max(overlap, 1)
+    return torch.where(edge >= 1, torch.ones_like(edge), 0.5 - 0.5 * torch.cos(math.pi * edge.clamp(max=1)))
+
+
+class Tiled(nn.Module):
+    """``denoiser`` on (B, C, H, W) canvases of any size >= its tile, tiles of ``tile = (h, w)``."""
+
+    def __init__(self, denoiser: nn.Module, tile: tuple[int, int], overlap: int | None = None, max_batch: int = 256):
+        super().__init__()
+        self.denoiser, self.tile, self.max_batch = denoiser, tuple(tile), max_batch
+        self.overlap = overlap if overlap is not None else min(tile) // 2
+        self.process = denoiser.process
+        self.nfe_per_call = getattr(denoiser, "nfe_per_call", 1)
+
+    def __getattr__(self, name):  # param, sigma_data, embeds_guidance ... of the wrapped denoiser
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("denoiser"), name)
+
+    def layout(self, H: int, W: int) -> tuple[list[tuple[int, int]], torch.Tensor]:
+        """Tile corners and the (h, w) weight of one tile."""
+        h, w = self.tile
+        corners = [(y, x) for y in tile_starts(H, h, self.overlap) for x in tile_starts(W, w, self.overlap)]
+        return corners, ramp(h, self.overlap)[:, None] * ramp(w, self.overlap)[None, :]
+
+    def raw(self, x, t, cond=None):
+        B, _, H, W = x.shape
+        h, w = self.tile
+        if (H, W) == (h, w):
+            return self.denoiser.raw(x, t, cond)
+        corners, weight = self.layout(H, W)
+        T = len(corners)
+        tiles = torch.stack([x[:, :, y:y + h, c:c + w] for y, c in corners], 1).flatten(0, 1)  # (B*T, C, h, w)
+        t = torch.as_tensor(t, device=x.device)
+        tt = (t.expand(B) if t.ndim == 0 else t).repeat_interleave(T)
+        cc = index_cond(cond, torch.arange(B, device=x.device).repeat_interleave(T))
+        outs = [self.denoiser.raw(tiles[i:i + self.max_batch], tt[i:i + self.max_batch], index_cond(cc, slice(i, i + self.max_batch)))
+                for i in range(0, B * T, self.max_batch)]
+        x0_t, eps_t = (torch.cat([o[k] for o in outs]).unflatten(0, (B, T)) for k in (0, 1))
+        weight = weight.to(device=x.device, dtype=x0_t.dtype)
+        fused = [torch.zeros_like(x) for _ in range(2)]
+        total = torch.zeros(H, W, device=x.device, dtype=weight.dtype)
+        for k, (y, c) in enumerate(corners):
+            for f, pred in zip(fused, (x0_t, eps_t)):
+                f[:, :, y:y + h, c:c + w] += weight * pred[:, k]
+            total[y:y + h, c:c + w] += weight
+        return fused[0] / total, fused[1] / total
+
+    def forward(self, x, t, cond=None):
+        return self.raw(x, t, cond)[0]
