@@ -234,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--results-dir", default="benchmarks/results", help="results files the leaderboard shows")
     v.add_argument("--threads", type=_int_at_least(0), default=0, help="torch CPU threads (0 = torch default)")
 
+    w = sub.add_parser("detect", help="read a watermark run's key from images: bit accuracy and p-value (JSON)")
+    w.add_argument("--decoder", required=True, help="the watermark run's output folder")
+    w.add_argument("images", nargs="+", help="PNG images at the model's resolution")
+    w.add_argument("--threshold", type=_float_range(0, 1), default=1e-6,
+                   help="p-value below which an image counts as watermarked (default 1e-6)")
+
     x = sub.add_parser("export", help="write a student as something diffusers loads (LoRA weights or a full UNet)")
     x.add_argument("--model", required=True, help="a student of a diffusers teacher (training output or model folder)")
     x.add_argument("--format", choices=["diffusers"], default="diffusers")
@@ -244,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 # -- dispatch: verb -> module under commands/ -----------------------------------------------------
 COMMANDS = {"train-teacher": "train_teacher", "train-features": "train_features", "distill": "distill",
             "demo": "demo", "sample": "sample", "eval": "evaluate", "bench": "bench", "export": "export",
-            "serve": "serve"}
+            "serve": "serve", "detect": "detect"}
 
 
 def run_command(args) -> int | None:

@@ -224,10 +224,26 @@ def serve_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def watermark_anysize_table(results: dict) -> str:
+    """benchmarks/watermark_anysize_mnist.py's tables: plain against watermarked student; native against tiled canvases."""
+    rows = results["rows"]
+    lines = ["| student | FD | class acc | recall | key bit accuracy | images detected (p < 1e-6) |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['method']} ({r['sampler']}, {r['nfe']:g} NFE) | {r['fd']:.2f} ± {r['fd_std']:.2f} | {r['class_acc']:.3f} | "
+              f"{r['recall']:.2f} | {r['bit_acc']:.3f} | {r['detected']:.3f} |" for r in rows if "bit_acc" in r]
+    lines += ["", "| model | sampling | canvas (tiles, overlap) | FD of 28x28 crops | native FD | ratio | seam score |",
+              "|---|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['method']} | {r['sampler']}/{r['grid']}, {r['nfe']:g} NFE | {r['canvas'][0]}x{r['canvas'][1]} "
+              f"({r['tile'][0]}x{r['tile'][1]}, {r['overlap']}) | {r['fd']:.2f} | {r['native_fd']:.2f} | "
+              f"{r['tiled_over_native']:.2f}x | {r['seam_score']:.2f} |" for r in rows if "canvas" in r]
+    return "\n".join(lines) + "\n"
+
+
 def table_for(results: dict, reference_rows: list[dict] | None = None) -> str:
     """The markdown table of any results file fewstep's benchmarks write."""
     if results.get("benchmark") == "linfusion_resolution":
         return resolution_table(results)
     if results.get("benchmark") == "serve":
         return serve_table(results)
+    if results.get("benchmark") == "watermark_anysize":
+        return watermark_anysize_table(results)
     return results_table(results, reference_rows)

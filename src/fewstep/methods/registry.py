@@ -63,6 +63,8 @@ METHOD_TABLE: dict[str, tuple[str, str, str]] = {
                 "ArcFlow: a K-velocity policy with momentum per step, closed-form arcs, on-policy imitation (2026)"),
     "guidance_distill": ("trajectory", "fewstep.methods.trajectory.guidance_distill:GuidanceDistill",
                          "guidance distillation: CFG in one call of a w-conditioned student (Meng et al. 2023)"),
+    "watermark": ("provenance", "fewstep.methods.provenance.watermark:Watermark",
+                  "watermarked student: a key every sample carries, read by a decoder trained with it (Stable Signature)"),
 }
 TEACHER = ("teacher", "fewstep.methods.teacher:DenoisingTeacher", "denoising score matching (the teacher itself)")
 

@@ -40,8 +40,9 @@ def results_rows(results_dir: Path) -> list[tuple[str, dict]]:
             continue
         if not isinstance(res, dict) or not res.get("complete"):
             continue
+        # rows measured on another canvas (tiled any-size sampling) are not comparable with the rest
         out += [(path.name, r) for r in res.get("rows", []) if isinstance(r, dict) and not r.get("from_baseline")
-                and r.get("fd") is not None]
+                and r.get("fd") is not None and "canvas" not in r]
     return out
 
 

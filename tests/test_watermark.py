@@ -1,0 +1,100 @@
+"""Watermarked students (methods/provenance/watermark.py) and ``fewstep detect``."""
+import json
+import math
+
+import pytest
+import torch
+
+from fewstep.cli import main
+from fewstep.config import build_config
+from fewstep.data import load_dataset
+from fewstep.methods.provenance.watermark import Watermark, WatermarkConfig, augment, detection, key_bits
+from fewstep.train.loop import TrainConfig, Trainer
+
+from helpers import toy_denoiser
+
+TINY_UNET = {"arch": "unet", "in_channels": 1, "image_size": 16, "channels": 8, "ch_mult": [1, 2],
+             "num_res_blocks": 1, "attn_levels": [], "num_classes": 10, "time_scale": 1000.0}
+
+
+def test_detection_p_value_is_the_binomial_tail_by_hand():
+    key = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    logits = torch.tensor([[3.0, -1.0, 2.0, 0.5],  # 4 of 4 bits
+                           [3.0, 1.0, 2.0, 0.5],  # 3 of 4
+                           [-3.0, 1.0, -2.0, -0.5]])  # 0 of 4
+    res = detection(logits, key)
+    assert res["bit_acc"] == [1.0, 0.75, 0.0]
+    assert res["p_value"] == pytest.approx([1 / 16, 5 / 16, 1.0])
+
+
+def test_key_from_string_or_seed_and_config_validation():
+    assert key_bits(WatermarkConfig(bits=4, key="1001")).tolist() == [1.0, 0.0, 0.0, 1.0]
+    a, b = key_bits(WatermarkConfig(bits=32)), key_bits(WatermarkConfig(bits=32, key_seed=7))
+    assert a.shape == (32,) and torch.equal(a, key_bits(WatermarkConfig(bits=32))) and not torch.equal(a, b)
+    for bad in ({"bits": 4, "key": "10"}, {"bits": 2, "key": "1x"}, {"w_bits": -1.0}, {"bits": 0}):
+        with pytest.raises(ValueError):
+            WatermarkConfig(**bad)
+
+
+def test_augment_shifts_and_adds_noise_reproducibly():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    a = augment(x, 0.0, 1, torch.Generator().manual_seed(3))
+    assert sorted(a.flatten().tolist()) == sorted(x.flatten().tolist())  # a roll keeps every pixel
+    b = augment(x, 0.5, 0, torch.Generator().manual_seed(3))
+    assert 0.1 < (b - x).std() < 1.0
+
+
+def _method(**over):
+    torch.manual_seed(0)
+    cfg = build_config(WatermarkConfig, {"bits": 32, "channels": 16, **over})
+    return Watermark(toy_denoiser(0, TINY_UNET), cfg, shape=(1, 16, 16), num_classes=10)
+
+
+@pytest.mark.slow
+def test_the_student_learns_to_carry_the_key_and_unmarked_images_do_not(tmp_path):
+    """After training, the student's samples (fresh noise) carry the key; the original student's samples
+    and real images agree with it at about chance. Controls: before training (the decoder untrained,
+    the student the original) the student's samples are at chance too, so the bar cannot pass unlearned."""
+    m = _method(optim={"lr": 1e-3, "grad_clip": 1.0}, w_bits=1.0)
+    data = load_dataset("digits", "train")
+
+    def key_acc(x):
+        with torch.no_grad():
+            return float(((m.decoder(x) > 0).float() == m.key).float().mean())
+
+    def samples(den, seed=5):
+        with torch.no_grad():
+            return m.render(den, 256, torch.arange(256) % 10, torch.Generator().manual_seed(seed))
+
+    before = key_acc(samples(m.student))
+    Trainer(m, data, TrainConfig(out=str(tmp_path / "a"), max_iters=300, batch_size=64, ema_decay=0.0, progress=False)).train()
+    after, original = key_acc(samples(m.student)), key_acc(samples(m.original))
+    real = key_acc(load_dataset("digits", "test").x[:256])
+    assert after > 0.9, after
+    for name, value in (("original student", original), ("real images", real), ("before training", before)):
+        assert abs(value - 0.5) < 0.2, f"{name} agree with the key at {value}"
+
+
+def test_detect_cli_reads_pngs_and_refuses_other_runs(tmp_path, capsys):
+    from PIL import Image
+
+    from fewstep.io import save_tensors, write_json
+
+    run = tmp_path / "run"
+    m = _method()
+    (run / "model").mkdir(parents=True)
+    (run / "latest").mkdir()
+    write_json({"method": m.config(), "data": {"shape": [1, 16, 16]}}, run / "model" / "config.json")
+    save_tensors(m.decoder.state_dict(), run / "latest" / "decoder.safetensors")
+    Image.fromarray((torch.rand(16, 16) * 255).to(torch.uint8).numpy()).save(tmp_path / "a.png")
+    assert main(["detect", "--decoder", str(run), str(tmp_path / "a.png")]) == 0
+    out = json.loads(capsys.readouterr().out.strip())
+    assert len(out["bits"]) == 32 and out["key"] == m.config()["key_resolved"]
+    assert out["p_value"] == pytest.approx(sum(math.comb(32, j) for j in range(round(out["bit_acc"] * 32), 33)) / 2**32)
+    Image.fromarray((torch.rand(9, 16) * 255).to(torch.uint8).numpy()).save(tmp_path / "b.png")
+    assert main(["detect", "--decoder", str(run), str(tmp_path / "b.png")]) == 1
+    assert "16x9 pixels" in capsys.readouterr().err
+    (tmp_path / "c.png").write_text("not an image")
+    assert main(["detect", "--decoder", str(run), str(tmp_path / "c.png")]) == 1
+    assert main(["detect", "--decoder", str(tmp_path), str(tmp_path / "a.png")]) == 1
+    assert "not a watermark run" in capsys.readouterr().err
