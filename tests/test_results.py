@@ -48,5 +48,7 @@ def test_provenance_ignores_only_the_results_file_being_written(monkeypatch, tmp
     monkeypatch.setattr(benchmark, "_git", lambda *a: status["value"] if a[0] == "status" else answers[a])
     assert benchmark.provenance(exclude=out)["git_dirty"] is False
     assert benchmark.provenance()["git_dirty"] is True
+    status["value"] = "M benchmarks/results/t.json\n M benchmarks/results/t.md"  # its own table too
+    assert benchmark.provenance(exclude=out)["git_dirty"] is False
     status["value"] = " M benchmarks/results/t.json\n M src/fewstep/cli.py"
     assert benchmark.provenance(exclude=out)["git_dirty"] is True

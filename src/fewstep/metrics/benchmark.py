@@ -41,12 +41,13 @@ def _porcelain_path(line: str) -> str:
 def provenance(exclude: Path | None = None) -> dict:
     """What a results file needs to be reproduced: the commit, whether the tree differed from it
     (uncommitted changes to tracked files other than ``exclude``, the results file being written, which
-    an interrupted run leaves half-filled), the thread count and the torch build."""
+    an interrupted run leaves half-filled, and its markdown table, which a re-timing rewrites), the
+    thread count and the torch build."""
     status = _git("status", "--porcelain", "--untracked-files=no")
     top = _git("rev-parse", "--show-toplevel")
     if status and exclude is not None and top:
-        skip = Path(exclude).resolve()
-        status = "\n".join(line for line in status.splitlines() if (Path(top) / _porcelain_path(line)).resolve() != skip)
+        skip = {Path(exclude).resolve(), Path(exclude).with_suffix(".md").resolve()}
+        status = "\n".join(line for line in status.splitlines() if (Path(top) / _porcelain_path(line)).resolve() not in skip)
     return {"git_commit": git_commit(), "git_dirty": None if status is None else bool(status),
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
