@@ -226,11 +226,13 @@ def serve_table(results: dict) -> str:
 
 def watermark_anysize_table(results: dict) -> str:
     """benchmarks/watermark_anysize_mnist.py's tables: plain against watermarked student; native against tiled canvases."""
-    rows = results["rows"]
-    lines = ["| student | FD | class acc | recall | key bit accuracy | images detected (p < 1e-6) |", "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['method']} ({r['sampler']}, {r['nfe']:g} NFE) | {r['fd']:.2f} ± {r['fd_std']:.2f} | {r['class_acc']:.3f} | "
-              f"{r['recall']:.2f} | {r['bit_acc']:.3f} | {r['detected']:.3f} |" for r in rows if "bit_acc" in r]
-    lines += ["", "| model | sampling | canvas (tiles, overlap) | FD of 28x28 crops | native FD | ratio | seam score |",
+    rows, lines = results["rows"], []
+    if any("bit_acc" in r for r in rows):
+        lines += ["| student | FD | class acc | recall | key bit accuracy | images detected (p < 1e-6) |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['method']} ({r['sampler']}, {r['nfe']:g} NFE) | {r['fd']:.2f} ± {r['fd_std']:.2f} | {r['class_acc']:.3f} | "
+                  f"{r['recall']:.2f} | {r['bit_acc']:.3f} | {r['detected']:.3f} |" for r in rows if "bit_acc" in r] + [""]
+    lines += ["| model | sampling | canvas (tiles, overlap) | FD of 28x28 crops | native FD | ratio | seam score |",
               "|---|---|---|---:|---:|---:|---:|"]
     lines += [f"| {r['method']} | {r['sampler']}/{r['grid']}, {r['nfe']:g} NFE | {r['canvas'][0]}x{r['canvas'][1]} "
               f"({r['tile'][0]}x{r['tile'][1]}, {r['overlap']}) | {r['fd']:.2f} | {r['native_fd']:.2f} | "

@@ -23,6 +23,13 @@ images), since marked and unmarked images differ by little. Stable Signature's p
 (Watson-VGG) is plain MSE here: on 28x28 digits it is what the benchmark's FD is sensitive to. aug is
 what an image meets on the way (Gaussian noise, a small shift).
 
+Status: not yet working on MNIST. Measured on the 1-step DMD2 student (benchmarks/dmd2_mnist.sh's
+dmd2_A, 300 decoder iterations then 100 student iterations at lr 1e-4, w_bits 0.2): key bit accuracy
+0.57 on the student's samples, fidelity MSE 0.025 and in-training FD 105.8 against the plain student's
+11.1 (500 samples). A decoder that reads natural bits is large-margin: moving 32 of them takes a large
+change of a 28x28 image. Next: fewer bits for 784-pixel images, and a HiDDeN pre-training that keeps
+its residual small but non-zero (w_residual ramped from 0).
+
 Detection (``fewstep detect``): bit accuracy against the key and the chance of at least that many
 matching bits from an unmarked image, P(Binomial(L, 1/2) >= matches) (Stable Signature Sec. 3).
 """
