@@ -107,7 +107,7 @@ def anysize_rows(test, feats, ref_feats, canvases: int, out_png: Path) -> list[d
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--iters", type=int, default=700, help="watermark iterations (decoder pre-training included)")
+    p.add_argument("--iters", type=int, default=400, help="watermark iterations (300 of decoder pre-training included)")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--parts", default="watermark,anysize", help="which measurements: watermark, anysize or both")

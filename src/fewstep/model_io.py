@@ -70,3 +70,13 @@ def load_denoiser(spec: str) -> tuple[Denoiser, dict]:
     load_state_strict(den.net, load_tensors(d / "model.safetensors"), d / "model.safetensors")
     den.eval()
     return den, cfg
+
+
+def sample_shape(model_cfg: dict) -> tuple:
+    """One sample's shape, from a model folder's config: its data's, else its architecture's."""
+    if model_cfg.get("data", {}).get("shape"):
+        return tuple(model_cfg["data"]["shape"])
+    arch = model_cfg["arch"]
+    if arch["arch"] == "mlp":
+        return (arch["dim"],)
+    return (arch["in_channels"], arch["image_size"], arch["image_size"])

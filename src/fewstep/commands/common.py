@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from ..errors import FewstepError
-from ..samplers.generate import SamplingSpec
+from ..model_io import sample_shape  # noqa: F401  (the verbs import it from here)
+from ..samplers.generate import SamplingSpec, respec
 
 
 def command_line() -> str:
@@ -50,38 +51,16 @@ def maybe_evaluator(data, test, spec: SamplingSpec, n: int, seed: int):
 
 def spec_from(a, model_cfg: dict) -> SamplingSpec:
     """The model's own sampling, with --sampler/--grid/--steps/--cfg applied."""
-    from ..samplers import steps_for_nfe
-
-    spec = SamplingSpec(**model_cfg.get("sampling", {}))
-    if a.sampler:
-        spec.sampler = a.sampler
-        if a.sampler != "multistep":  # an explicit student grid only fits the student's own sampler
-            spec.sigmas = None
-    if a.grid:
-        spec.grid, spec.sigmas = a.grid, None
-    if a.steps:
-        steps = steps_for_nfe(spec.sampler, a.steps)
-        if steps is None:
-            raise FewstepError(f"sampler {spec.sampler!r} cannot run with {a.steps} NFE")
-        spec.steps, spec.sigmas = steps, (None if spec.sigmas is None or len(spec.sigmas) - 1 != steps else spec.sigmas)
-    if a.cfg is not None:
-        spec.cfg = a.cfg
-    return spec
+    try:
+        return respec(SamplingSpec(**model_cfg.get("sampling", {})), a.sampler, a.grid, a.steps, a.cfg)
+    except ValueError as e:
+        raise FewstepError(str(e)) from None
 
 
 def labels_for(model_cfg: dict, n: int):
     """Class labels 0, 1, ..., k-1, 0, ... for a conditional model; None otherwise."""
     k = model_cfg.get("data", {}).get("num_classes", 0) or model_cfg.get("arch", {}).get("num_classes", 0)
     return (torch.arange(n) % k) if k else None
-
-
-def sample_shape(model_cfg: dict) -> tuple:
-    if model_cfg.get("data", {}).get("shape"):
-        return tuple(model_cfg["data"]["shape"])
-    arch = model_cfg["arch"]
-    if arch["arch"] == "mlp":
-        return (arch["dim"],)
-    return (arch["in_channels"], arch["image_size"], arch["image_size"])
 
 
 def cached(den, cache: str | None):

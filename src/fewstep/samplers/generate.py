@@ -23,6 +23,29 @@ class SamplingSpec:
     sigmas: list | None = None  # an explicit sigma_hat grid overrides grid/steps (few-step students)
 
 
+def respec(spec: SamplingSpec, sampler: str | None = None, grid: str | None = None, nfe: int | None = None,
+           cfg: float | None = None) -> SamplingSpec:
+    """A model's own sampling with another sampler, grid, NFE or CFG (ValueError when the sampler cannot
+    spend that NFE). An explicit student grid is kept only while sampler and step count still fit it."""
+    from .registry import steps_for_nfe
+
+    spec = SamplingSpec(spec.sampler, spec.steps, spec.grid, spec.cfg, spec.sigmas)
+    if sampler:
+        spec.sampler = sampler
+        if sampler != "multistep":  # an explicit student grid only fits the student's own sampler
+            spec.sigmas = None
+    if grid:
+        spec.grid, spec.sigmas = grid, None
+    if nfe:
+        steps = steps_for_nfe(spec.sampler, nfe)
+        if steps is None:
+            raise ValueError(f"sampler {spec.sampler!r} cannot run with {nfe} NFE")
+        spec.steps, spec.sigmas = steps, (None if spec.sigmas is None or len(spec.sigmas) - 1 != steps else spec.sigmas)
+    if cfg is not None:
+        spec.cfg = cfg
+    return spec
+
+
 class CountNFE(torch.nn.Module):
     """Wraps a denoiser and counts network evaluations per sample (CFG counts 2)."""
 

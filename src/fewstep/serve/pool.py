@@ -12,16 +12,14 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import torch
 
-from ..commands.common import sample_shape, spec_from
 from ..errors import FewstepError
-from ..model_io import load_denoiser
+from ..model_io import load_denoiser, sample_shape
 from ..nets.lora import _inner, _tuner_layers, has_adapters
 from ..noise.precond import Denoiser
-from ..samplers.generate import SamplingSpec
+from ..samplers.generate import SamplingSpec, respec
 
 LORA_MARK = ".lora_"  # peft's adapter tensors: <layer>.lora_A.<adapter>.weight, ...
 
@@ -83,11 +81,8 @@ class ServedModel:
                 "shape": list(self.shape), "cfg": self.spec.cfg, "shares_base_with": None}
 
     def spec_for(self, steps: int | None, cfg: float | None) -> SamplingSpec:
-        """Its sampling with a request's NFE and CFG (ValueError naming the field when impossible)."""
-        try:
-            return spec_from(SimpleNamespace(sampler=None, grid=None, steps=steps, cfg=cfg), self.cfg | {"sampling": vars(self.spec)})
-        except FewstepError as e:
-            raise ValueError(str(e)) from None
+        """Its sampling with a request's NFE and CFG (ValueError when the sampler cannot spend that NFE)."""
+        return respec(self.spec, nfe=steps, cfg=cfg)
 
 
 @dataclass
