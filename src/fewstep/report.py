@@ -111,12 +111,19 @@ def fd_vs_nfe_plot(teacher_rows: list[dict], student_rows: list[dict], floor: fl
         ax.plot([r["nfe"]], [r["fd"]], "*", markersize=14, label=f"{r['method']} student, {r['nfe']} step")
     if floor is not None:
         ax.axhline(floor, color="grey", ls="--", lw=1, label="real-vs-real floor")
+    return fd_nfe_png(fig, ax, legend_size=8)
+
+
+def fd_nfe_png(fig, ax, legend_size: int = 8, legend_cols: int = 1) -> str:
+    """An FD-against-NFE figure finished (log-log axes, labels, grid, legend) and returned as base64 PNG."""
+    import matplotlib.pyplot as plt
+
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("network evaluations per image (NFE)")
     ax.set_ylabel("FD (lower is better)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=legend_size, ncol=legend_cols)
     out = _png_b64(fig)
     plt.close(fig)
     return out

@@ -72,16 +72,19 @@ def sigmas_for(den, spec: SamplingSpec) -> torch.Tensor:
     return make_grid(spec.grid, den.process, spec.steps)
 
 
+def _setup(den, spec: SamplingSpec, bf16: bool):
+    """(counted guided model, sigma grid, device, precision context) that every generation runs in."""
+    device = next(den.parameters()).device
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16(bf16, device) else contextlib.nullcontext()
+    return CountNFE(guided(den, spec.cfg)), sigmas_for(den, spec), device, ctx
+
+
 def generate(den, n: int, spec: SamplingSpec, shape, labels=None, seed: int = 0, batch: int = 500,
              bf16: bool = False, return_nfe: bool = False):
     """n samples (in [-1, 1] data units, not clamped) from noise seeded by ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    device = next(den.parameters()).device
-    bf16 = use_bf16(bf16, device)
-    model = CountNFE(guided(den, spec.cfg))
-    sigmas = sigmas_for(den, spec)
+    model, sigmas, device, ctx = _setup(den, spec, bf16)
     out = []
-    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.no_grad(), ctx:
         for i in range(0, n, batch):
             m = min(batch, n - i)
@@ -99,15 +102,11 @@ def generate_requests(den, spec: SamplingSpec, shape, requests: list[tuple[int, 
     (up to the float rounding of a different batch size). Stochastic samplers draw their per-step noise
     from the first request's generator: batch only one request at a time for them."""
     gens = [torch.Generator().manual_seed(seed) for _, _, seed in requests]
-    device = next(den.parameters()).device
-    bf16 = use_bf16(bf16, device)
-    model = guided(den, spec.cfg)
-    sigmas = sigmas_for(den, spec)
+    model, sigmas, device, ctx = _setup(den, spec, bf16)
     x = torch.cat([initial_noise(den.process, sigmas, (n, *shape), generator=g, device=device)
                    for (n, _, _), g in zip(requests, gens)])
     labels = [lab for _, lab, _ in requests]
     cond = None if all(lab is None for lab in labels) else torch.cat([torch.as_tensor(lab) for lab in labels]).to(device)
-    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.no_grad(), ctx:
         out = sample(model, x, sigmas, spec.sampler, cond=cond, generator=gens[0]).float().cpu()
     return list(out.split([n for n, _, _ in requests]))

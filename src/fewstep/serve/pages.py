@@ -63,7 +63,7 @@ def fd_nfe_plot(rows: list[tuple[str, dict]]) -> str | None:
     import matplotlib.pyplot as plt
 
     from ..metrics.benchmark import best_per_nfe
-    from ..report import _png_b64
+    from ..report import fd_nfe_png
 
     teacher = [r for _, r in rows if r.get("method") == "teacher"]
     students: dict[str, list] = {}
@@ -78,15 +78,7 @@ def fd_nfe_plot(rows: list[tuple[str, dict]]) -> str | None:
     for i, (method, rs) in enumerate(sorted(students.items())):
         best = best_per_nfe(rs)
         ax.plot([r["nfe"] for r in best], [r["fd"] for r in best], markers[i % len(markers)], ms=7, alpha=0.8, label=method)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("network evaluations per image (NFE)")
-    ax.set_ylabel("FD (lower is better)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
-    out = _png_b64(fig)
-    plt.close(fig)
-    return out
+    return fd_nfe_png(fig, ax, legend_size=7, legend_cols=2)
 
 
 def leaderboard_html(results_dir: Path) -> str:

@@ -103,9 +103,9 @@ class ModelPool:
         adapter = None
         if group not in self.bases:
             self.bases[group] = den
-            self.active[group] = None
             if has_adapters(den.net):
                 adapter = "default"  # the name peft gave this student's adapter when it was trained
+            self.switch(group, None)  # a known state: adapters off until a request asks for one
         elif has_adapters(den.net):
             adapter = self._attach(group, name, den, cfg)
         shape = sample_shape(cfg)
@@ -151,7 +151,7 @@ class ModelPool:
         self.active[group] = adapter
 
     def activate(self, model: ServedModel) -> Denoiser:
-        if self.active.get(model.group, None) != model.adapter or model.adapter is None:
+        if self.active[model.group] != model.adapter:
             self.switch(model.group, model.adapter)
         return model.den
 

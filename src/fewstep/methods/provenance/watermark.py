@@ -120,10 +120,11 @@ def load_decoder(run) -> tuple[MessageDecoder, torch.Tensor, dict]:
     cfg_path, weights = run / "model" / "config.json", run / "latest" / "decoder.safetensors"
     if not cfg_path.is_file() or not weights.is_file():
         raise FewstepError(f"{run}: not a watermark run (needs model/config.json and latest/decoder.safetensors)")
-    method = read_json(cfg_path).get("method", {})
+    cfg = read_json(cfg_path)
+    method = cfg.get("method", {})
     if method.get("method") != "watermark":
         raise FewstepError(f"{run}: its model was not trained by the watermark method")
-    shape = read_json(cfg_path)["data"]["shape"]
+    shape = cfg["data"]["shape"]
     decoder = MessageDecoder(shape[0], method["bits"], method["channels"], shape[1:])
     load_state_strict(decoder, load_tensors(weights), weights)
     key = torch.tensor([float(b) for b in method["key_resolved"]])
