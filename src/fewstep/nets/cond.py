@@ -66,8 +66,11 @@ def drop_cond(c, p: float, generator: torch.Generator | None = None):
     """Replace each sample's condition by the null one with probability p (CFG training)."""
     if c is None or p <= 0:
         return c
-    n = c.shape[0] if torch.is_tensor(c) else next(v.shape[0] for v in c._batched().values() if v is not None)
-    drop = torch.rand(n, generator=generator) < p
+    first = c if torch.is_tensor(c) else next(v for v in c._batched().values() if v is not None)
+    # drawn on the generator's device (trainer generators live on the CPU so runs reproduce across devices),
+    # then moved to the condition's
+    gen_device = generator.device if generator is not None else "cpu"
+    drop = (torch.rand(first.shape[0], generator=generator, device=gen_device) < p).to(first.device)
     if torch.is_tensor(c):
         return torch.where(drop, torch.full_like(c, NULL_LABEL), c)
     nul = null_like(c)

@@ -182,7 +182,7 @@ class TwinFlow(StudentMethod):
         """F(x_s, -s, -s) - F(x_s, s, s) at a fresh level s on the path to the fakes, clamped: the twin
         (fake) flow's velocity minus the real one's (TwinFlow's dist_match)."""
         n = x_fake.shape[0]
-        s = self.tau_min + (self.tau_top - self.tau_min) * torch.rand(n, generator=rng)
+        s = (self.tau_min + (self.tau_top - self.tau_min) * torch.rand(n, generator=rng)).to(x_fake.device)
         z = torch.randn(x_fake.shape, generator=rng).to(x_fake.device)
         x_s = bcast(s, z) * z + bcast(1 - s, z) * x_fake
         fake_v, _ = self.velocity(self.student, x_s, s, -s, cond)
@@ -216,8 +216,9 @@ class TwinFlow(StudentMethod):
         x = batch["x"].float()
         n, dev = x.shape[0], x.device
         cond = drop_cond(cond_of(batch), c.cond_drop, ctx.rng) if self.num_classes else cond_of(batch)
-        parts = {k: m.to(dev) for k, m in batch_parts(n).items()}
+        parts = batch_parts(n)  # drawn on the CPU with the trainer's generator, then moved
         tau, tt = (v.to(dev) for v in self.sample_times(parts, ctx.rng))
+        parts = {k: m.to(dev) for k, m in parts.items()}
         adv = parts["adv"]
         self.advance_target(it)
         with ctx.autocast():
