@@ -10,21 +10,23 @@
 # and 4 steps. ArcFlow: a 2-step policy (4 velocity components), arc sampler at 1, 2 and 4 steps and Euler at 2.
 # Each run resumes if interrupted; on 2 CPU threads a Hyper-SD stage takes ~13 min (600 it), LCM ~16 min, TwinFlow
 # ~20 min, ArcFlow ~13 min; the benchmark ~80 min (an 8-NFE row: 3,000 samples at ~20 images/s) and it resumes too.
+# The published results measure the same recipes trained on one GPU (bf16) by benchmarks/gpu_mnist_runs.sh:
+# `R=runs/gpu benchmarks/flow_family_mnist.sh` with those run folders in place goes straight to the benchmark
+# (a run whose model folder exists is not trained again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
-R=runs/flow
+R=${R:-runs/flow}
+# d OUT ARGS...: one distillation into OUT, skipped when OUT already holds its finished model
+d() { local out=$1; shift; [ -f "$out/model/config.json" ] || $F distill "$@" --out "$out" --threads 2 --resume --no-progress; }
 prev=mnist
 for M in 8 4 2 1; do
-  $F distill --teacher $prev --method hyper_sd --nfe $M --out $R/hyper_sd$M --max-iters 600 --threads 2 \
-    --eval-every 300 --ckpt-every 100 --resume --no-progress
+  d $R/hyper_sd$M --teacher $prev --method hyper_sd --nfe $M --max-iters 600 --eval-every 300 --ckpt-every 100
   prev=$R/hyper_sd$M
 done
-$F distill --teacher mnist --method lcm --nfe 2 --out $R/lcm --threads 2 --resume --no-progress
-$F distill --teacher mnist --method twinflow --nfe 1 --out $R/twinflow --max-iters 600 --threads 2 \
-  --eval-every 200 --ckpt-every 100 --resume --no-progress
-$F distill --teacher mnist --method arcflow --nfe 2 --out $R/arcflow --max-iters 600 --threads 2 \
-  --eval-every 200 --ckpt-every 100 --resume --no-progress
+d $R/lcm --teacher mnist --method lcm --nfe 2
+d $R/twinflow --teacher mnist --method twinflow --nfe 1 --max-iters 600 --eval-every 200 --ckpt-every 100
+d $R/arcflow --teacher mnist --method arcflow --nfe 2 --max-iters 600 --eval-every 200 --ckpt-every 100
 $F bench --model $R/hyper_sd8,$R/hyper_sd4,$R/hyper_sd2,$R/hyper_sd1,$R/lcm,$R/twinflow,$R/arcflow --name flow_family_mnist \
   --baseline benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json --threads 2
 .venv/bin/python benchmarks/make_tables.py

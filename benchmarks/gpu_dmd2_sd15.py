@@ -117,22 +117,37 @@ def main():
     mean_s = (step_s["gen"] + (k - 1) * step_s["critic"]) / k
     mean_flops = (flops["gen"] + (k - 1) * flops["critic"]) / k
     peak = args.peak_tflops * 1e12
+    from fewstep.metrics.benchmark import machine, provenance
+    from fewstep.report import table_for
+
+    out = Path(args.out)
+    tflops = lambda f, s: f / s / 1e12
+    mfu = lambda f, s: (f / s / peak) if device.type == "cuda" else None
+    rows = [{"kind": "generator iteration", "step_s": step_s["gen"], "tflops_per_s": tflops(flops["gen"], step_s["gen"]),
+             "mfu": mfu(flops["gen"], step_s["gen"]), "images_per_s": args.batch / step_s["gen"]},
+            {"kind": "critic iteration", "step_s": step_s["critic"], "tflops_per_s": tflops(flops["critic"], step_s["critic"]),
+             "mfu": mfu(flops["critic"], step_s["critic"]), "images_per_s": args.batch / step_s["critic"]},
+            {"kind": f"mean of {k} (1 generator + {k - 1} critic)", "step_s": mean_s, "tflops_per_s": tflops(mean_flops, mean_s),
+             "mfu": mfu(mean_flops, mean_s), "images_per_s": args.batch / mean_s}]
+    command = "python benchmarks/gpu_dmd2_sd15.py " + " ".join(
+        f"--{a.replace('_', '-')} {v}" if not isinstance(v, bool) else (f"--{a}" if v else "")
+        for a, v in vars(args).items() if a != "out").replace("  ", " ").strip()
+    rows = [dict(r, method="dmd2", command=command) for r in rows]
     res = {
         "benchmark": "gpu_dmd2_sd15" + ("_tiny" if args.tiny else ""),
-        "command": "python benchmarks/gpu_dmd2_sd15.py " + " ".join(
-            f"--{a.replace('_', '-')} {v}" if not isinstance(v, bool) else (f"--{a}" if v else "")
-            for a, v in vars(args).items()).replace("  ", " ").strip(),
+        "command": command,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.node(), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "unet_params": params, "batch": args.batch, "resolution": args.resolution,
+        "machine": machine() if device.type == "cuda" else f"{platform.node()} (cpu)", **provenance(out),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "unet_params": params, "batch": args.batch, "resolution": args.resolution,
         "dtype": "bf16 autocast, fp32 weights", "gen_every": k, "real_cfg": args.real_cfg, "lora_rank": args.lora_rank,
-        "step_s": step_s, "mean_iteration_s": mean_s, "images_per_s": args.batch / mean_s,
-        "flops": flops, "tflops_per_s": mean_flops / mean_s / 1e12,
-        "mfu": (mean_flops / mean_s / peak) if device.type == "cuda" else None, "peak_memory_gib": peak_mem,
+        "peak_tflops": args.peak_tflops, "step_s": step_s, "mean_iteration_s": mean_s, "images_per_s": args.batch / mean_s,
+        "flops": flops, "tflops_per_s": mean_flops / mean_s / 1e12, "mfu": mfu(mean_flops, mean_s),
+        "peak_memory_gib": peak_mem, "rows": rows, "complete": True,
     }
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
+    out.with_suffix(".md").write_text(table_for(res))
     print(json.dumps(res, indent=2))
 
 

@@ -13,7 +13,7 @@ from fewstep.nets import Cond  # noqa: E402
 from fewstep.nets.adapters.diffusers import process_from_scheduler  # noqa: E402
 from fewstep.noise import process_from_config  # noqa: E402
 
-from tiny_sd import make_caption_folder, make_sd_pipeline  # noqa: E402
+from tiny_sd import make_caption_folder, make_sd_pipeline, make_sdxl_pipeline  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,71 @@ def test_export_loads_in_diffusers_and_reproduces_fewstep_sampling(sd, tmp_path,
                       output_type="latent").images
     assert torch.allclose(theirs, ours, atol=1e-4, rtol=1e-3), (theirs - ours).abs().max()
     assert not torch.allclose(base, ours, atol=1e-4)  # the LoRA matters: without it the output differs
+
+
+@pytest.fixture(scope="module")
+def sdxl(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sdxl")
+    return make_sdxl_pipeline(root / "pipe"), make_caption_folder(root / "data")
+
+
+def test_sdxl_prompts_are_encoded_as_the_sdxl_pipeline_encodes_them(sdxl):
+    from fewstep.data.encoded import encode_prompts
+
+    pipe_dir, _ = sdxl
+    pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(pipe_dir, local_files_only=True)
+    prompts = ["a picture number 3", "a picture number 7"]
+    ours = encode_prompts(pipe_dir, prompts, resolution=16)
+    with torch.no_grad():
+        text, null_text, pooled, null_pooled = pipe.encode_prompt(prompts, device="cpu", do_classifier_free_guidance=True)
+    assert ours["text"].shape == (2, 16, 64) and ours["pooled"].shape == (2, 24)
+    assert torch.allclose(ours["text"], text, atol=1e-6) and torch.allclose(ours["pooled"], pooled, atol=1e-6)
+    assert torch.equal(ours["null_text"].expand_as(null_text), null_text)  # zeros: force_zeros_for_empty_prompt
+    assert torch.equal(ours["null_pooled"].expand_as(null_pooled), null_pooled)
+    ids = pipe._get_add_time_ids((16, 16), (0, 0), (16, 16), dtype=torch.float32,
+                                 text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
+    assert torch.equal(ours["time_ids"], ids)
+
+
+def test_sdxl_unet_without_pooled_embeddings_is_refused_in_one_line(sdxl):
+    from fewstep.model_io import load_denoiser
+
+    den, _ = load_denoiser(f"diffusers:{sdxl[0]}")
+    with pytest.raises(ValueError, match="SDXL-class UNet"):
+        den.predict("eps", torch.randn(1, 4, 8, 8), torch.tensor([500.0]), Cond(text=torch.randn(1, 16, 64)))
+
+
+def test_sdxl_lora_student_distils_exports_and_samples_in_the_sdxl_pipeline(sdxl, tmp_path, capsys):
+    """distill --teacher diffusers:<SDXL folder> --method lcm --lora-rank 4 (a traceback from inside diffusers
+    before SDXL prompts were encoded); the export loads into StableDiffusionXLPipeline and generates."""
+    pipe_dir, data = sdxl
+    out = tmp_path / "lcm"
+    assert main(["distill", "--teacher", f"diffusers:{pipe_dir}", "--method", "lcm", "--lora-rank", "4", "--data",
+                 f"folder:{data}", "--resolution", "16", "--max-iters", "2", "--batch-size", "2", "--lr", "1e-2",
+                 "--out", str(out), "--no-progress", "--threads", "1"]) == 0, capsys.readouterr().err
+    assert main(["export", "--model", str(out), "--format", "diffusers", "--out", str(tmp_path / "export")]) == 0
+    meta = json.loads((tmp_path / "export" / "fewstep_sampling.json").read_text())
+    assert meta["pipeline"] == "StableDiffusionXLPipeline" and meta["lora"]
+    pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(pipe_dir, local_files_only=True)
+    pipe.scheduler = diffusers.LCMScheduler.from_pretrained(tmp_path / "export", subfolder="scheduler")
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))  # 16 px through the VAE's 2x
+    with torch.no_grad():
+        base = pipe("a picture number 3", timesteps=meta["timesteps"], guidance_scale=1.0, latents=x.clone(),
+                    height=16, width=16, output_type="latent").images
+        pipe.load_lora_weights(tmp_path / "export")
+        theirs = pipe("a picture number 3", timesteps=meta["timesteps"], guidance_scale=1.0, latents=x.clone(),
+                      height=16, width=16, output_type="latent").images
+    assert torch.isfinite(theirs).all() and not torch.allclose(base, theirs, atol=1e-5)  # the adapters load and act
+
+
+def test_pipelines_whose_prompts_need_t5_are_refused_before_any_encoding(tmp_path):
+    from fewstep.data.encoded import encoded_dataset
+
+    pipe = tmp_path / "sd3"
+    (pipe / "text_encoder_3").mkdir(parents=True)
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
+    with pytest.raises(ValueError, match="StableDiffusion3Pipeline.*not built yet"):
+        encoded_dataset(pipe, "folder:/nonexistent", 16, tmp_path / "cache")
 
 
 def test_export_refuses_a_student_of_a_non_diffusers_teacher(tmp_path, capsys):

@@ -1,7 +1,7 @@
 import torch
 
 from fewstep.nets import UNet, UNetConfig
-from fewstep.nets.cond import Cond, drop_cond, null_like
+from fewstep.nets.cond import NULL_LABEL, Cond, drop_cond, null_like
 from fewstep.noise import EDM
 from fewstep.noise.guidance import Guided, guided
 from fewstep.noise.precond import Denoiser
@@ -53,6 +53,17 @@ def test_cond_object_for_text():
     assert n.text.shape == (4, 7, 8) and n.text.abs().sum() == 0
     d = drop_cond(c, 1.0, torch.Generator().manual_seed(0))
     assert d.text.abs().sum() == 0
+
+
+def test_drop_cond_draws_on_the_generators_device_and_returns_the_conditions():
+    """The trainer's generators live on the CPU; a batch on a GPU must come back on the GPU (a device
+    mismatch here failed every class-conditional TwinFlow run on CUDA). The meta device stands in for it."""
+    y = torch.tensor([3, 1, 4, 1], device="meta")
+    out = drop_cond(y, 0.5, torch.Generator().manual_seed(0))
+    assert out.device.type == "meta" and out.shape == y.shape
+    cpu = drop_cond(torch.tensor([3, 1, 4, 1]), 0.5, torch.Generator().manual_seed(0))
+    again = drop_cond(torch.tensor([3, 1, 4, 1]), 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(cpu, again) and (cpu == NULL_LABEL).any() and (cpu != NULL_LABEL).any()
 
 
 def test_edm_precond_boundary():

@@ -231,6 +231,20 @@ def serve_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gpu_step_table(results: dict) -> str:
+    """benchmarks/gpu_dmd2_sd15.py's table: a DMD2 training iteration's time, throughput and MFU."""
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"
+    lines = [f"DMD2 on a {results['unet_params'] / 1e6:.0f}M-parameter UNet, batch {results['batch']} at "
+             f"{results['resolution']} px, {results['dtype']}, LoRA rank {results['lora_rank'] or 'none (full generator)'}, "
+             f"on {results['device']} (torch {results['torch']}); peak memory "
+             + ("-" if results.get("peak_memory_gib") is None else f"{results['peak_memory_gib']:.1f} GiB")
+             + f"; MFU against {results['peak_tflops']:g} TFLOP/s.", "",
+             "| iteration | s | images/s | TFLOP/s | MFU |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['kind']} | {r['step_s']:.3f} | {r['images_per_s']:.2f} | {r['tflops_per_s']:.1f} | {pct(r['mfu'])} |"
+              for r in results["rows"]]
+    return "\n".join(lines) + "\n"
+
+
 def watermark_anysize_table(results: dict) -> str:
     """benchmarks/watermark_anysize_mnist.py's tables: plain against watermarked student; native against tiled canvases."""
     rows, lines = results["rows"], []
@@ -255,4 +269,6 @@ def table_for(results: dict, reference_rows: list[dict] | None = None) -> str:
         return serve_table(results)
     if results.get("benchmark") == "watermark_anysize":
         return watermark_anysize_table(results)
+    if str(results.get("benchmark", "")).startswith("gpu_dmd2_sd15"):
+        return gpu_step_table(results)
     return results_table(results, reference_rows)

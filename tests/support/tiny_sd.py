@@ -40,6 +40,31 @@ def make_sd_pipeline(path: Path, prediction_type: str = "epsilon", seed: int = 0
     return path
 
 
+def make_sdxl_pipeline(path: Path, seed: int = 0) -> Path:
+    """A tiny StableDiffusionXLPipeline: two CLIP encoders (the second with a projection), a UNet with SDXL's
+    added conditioning (pooled text embedding + 6 time ids), the real classes throughout."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    clip = dict(intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, vocab_size=600, max_position_embeddings=16)
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=32, **clip))
+    text_2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=32, projection_dim=24, **clip))
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=64,
+                                attention_head_dim=4, norm_num_groups=8, addition_embed_type="text_time",
+                                addition_time_embed_dim=8, projection_class_embeddings_input_dim=24 + 6 * 8)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8, sample_size=16)
+    sched = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text, text_encoder_2=text_2, tokenizer=clip_tokenizer(),
+                                     tokenizer_2=clip_tokenizer(), unet=unet, scheduler=sched)
+    pipe.save_pretrained(path)
+    return path
+
+
 def make_caption_folder(path: Path, n: int = 6, size: int = 16) -> Path:
     from PIL import Image
 

@@ -66,7 +66,12 @@ class DiffusersUNet(nn.Module):
 
     def example_cond(self, n: int) -> Cond:
         """A placeholder condition of the right shape (for probing feature shapes)."""
-        return Cond(text=torch.zeros(n, 1, self.unet.config.cross_attention_dim))
+        c = self.unet.config
+        if c.get("addition_embed_type") == "text_time":  # SDXL: pooled embedding + 6 time ids
+            pooled = c.projection_class_embeddings_input_dim - 6 * c.addition_time_embed_dim
+            return Cond(text=torch.zeros(n, 1, c.cross_attention_dim), pooled=torch.zeros(n, pooled),
+                        extra={"time_ids": torch.zeros(n, 6)})
+        return Cond(text=torch.zeros(n, 1, c.cross_attention_dim))
 
     def _keep_mid(self, module, inputs, output):
         self._mid = output
@@ -77,8 +82,11 @@ class DiffusersUNet(nn.Module):
         if return_bottleneck and self.unet.mid_block is None:
             raise ValueError("this UNet has no mid block (a BK-SDM Small/Tiny student) to read a bottleneck from")
         added = None
-        if cond.pooled is not None:
-            added = {"text_embeds": cond.pooled, "time_ids": cond.extra["time_ids"]}
+        if self.unet.config.get("addition_embed_type") == "text_time":  # SDXL's added conditioning
+            if cond.pooled is None or "time_ids" not in cond.extra:
+                raise ValueError("an SDXL-class UNet (addition_embed_type 'text_time') needs pooled prompt embeddings "
+                                 "and time_ids: Cond(pooled=..., extra={'time_ids': ...})")
+            added = {"text_embeds": cond.pooled.to(x.dtype), "time_ids": cond.extra["time_ids"].to(x.dtype)}
         feats: dict = {}
         hooks = self._feature_hooks(feats) if return_features else []
         try:
