@@ -8,7 +8,7 @@ from fewstep.methods.consistency.hyper_sd import HyperSD, HyperSDConfig, segment
 from fewstep.samplers.ode import level_coeffs
 from fewstep.train.guards import StepContext
 
-from helpers import assert_learns, config, gaussian_fd, state, toy_denoiser, toy_fd, train_student
+from helpers import TOY_ARCH, assert_learns, config, gaussian_fd, state, toy_denoiser, toy_fd, train_student
 
 
 def test_segments_start_where_pcm_puts_them_and_the_sampler_visits_their_ends():
@@ -39,6 +39,23 @@ def _perturbed(seed):
         for p in den.net.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=g))
     return den
+
+
+def test_a_stage_can_start_from_another_model_and_keep_the_original_teachers_ode(tmp_path):
+    """init=MODEL: the student starts from that model's weights; the ODE teacher stays the teacher. A model of
+    another architecture is refused in one line."""
+    from fewstep.model_io import save_denoiser
+
+    teacher, previous = _perturbed(1), _perturbed(2)
+    save_denoiser(previous, tmp_path / "prev")
+    m = HyperSD(teacher, config(HyperSDConfig, nfe=2, num_scales=6, init=str(tmp_path / "prev")), shape=(2,), num_classes=8)
+    for a, b, t in zip(m.student.net.parameters(), previous.net.parameters(), m.teacher.net.parameters()):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(t, p) for t, p in zip(m.teacher.net.parameters(), previous.net.parameters()))
+    assert all(torch.equal(t, p) for t, p in zip(m.teacher.net.parameters(), teacher.net.parameters()))
+    save_denoiser(toy_denoiser(0, arch=dict(TOY_ARCH, hidden=16)), tmp_path / "other")
+    with pytest.raises(ValueError, match="differ from the teacher"):
+        HyperSD(teacher, config(HyperSDConfig, nfe=2, num_scales=6, init=str(tmp_path / "other")), shape=(2,), num_classes=8)
 
 
 @pytest.mark.parametrize("target", ["online", "ema"])
