@@ -21,9 +21,10 @@ steps on the segment boundaries (top, s_b(M-1), ..., s_b(1), 0).
 Hyper-SD trains the segment counts 8 -> 4 -> 2 -> 1 one after another, each from the previous stage's
 weights. One run is one stage (as ``progressive``): ``fewstep distill --teacher RUN_DIR --method hyper_sd
 --nfe 4`` continues from the 8-segment run, whose model is then also the stage's ODE teacher (the
-paper is silent). ``--teacher mnist --set init=RUN_DIR`` instead starts from the previous stage's weights and
-keeps the original teacher's ODE, as PCM-style stages do: on MNIST the chained ODE teachers made the 2- and
-1-segment stages worse than their predecessors at the same NFE (docs/notes.md). The model also samples with TCD's stochastic sampler (samplers/few_step.py ``tcd``, gamma 0.3),
+paper is silent). ``--teacher mnist --set init=RUN_DIR`` instead starts from the previous stage's weights
+and keeps the original teacher's ODE: on MNIST the chained ODE teachers made the 2- and 1-segment stages
+worse than their predecessors at the same NFE (docs/notes.md). The model also samples with TCD's
+stochastic sampler (samplers/few_step.py ``tcd``, gamma 0.3),
 which Hyper-SD's models use; DDIM is TCD at gamma 0. Not here: Hyper-SD's human-feedback and 1-step
 score-distillation stages.
 """
