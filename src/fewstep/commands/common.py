@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from ..errors import FewstepError
-from ..model_io import sample_shape  # noqa: F401  (the verbs import it from here)
 from ..samplers.generate import SamplingSpec, respec
 
 

@@ -6,7 +6,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import FewstepError
-from .common import cached, labels_for, sample_shape, spec_from
+from ..model_io import sample_shape
+from .common import cached, labels_for, spec_from
 
 
 def run(a):

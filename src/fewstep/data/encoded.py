@@ -32,7 +32,6 @@ class EncodedDataset(ArrayDataset):
     def __init__(self, name, x, prompt: dict, captions):
         super().__init__(name, x, None, 0, captions, {})
         self.prompt = prompt
-        self.text, self.null_text = prompt["text"], prompt["null_text"]
 
     def batch(self, idx):
         p = self.prompt
@@ -55,8 +54,12 @@ def _key(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def model_index(pipeline: Path) -> dict:
+    return json.loads((Path(pipeline) / "model_index.json").read_text())
+
+
 def pipeline_class(pipeline: Path) -> str:
-    return json.loads((Path(pipeline) / "model_index.json").read_text()).get("_class_name", "")
+    return model_index(pipeline).get("_class_name", "")
 
 
 def refuse_unencodable(pipeline: Path) -> None:
@@ -126,7 +129,7 @@ def _encode_sdxl(pipeline: Path, prompts: list[str], batch: int, resolution: int
         return torch.cat(hidden, dim=-1), pooled
 
     text, pooled = _batched(run, prompts, batch)
-    force_zeros = json.loads((pipeline / "model_index.json").read_text()).get("force_zeros_for_empty_prompt", True)
+    force_zeros = model_index(pipeline).get("force_zeros_for_empty_prompt", True)
     null_text, null_pooled = (torch.zeros_like(text[:1]), torch.zeros_like(pooled[:1])) if force_zeros else run([""])
     time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32)
     return {"text": text, "null_text": null_text, "pooled": pooled, "null_pooled": null_pooled, "time_ids": time_ids}

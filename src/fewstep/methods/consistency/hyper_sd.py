@@ -24,9 +24,8 @@ weights. One run is one stage (as ``progressive``): ``fewstep distill --teacher 
 paper is silent). ``--teacher mnist --set init=RUN_DIR`` instead starts from the previous stage's weights
 and keeps the original teacher's ODE: on MNIST the chained ODE teachers made the 2- and 1-segment stages
 worse than their predecessors at the same NFE, the original teacher's ODE at a 5x lower LR did not
-(docs/notes.md). The model also samples with TCD's
-stochastic sampler (samplers/few_step.py ``tcd``, gamma 0.3),
-which Hyper-SD's models use; DDIM is TCD at gamma 0. Not here: Hyper-SD's human-feedback and 1-step
+(docs/notes.md). The model also samples with TCD's stochastic sampler (samplers/few_step.py ``tcd``,
+gamma 0.3), which Hyper-SD's models use; DDIM is TCD at gamma 0. Not here: Hyper-SD's human-feedback and 1-step
 score-distillation stages.
 """
 from __future__ import annotations
