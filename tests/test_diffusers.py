@@ -61,6 +61,35 @@ def test_teacher_adapter_is_the_unet(sd):
     assert torch.allclose(eps, ref, atol=1e-5)
 
 
+def test_a_lora_student_of_a_diffusers_teacher_holds_no_second_copy_of_the_unet(sd):
+    """DMD2-LoRA keeps teacher, student, EMA and a full fake score: two UNets' weights (teacher + fake)
+    and three sets of adapters, where separate copies would hold four UNets; adapters off, the student
+    is the teacher bit for bit."""
+    from fewstep.methods.base import LoRAConfig
+    from fewstep.methods.distribution_matching.dmd2 import DMD2, DMD2Config
+    from fewstep.model_io import load_denoiser
+    from fewstep.nets.ema import EMA
+    from fewstep.nets.lora import adapters
+    from fewstep.nets.sharing import unique_bytes
+
+    pipe_dir, _ = sd
+    teacher, _ = load_denoiser(f"diffusers:{pipe_dir}")
+    m = DMD2(teacher, DMD2Config(nfe=1, lora=LoRAConfig(rank=4)), shape=(4, 8, 8))
+    ema = EMA(m.student.net, 0.99)
+    unet = unique_bytes(teacher.net)
+    lora = sum(p.numel() * p.element_size() for n, p in m.student.net.named_parameters() if "lora_" in n)
+    assert unique_bytes(teacher.net, m.student.net, ema.net, m.fake.net) == 2 * unet + 2 * lora
+    with torch.no_grad():
+        for n, p in m.student.net.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    x, t, c = torch.randn(2, 4, 8, 8), torch.tensor([999.0, 250.0]), Cond(text=torch.randn(2, 16, 32))
+    ref = teacher(x, t, c)
+    assert not torch.allclose(m.student(x, t, c), ref)
+    with adapters(m.student.net, False):
+        assert torch.equal(m.student(x, t, c), ref)
+
+
 @pytest.mark.parametrize("method", ["lcm", "dmd2"])
 def test_lora_distillation_trains_through_the_cli(sd, tmp_path, method, capsys):
     pipe_dir, data = sd

@@ -22,12 +22,14 @@ and update schedule:
   removal needs a UNet; None = any); ``Method.__init__`` refuses others with a clear error.
 
 Shared pieces every method uses live here: one optimiser config (``OptimConfig``), one LoRA config
-(``LoRAConfig``), the two ways to copy a teacher (``trainable_copy``, ``frozen_copy``), and
+(``LoRAConfig``), the two ways to copy a teacher (``trainable_copy``, ``frozen_copy``; both share the weights
+that do not train instead of copying them: nets/sharing.py), and
 ``StudentMethod`` for methods that train one network named ``student``.
 """
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -35,6 +37,7 @@ import torch
 from torch import nn
 
 from ..config import DistillConfig, fields_of_type
+from ..nets.sharing import copy_sharing, copy_sharing_frozen
 from ..noise.precond import Denoiser
 from ..samplers.generate import SamplingSpec
 
@@ -94,15 +97,17 @@ def trainable_copy(den: Denoiser, lora: LoRAConfig | None = None, boundary: str 
     target-time embedding (TwinFlow); each new embedding's output layer starts at zero, so the copy starts
     as the teacher exactly."""
     extra = {k: d for k, d in (("w_dim", 0 if den.embeds_guidance else w_dim), ("tt_dim", tt_dim)) if d}
-    net = _with_embeddings(den.net, extra) if extra else copy.deepcopy(den.net)
-    out = Denoiser(net, den.process, den.param, den.sigma_data, boundary or den.boundary).train().requires_grad_(True)
     if lora is not None and lora.rank:
         if extra:
             raise ValueError("a LoRA student cannot add an input embedding (use w_dim=0, as LCM-LoRA does)")
         from ..nets.lora import add_lora
 
-        add_lora(out.net, lora.rank, lora.alpha, lora.targets)
-    return out
+        # the base weights stay frozen, so the student's modules hold the teacher's own tensors (no second
+        # copy); its adapters live in its modules only, so the teacher computes exactly what it did
+        net = add_lora(copy_sharing(den.net, den.net.parameters()), lora.rank, lora.alpha, lora.targets)
+        return Denoiser(net, den.process, den.param, den.sigma_data, boundary or den.boundary).train()
+    net = _with_embeddings(den.net, extra) if extra else copy.deepcopy(den.net)
+    return Denoiser(net, den.process, den.param, den.sigma_data, boundary or den.boundary).train().requires_grad_(True)
 
 
 def _with_embeddings(net: nn.Module, dims: dict[str, int]) -> nn.Module:
@@ -125,8 +130,24 @@ def _with_embeddings(net: nn.Module, dims: dict[str, int]) -> nn.Module:
 
 
 def frozen_copy(den: Denoiser) -> Denoiser:
-    """A gradient-free copy (a consistency target network, a progressive stage's teacher)."""
-    return copy.deepcopy(den).eval().requires_grad_(False)
+    """A gradient-free copy (a consistency target network, a progressive stage's teacher). Weights that
+    do not train (a LoRA student's base) are shared with ``den``, not copied (nets/sharing.py)."""
+    return copy_sharing_frozen(den).eval().requires_grad_(False)
+
+
+@contextmanager
+def frozen(*modules: nn.Module):
+    """Run with every parameter of ``modules`` frozen, then give each back the ``requires_grad`` it had
+    (a fake score that is partly frozen, e.g. adapters on a shared base, stays so)."""
+    params = [p for m in modules for p in m.parameters()]
+    before = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, b in zip(params, before):
+            p.requires_grad_(b)
 
 
 def cond_of(batch: dict):
@@ -215,6 +236,12 @@ class StudentMethod(Method):
 
     student: Denoiser
     opt: torch.optim.Optimizer
+
+    def __init__(self, teacher: Denoiser, cfg=None, shape: tuple = (), num_classes: int = 0):
+        super().__init__(teacher, cfg, shape, num_classes)
+        # the teacher is frozen where it stands, so ``frozen_copy(teacher)`` and a LoRA student's base
+        # share its weights instead of copying them (nets/sharing.py)
+        teacher.eval().requires_grad_(False)
 
     def networks(self):
         return {"student": self.student.net}

@@ -17,6 +17,7 @@ which ``prepare`` does not have: they are refused.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -26,7 +27,7 @@ import torch
 
 from ...config import DistillConfig, TrainSettings
 from ...io import load_tensors, save_tensors_atomic
-from ..base import frozen_copy, trainable_copy
+from ..base import trainable_copy
 from ..losses import denoising_loss
 from .dmd import cpu_optim
 from .dmd2 import DMD2, DMD2Config, dm_presets
@@ -61,7 +62,7 @@ class DisBack(DMD2):
         if hasattr(teacher.net, "example_cond"):
             raise ValueError("disback records its path with class labels or none; text-conditioned teachers are not supported")
         self.path: list[dict] | None = None
-        self.path_score = frozen_copy(teacher)
+        self.path_score = copy.deepcopy(teacher).eval().requires_grad_(False)  # its own tensors: path points load into it
         self.loaded_point: int | None = None
         self.point = -1  # -1: the teacher; j >= 0: path point theta_{j+1}
 

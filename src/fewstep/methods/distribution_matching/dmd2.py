@@ -20,6 +20,7 @@ from torch import nn
 
 from ...config import DistillConfig, TrainSettings
 from ...noise.precond import Denoiser
+from ..base import frozen
 from .base import DistributionMatchingBase, DMDConfig
 from .dmd import cpu_optim
 
@@ -125,16 +126,10 @@ class DMD2(FakeScoreDiscriminator, DistributionMatchingBase):
 
     def student_update(self, cond, n, ctx, logs):
         """One student step; the critic's networks pass gradients to x_hat but are not updated (Sec. 4.3)."""
-        frozen = self.critic_networks()
-        for net in frozen:
-            net.requires_grad_(False)
-        try:
+        with frozen(*self.critic_networks()):
             with ctx.autocast():
                 loss, x_hat = self.student_loss(cond, n, ctx, logs)
             self.update(ctx, loss)
-        finally:
-            for net in frozen:
-                net.requires_grad_(True)
         return x_hat.detach()
 
     def critic_loss(self, x_fake, x_real, cond, ctx, logs):

@@ -23,7 +23,7 @@ import torch
 from ...config import DistillConfig, TrainSettings
 from ...noise.guidance import guided
 from ...noise.timesteps import TimeSampler
-from ..base import OptimConfig
+from ..base import OptimConfig, frozen
 from ..losses import denoising_loss
 from .base import DistributionMatchingBase, DMDConfig
 from .dmd import cpu_optim
@@ -130,14 +130,8 @@ class SiD(DistributionMatchingBase):
         with ctx.autocast():
             l_critic = self.critic_loss(x_g, batch, cond, ctx.rng, logs)
         self.update_critic(ctx, l_critic)
-        frozen = self.critic_networks()  # the generator step moves G only
-        for net in frozen:
-            net.requires_grad_(False)
-        try:
+        with frozen(*self.critic_networks()):  # the generator step moves G only
             with ctx.autocast():
                 l_gen = self.generator_loss(self.student_sample(cond, ctx.rng, n), cond, ctx.rng, logs)
             self.update(ctx, l_gen)
-        finally:
-            for net in frozen:
-                net.requires_grad_(True)
         return logs
