@@ -7,7 +7,7 @@ from fewstep.methods.distribution_matching.dmd import DMD
 from fewstep.methods.distribution_matching.dmd2 import DMD2, DMD2Config
 from fewstep.train.guards import StepContext
 
-from helpers import assert_learns, config, gaussian_fd, state, toy_denoiser, train_student
+from helpers import TOY_ARCH, assert_learns, config, gaussian_fd, state, toy_denoiser, train_student
 from helpers import toy_fd as _toy_fd
 
 ADAM0 = {"betas": (0.0, 0.999), "weight_decay": 0.0}  # the small-data DM optimiser (dmd.cpu_optim)
@@ -214,7 +214,8 @@ def test_uniform_level_grid_on_a_vp_teacher_is_dmd2_sds_timesteps():
     t = m.sample_levels(20000, torch.Generator().manual_seed(0), *m.cfg.dm_index_range)
     assert 19 <= float(t.min()) <= 21 and 979 <= float(t.max()) <= 981
     assert abs(float(t.mean()) - 500) < 10  # uniform: mean at the middle
-    k = DMD2(vp, config(DMD2Config), shape=(2,), num_classes=0).sample_levels(20000, torch.Generator().manual_seed(0))
+    k = DMD2(vp, config(DMD2Config, level_grid="karras"), shape=(2,), num_classes=0).sample_levels(
+        20000, torch.Generator().manual_seed(0))
     assert abs(float(k.float().mean()) - 500) > 50
 
 
@@ -383,3 +384,18 @@ def test_sc_dmd_regularises_only_towards_trained_step_counts():
         m.steps, logs = k, {}
         m.student_loss(torch.arange(8) % 8, 8, ctx, logs)
         assert ("loss_semigroup" in logs) == expect, k
+
+
+def test_auto_level_grid_is_karras_on_edm_teachers_and_uniform_timesteps_on_vp_ones():
+    """DMD2's official code: Karras levels for its EDM (ImageNet) teacher, timesteps uniform in [20, 980]
+    of 1,000 for SD (VP) teachers (the test above); the default ``auto`` picks per teacher."""
+    from fewstep.model_io import build_denoiser
+
+    vp = build_denoiser({"arch": dict(TOY_ARCH), "param": "eps", "process": {
+        "family": "vp", "schedule": "scaled_linear", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012}})
+    for teacher, explicit in ((toy_denoiser(0), "karras"), (vp, "uniform")):
+        auto = DMD2(teacher, config(DMD2Config), shape=(2,), num_classes=8)
+        same = DMD2(teacher, config(DMD2Config, level_grid=explicit), shape=(2,), num_classes=8)
+        assert torch.equal(auto.levels, same.levels)
+    with pytest.raises(ValueError, match="level_grid"):
+        DMD2Config(level_grid="cosine")

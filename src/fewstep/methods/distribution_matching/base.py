@@ -40,8 +40,9 @@ class DMDConfig:
     real_cfg: float = 1.0  # CFG scale on the real score only (1 = none; DMD2 ImageNet uses none)
     dm_index_range: tuple[float, float] = (0.02, 0.98)  # DMD2 min/max_step_percent of a 1000-level Karras grid
     num_levels: int = 1000  # grid the critic, DM loss and GAN draw noise levels from (DMD2 num_train_timesteps)
-    level_grid: str = "karras"  # "karras" (DMD2 EDM code) | "uniform": uniform in native time, which on a
-    #                             1000-step VP teacher with dm_index_range (0.02, 0.98) is DMD2 SD's U[20, 980]
+    level_grid: str = "auto"  # "karras" (DMD2 EDM code) | "uniform": uniform in native time, which on a
+    #                           1000-step VP teacher with dm_index_range (0.02, 0.98) is DMD2 SD's U[20, 980] |
+    #                           "auto": karras on EDM teachers, uniform on VP and flow ones (as the official code)
     normalize: str = "per_sample"  # DMD2 official; "batch" = one batch-global scalar (FastVideo)
     optim: OptimConfig = field(default_factory=_dmd2_imagenet_optim)  # the student (generator)
     critic_optim: OptimConfig = field(default_factory=_dmd2_imagenet_optim)  # fake score (and GAN head)
@@ -66,8 +67,8 @@ class DMDConfig:
         lo, hi = self.dm_index_range
         if not 0 <= lo < hi <= 1:
             raise ValueError(f"dm_index_range must satisfy 0 <= lo < hi <= 1, got {self.dm_index_range}")
-        if self.level_grid not in ("karras", "uniform"):
-            raise ValueError(f"level_grid must be 'karras' or 'uniform', got {self.level_grid!r}")
+        if self.level_grid not in ("auto", "karras", "uniform"):
+            raise ValueError(f"level_grid must be 'auto', 'karras' or 'uniform', got {self.level_grid!r}")
         if self.student_grid not in ("karras", "flow"):
             raise ValueError(f"student_grid must be 'karras' or 'flow', got {self.student_grid!r}")
         if self.gen_every < 1 or self.real_cfg < 0 or self.num_levels < 2:
@@ -95,6 +96,15 @@ def dm_loss(x_hat, grad):
     return 0.5 * ((x_hat - (x_hat - grad).detach()) ** 2).flatten(1).mean(1)
 
 
+def level_grid_for(kind: str, process) -> str:
+    """The grid the DM loss, fake score and GAN draw levels from: ``auto`` follows the official code of each
+    teacher family, Karras levels for EDM teachers (DMD2 ImageNet) and timesteps uniform in native time for
+    VP and flow teachers (DMD2 SD/SDXL: U[20, 980] of 1,000)."""
+    if kind != "auto":
+        return kind
+    return "karras" if process.config()["family"] == "edm" else "uniform"
+
+
 class DistributionMatchingBase(StudentMethod):
     """Networks, noise-level grid, student sampling, DM and critic losses of the family."""
 
@@ -103,7 +113,8 @@ class DistributionMatchingBase(StudentMethod):
     def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
         super().__init__(teacher, cfg, shape, num_classes)
         self.teacher = teacher.eval().requires_grad_(False)
-        self.levels = make_grid(self.cfg.level_grid, self.process, self.cfg.num_levels, final_zero=False).flip(0)  # ascending
+        self.levels = make_grid(level_grid_for(self.cfg.level_grid, self.process), self.process, self.cfg.num_levels,
+                                final_zero=False).flip(0)  # ascending
         self.student_sigmas = student_levels(self.process, self.cfg.nfe, self.cfg.student_sigma_min,
                                              self.cfg.student_sigmas, self.cfg.student_grid)
         self.input_level = self.output_level = None  # levels of the last student call (set by student_sample_at)
