@@ -13,7 +13,7 @@ from fewstep.nets import Cond  # noqa: E402
 from fewstep.nets.adapters.diffusers import process_from_scheduler  # noqa: E402
 from fewstep.noise import process_from_config  # noqa: E402
 
-from tiny_sd import make_caption_folder, make_sd_pipeline, make_sdxl_pipeline  # noqa: E402
+from tiny_sd import make_caption_folder, make_flux_pipeline, make_sd3_pipeline, make_sd_pipeline, make_sdxl_pipeline  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -235,13 +235,116 @@ def test_sdxl_lora_student_distils_exports_and_samples_in_the_sdxl_pipeline(sdxl
     assert torch.isfinite(theirs).all() and not torch.allclose(base, theirs, atol=1e-5)  # the adapters load and act
 
 
-def test_pipelines_whose_prompts_need_t5_are_refused_before_any_encoding(tmp_path):
+@pytest.fixture(scope="module")
+def flow_pipes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("flow")
+    return {"sd3": make_sd3_pipeline(root / "sd3"), "flux": make_flux_pipeline(root / "flux"),
+            "data": make_caption_folder(root / "data")}
+
+
+def _pipeline_prompts(pipe, kind: str, prompts: list[str]):
+    """(text, pooled, null text, null pooled) from the pipeline's own encode_prompt."""
+    with torch.no_grad():
+        if kind == "sd3":
+            text, null, pooled, null_pooled = pipe.encode_prompt(prompts, None, None, device="cpu",
+                                                                 do_classifier_free_guidance=True, negative_prompt="")
+            return text, pooled, null[:1], null_pooled[:1]
+        text, pooled, _ = pipe.encode_prompt(prompts, None, device="cpu")
+        null, null_pooled, _ = pipe.encode_prompt([""], None, device="cpu")
+        return text, pooled, null, null_pooled
+
+
+@pytest.mark.parametrize("kind", ["sd3", "flux"])
+def test_sd3_and_flux_prompts_are_encoded_as_their_pipelines_encode_them(flow_pipes, kind):
+    """SD3: two CLIP encoders' penultimate states padded to T5's width, then T5's states; pooled = both
+    projections. Flux: T5's states; pooled = CLIP's pooler output. Equal to the pipelines' encode_prompt."""
+    from fewstep.data.encoded import encode_prompts
+
+    path = flow_pipes[kind]
+    cls = diffusers.StableDiffusion3Pipeline if kind == "sd3" else diffusers.FluxPipeline
+    pipe = cls.from_pretrained(path, local_files_only=True)
+    prompts = ["a picture number 3", "the digit seven"]
+    got = encode_prompts(path, prompts, resolution=16)
+    want = _pipeline_prompts(pipe, kind, prompts)
+    for key, ref in zip(("text", "pooled", "null_text", "null_pooled"), want):
+        assert got[key].shape == ref.shape and torch.allclose(got[key], ref, atol=1e-6), key
+    assert got["text"].shape[1] == (16 + 256 if kind == "sd3" else 512)  # CLIP's 16 tokens + T5's 256; Flux: T5's 512
+
+
+def test_flux_dynamic_shift_is_the_static_shift_its_scheduler_applies_at_that_resolution(flow_pipes):
+    """FLUX.1-dev shifts its timesteps by image size (use_dynamic_shifting): fixed at the training resolution
+    it is one static shift, and fewstep's process then reproduces the scheduler's sigmas."""
+    from fewstep.nets.adapters.diffusers import dynamic_shift, latent_tokens, load_pipeline_teacher
+    from fewstep.samplers.grids import make_grid
+
+    path = flow_pipes["flux"]
+    sched = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler")
+    for res in (16, 64):
+        seq = latent_tokens(path, res)
+        assert seq == (res // 2 // 2) ** 2  # VAE /2, then 2x2 packing
+        mu = 0.5 + (1.15 - 0.5) * (seq - 256) / (4096 - 256)  # FluxPipeline.calculate_shift
+        den, _ = load_pipeline_teacher(path, res)
+        assert den.process.shift == pytest.approx(dynamic_shift(sched.config, seq))
+        flat = make_grid("flow", type(den.process)(), 4)[:-1]  # the unshifted flow grid (sigma_hat), without the final 0
+        sched.set_timesteps(sigmas=(flat / (1 + flat)).tolist(), mu=mu)  # diffusers shifts them by mu
+        ours = make_grid("flow", den.process, 4)[:-1]
+        assert torch.allclose((ours / (1 + ours)).float(), sched.sigmas[:-1].float(), atol=1e-6)
+    with pytest.raises(ValueError, match="resolution"):
+        load_pipeline_teacher(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,method", [
+    ("sd3", ["dmd2", "--set", "gan_gen_weight=0", "--set", "gan_disc_weight=0", "--max-iters", "6"]),
+    ("flux", ["lcm", "--max-iters", "2"]),
+])
+def test_sd3_and_flux_lora_students_distil_export_and_sample_in_their_pipelines(flow_pipes, kind, method, tmp_path, capsys):
+    """A 1-step LoRA student of an SD3 teacher (DMD2 without its GAN head: transformers have no bottleneck;
+    its second student update is the first with a non-zero DM gradient) or a Flux teacher (LCM) trains,
+    exports, and the pipeline with the export's scheduler, sigmas and LoRA reproduces fewstep's sample;
+    without the LoRA it does not."""
+    from fewstep.model_io import load_denoiser
+    from fewstep.samplers import SamplingSpec, initial_noise, sample
+
+    path = flow_pipes[kind]
+    out = tmp_path / "student"
+    assert main(["distill", "--teacher", f"diffusers:{path}", "--method", *method, "--nfe", "1", "--lora-rank", "4",
+                 "--data", f"folder:{flow_pipes['data']}", "--resolution", "16", "--batch-size", "2", "--lr", "1e-2",
+                 "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    assert main(["export", "--model", str(out), "--format", "diffusers", "--out", str(tmp_path / "export")]) == 0
+    meta = json.loads((tmp_path / "export" / "fewstep_sampling.json").read_text())
+    assert meta["lora"] and meta["timesteps"] is None and len(meta["sigmas"]) == 1
+
+    student, cfg = load_denoiser(str(out))
+    cls = diffusers.StableDiffusion3Pipeline if kind == "sd3" else diffusers.FluxPipeline
+    pipe = cls.from_pretrained(path, local_files_only=True)
+    prompt = "a picture number 3"
+    text, pooled, _, _ = _pipeline_prompts(pipe, kind, [prompt])
+    spec = SamplingSpec(**cfg["sampling"])
+    sig = torch.tensor(spec.sigmas, dtype=torch.float64)
+    x = initial_noise(student.process, sig, (1, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = sample(student, x, sig, "multistep", cond=Cond(text=text, pooled=pooled))
+    pack = (lambda z: cls._pack_latents(z, 1, 4, 8, 8)) if kind == "flux" else (lambda z: z)
+    unpack = (lambda z: cls._unpack_latents(z, 16, 16, 2)) if kind == "flux" else (lambda z: z)
+    pipe.scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(tmp_path / "export", subfolder="scheduler")
+    call = dict(sigmas=meta["sigmas"], guidance_scale=meta["guidance_scale"], output_type="latent", height=16, width=16)
+    with torch.no_grad():
+        base = unpack(pipe(prompt, latents=pack(x.clone().float()), **call).images)
+    pipe.load_lora_weights(tmp_path / "export")
+    with torch.no_grad():
+        theirs = unpack(pipe(prompt, latents=pack(x.clone().float()), **call).images)
+    assert torch.allclose(theirs, ours, atol=1e-4, rtol=1e-3), (theirs - ours).abs().max()
+    assert not torch.allclose(base, ours, atol=1e-4)  # the LoRA matters: without it the output differs
+
+
+def test_an_unknown_pipeline_with_several_text_encoders_is_refused_before_any_encoding(tmp_path):
     from fewstep.data.encoded import encoded_dataset
 
-    pipe = tmp_path / "sd3"
-    (pipe / "text_encoder_3").mkdir(parents=True)
-    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
-    with pytest.raises(ValueError, match="StableDiffusion3Pipeline.*not built yet"):
+    pipe = tmp_path / "hunyuan"
+    (pipe / "text_encoder_2").mkdir(parents=True)
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "HunyuanDiTPipeline"}))
+    with pytest.raises(ValueError, match="HunyuanDiTPipeline.*not built"):
         encoded_dataset(pipe, "folder:/nonexistent", 16, tmp_path / "cache")
 
 

@@ -1,12 +1,14 @@
 """``fewstep export --format diffusers``: a student of a diffusers teacher, as diffusers loads it.
 
-A student with its own smaller UNet (architecture distillation, BK-SDM) becomes ``unet/`` plus the
-teacher's scheduler: load it as the pipeline's ``unet`` and sample as the teacher is sampled.
+A student sampled as its teacher is (a smaller BK-SDM UNet, an Euler-sampled progressive or reflow
+student) becomes ``unet/`` (``transformer/`` for SD3 / Flux) plus the teacher's scheduler: load it in the
+pipeline in place of the teacher's and sample as the teacher is sampled.
 A LoRA student becomes ``pytorch_lora_weights.safetensors`` for ``pipeline.load_lora_weights(DIR)``
 (the LoRA scale alpha/rank is folded into the up-projection, so diffusers' default scale reproduces
-it); a full fine-tune becomes ``unet/``. Either way ``scheduler/`` holds the scheduler that samples the
-student as fewstep does (``LCMScheduler`` for students that re-noise between steps) and
-``fewstep_sampling.json`` the timesteps and guidance scale to call the pipeline with.
+it); a full fine-tune becomes ``unet/`` or ``transformer/``. Either way ``scheduler/`` holds the scheduler
+that samples the student as fewstep does (``LCMScheduler`` for UNet students that re-noise between
+steps, ``FlowMatchEulerDiscreteScheduler`` with ``stochastic_sampling`` for flow ones) and
+``fewstep_sampling.json`` the timesteps (flow: sigmas) and guidance scale to call the pipeline with.
 """
 from __future__ import annotations
 
@@ -25,15 +27,19 @@ def student_timesteps(den, sampling: dict) -> list[int]:
     return [int(round(float(v))) for v in t]
 
 
+DENOISER_COMPONENT = {"diffusers_unet": "unet", "diffusers_sd3": "transformer", "diffusers_flux": "transformer"}
+
+
 def export_diffusers(model: str, out: Path) -> Path:
     from .model_io import load_denoiser
 
     den, cfg = load_denoiser(model)
     arch = cfg["arch"]
-    if arch.get("arch") != "diffusers_unet" or "diffusers" not in cfg:
-        raise FewstepError("only students of a diffusers UNet teacher (--teacher diffusers:PATH) export to diffusers")
+    component = DENOISER_COMPONENT.get(arch.get("arch"))
+    if component is None or "diffusers" not in cfg:
+        raise FewstepError("only students of a diffusers teacher (--teacher diffusers:PATH: a UNet, SD3 or Flux "
+                           "pipeline) export to diffusers")
     import diffusers
-    from diffusers import LCMScheduler
 
     info = cfg["diffusers"]
     pipe_cls = getattr(diffusers, info["model_index"]["_class_name"])
@@ -43,8 +49,9 @@ def export_diffusers(model: str, out: Path) -> Path:
         if lora:
             raise FewstepError(f"export supports LoRA students sampled with 'multistep' (consistency / DMD2), "
                                f"not {sampling.get('sampler')!r}")
-        return atomic_dir(Path(out), lambda tmp: _write_full_model(den, info, sampling, tmp))
-    timesteps = student_timesteps(den, sampling)
+        return atomic_dir(Path(out), lambda tmp: _write_full_model(den, component, info, sampling, tmp))
+    flow = component == "transformer"
+    levels = student_sigmas(sampling) if flow else student_timesteps(den, sampling)
 
     def write(tmp: Path):
         if lora:
@@ -57,24 +64,57 @@ def export_diffusers(model: str, out: Path) -> Path:
                     sd[k] = sd[k] * scale
             # peft key names as they are: diffusers loads them natively, while its old-format conversion
             # rewrites only the attention projections and leaves a mixed file it then half-loads
-            pipe_cls.save_lora_weights(tmp, unet_lora_layers=sd, safe_serialization=True)
+            pipe_cls.save_lora_weights(tmp, **{f"{component}_lora_layers": sd}, safe_serialization=True)
         else:
-            den.net.unet.save_pretrained(tmp / "unet", safe_serialization=True)
-        LCMScheduler.from_config(info["scheduler"]).save_pretrained(tmp / "scheduler")
+            getattr(den.net, component).save_pretrained(tmp / component, safe_serialization=True)
+        _multistep_scheduler(info["scheduler"], flow).save_pretrained(tmp / "scheduler")
+        call = "sigmas=SIGMAS" if flow else "timesteps=TIMESTEPS"
         write_json({"format": "fewstep-diffusers-export-v1", "pipeline": info["model_index"]["_class_name"],
-                    "base_pipeline": info["pipeline"], "lora": bool(lora), "timesteps": timesteps,
-                    "num_inference_steps": len(timesteps), "guidance_scale": float(sampling.get("cfg", 1.0)),
-                    "usage": "pipe.scheduler = LCMScheduler.from_pretrained(DIR, subfolder='scheduler'); "
-                             "pipe.load_lora_weights(DIR); pipe(prompt, timesteps=TIMESTEPS, guidance_scale=G)"},
+                    "base_pipeline": info["pipeline"], "lora": bool(lora),
+                    "timesteps": None if flow else levels, "sigmas": levels if flow else None,
+                    "num_inference_steps": len(levels), "guidance_scale": _guidance_scale(den, sampling),
+                    "usage": f"pipe.scheduler = {_multistep_scheduler_name(flow)}.from_pretrained(DIR, subfolder='scheduler'); "
+                             f"pipe.load_lora_weights(DIR); pipe(prompt, {call}, guidance_scale=G)"},
                    tmp / "fewstep_sampling.json")
 
     return atomic_dir(Path(out), write)
 
 
-def _write_full_model(den, info: dict, sampling: dict, tmp: Path) -> None:
-    """A many-step student with its own architecture (architecture distillation: BK-SDM's smaller UNet):
-    ``unet/`` in place of the pipeline's UNet, sampled with the teacher's scheduler as the teacher is."""
-    den.net.unet.save_pretrained(tmp / "unet", safe_serialization=True)
+def student_sigmas(sampling: dict) -> list[float]:
+    """A flow student's levels (t, the noise fraction) without the final 0, as ``sigmas=`` for a flow pipeline."""
+    return [float(s) / (1 + float(s)) for s in (sampling.get("sigmas") or []) if s > 0]
+
+
+def _multistep_scheduler_name(flow: bool) -> str:
+    return "FlowMatchEulerDiscreteScheduler" if flow else "LCMScheduler"
+
+
+def _multistep_scheduler(sched_cfg: dict, flow: bool):
+    """The diffusers scheduler that samples as fewstep's multistep sampler does: denoise, then re-noise to
+    the next level with fresh noise (LCMScheduler; for flow models FlowMatchEulerDiscreteScheduler with
+    ``stochastic_sampling``, unshifted, since the exported ``sigmas`` are the levels themselves)."""
+    import diffusers
+
+    if not flow:
+        return diffusers.LCMScheduler.from_config(sched_cfg)
+    return diffusers.FlowMatchEulerDiscreteScheduler.from_config(sched_cfg, stochastic_sampling=True, shift=1.0,
+                                                                 use_dynamic_shifting=False)
+
+
+def _guidance_scale(den, sampling: dict) -> float:
+    """The pipeline's ``guidance_scale``: the student's CFG scale, or for a guidance-embedding transformer
+    (FLUX.1-dev) the guidance value its adapter feeds (nets/adapters/diffusers.py, 3.5)."""
+    tr = getattr(den.net, "transformer", None)
+    if tr is not None and getattr(tr.config, "guidance_embeds", False):
+        return 3.5
+    return float(sampling.get("cfg", 1.0))
+
+
+def _write_full_model(den, component: str, info: dict, sampling: dict, tmp: Path) -> None:
+    """A student sampled as the teacher is (architecture distillation: BK-SDM's smaller UNet; Euler-sampled
+    students: progressive, reflow): ``unet/`` or ``transformer/`` in place of the pipeline's, with the
+    teacher's scheduler."""
+    getattr(den.net, component).save_pretrained(tmp / component, safe_serialization=True)
     sched_cls = info["scheduler"].get("_class_name", "DDPMScheduler")
     import diffusers
 
@@ -83,6 +123,6 @@ def _write_full_model(den, info: dict, sampling: dict, tmp: Path) -> None:
                 "base_pipeline": info["pipeline"], "lora": False, "timesteps": None,
                 "num_inference_steps": int(sampling.get("steps", 25)),
                 "guidance_scale": float(sampling.get("cfg", 1.0)),
-                "usage": "unet = UNet2DConditionModel.from_pretrained(DIR, subfolder='unet'); "
-                         "pipe = PIPELINE.from_pretrained(BASE, unet=unet); pipe(prompt, num_inference_steps=N)"},
+                "usage": f"{component} = {type(getattr(den.net, component)).__name__}.from_pretrained(DIR, subfolder='{component}'); "
+                         f"pipe = PIPELINE.from_pretrained(BASE, {component}={component}); pipe(prompt, num_inference_steps=N)"},
                tmp / "fewstep_sampling.json")

@@ -131,11 +131,11 @@ def _diffusers_teacher(r: DistillRequest):
 
     if not r.data:
         raise FewstepError("a diffusers teacher needs --data folder:DIR (metadata.jsonl) or prompts:FILE")
-    teacher, info = load_pipeline_teacher(r.teacher.split(":", 1)[1])
+    teacher, info = load_pipeline_teacher(r.teacher.split(":", 1)[1], r.resolution)
     vae = json.loads((Path(info["pipeline"]) / "vae" / "config.json").read_text())
     blocks = vae.get("block_out_channels", [0, 0, 0, 0])
     train = encoded_dataset(info["pipeline"], r.data, r.resolution, Path(r.out) / "cache",
-                            downsample=2 ** (len(blocks) - 1))
+                            latent_channels=vae.get("latent_channels", 4), downsample=2 ** (len(blocks) - 1))
     return teacher, train, train, info
 
 

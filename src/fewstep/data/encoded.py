@@ -8,8 +8,11 @@ and the prompts are used).
 
 Prompts are encoded as the pipeline class itself encodes them: ``StableDiffusionPipeline`` with its one
 CLIP encoder (last hidden state); ``StableDiffusionXLPipeline`` with both CLIP encoders (penultimate hidden
-states concatenated, the second encoder's projected pooled embedding, and the size/crop ``time_ids``).
-Pipelines whose prompts need T5 (SD3, Flux) are refused in one line until their encoding is built.
+states concatenated, the second encoder's projected pooled embedding, and the size/crop ``time_ids``);
+``StableDiffusion3Pipeline`` with two CLIP encoders and T5 (the CLIP states padded to T5's width and put
+before T5's on the sequence axis, both projected pooled outputs concatenated); ``FluxPipeline`` with
+CLIP's pooled output and T5's hidden states. Other pipelines with several text encoders are refused in
+one line.
 """
 from __future__ import annotations
 
@@ -62,14 +65,23 @@ def pipeline_class(pipeline: Path) -> str:
     return model_index(pipeline).get("_class_name", "")
 
 
-def refuse_unencodable(pipeline: Path) -> None:
-    """One clear line for pipelines whose prompt encoding is not built (SD3's three encoders, Flux's T5)."""
+ENCODERS = {"StableDiffusionXL": "_encode_sdxl", "StableDiffusion3": "_encode_sd3", "Flux": "_encode_flux"}
+
+
+def _encoder_family(pipeline: Path) -> str | None:
     cls = pipeline_class(pipeline)
-    if cls.startswith("StableDiffusionXL"):
+    return next((k for k in ENCODERS if cls.startswith(k)), None)
+
+
+def refuse_unencodable(pipeline: Path) -> None:
+    """One clear line for pipelines whose prompt encoding is not built (several text encoders of a class
+    not listed in ``ENCODERS``)."""
+    if _encoder_family(pipeline) is not None:
         return
     if (Path(pipeline) / "text_encoder_2").is_dir() or (Path(pipeline) / "text_encoder_3").is_dir():
-        raise ValueError(f"{pipeline}: prompt encoding for {cls or 'this pipeline'} (several text encoders / T5) is not "
-                         "built yet; fewstep encodes prompts for StableDiffusionPipeline and StableDiffusionXLPipeline")
+        cls = pipeline_class(pipeline)
+        raise ValueError(f"{pipeline}: prompt encoding for {cls or 'this pipeline'} (several text encoders) is not built; "
+                         "fewstep encodes prompts for the StableDiffusion, StableDiffusionXL, StableDiffusion3 and Flux pipelines")
 
 
 def _batched(run, prompts: list[str], batch: int):
@@ -84,8 +96,9 @@ def encode_prompts(pipeline: Path, prompts: list[str], batch: int = 64, resoluti
     (1, 6) for a ``resolution`` x ``resolution`` image."""
     pipeline = Path(pipeline)
     refuse_unencodable(pipeline)
-    if pipeline_class(pipeline).startswith("StableDiffusionXL"):
-        return _encode_sdxl(pipeline, prompts, batch, resolution)
+    family = _encoder_family(pipeline)
+    if family is not None:
+        return globals()[ENCODERS[family]](pipeline, prompts, batch, resolution)
     from transformers import CLIPTextModel, CLIPTokenizer
 
     tok = CLIPTokenizer.from_pretrained(pipeline / "tokenizer", local_files_only=True)
@@ -133,6 +146,72 @@ def _encode_sdxl(pipeline: Path, prompts: list[str], batch: int, resolution: int
     null_text, null_pooled = (torch.zeros_like(text[:1]), torch.zeros_like(pooled[:1])) if force_zeros else run([""])
     time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32)
     return {"text": text, "null_text": null_text, "pooled": pooled, "null_pooled": null_pooled, "time_ids": time_ids}
+
+
+def _t5(pipeline: Path, tok_dir: str, enc_dir: str):
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    return (AutoTokenizer.from_pretrained(pipeline / tok_dir, local_files_only=True),
+            T5EncoderModel.from_pretrained(pipeline / enc_dir, local_files_only=True).eval())
+
+
+def _t5_states(tok, enc, texts: list[str], max_length: int) -> torch.Tensor:
+    ids = tok(texts, padding="max_length", max_length=max_length, truncation=True, add_special_tokens=True,
+              return_tensors="pt").input_ids
+    return enc(ids)[0]
+
+
+def _encode_sd3(pipeline: Path, prompts: list[str], batch: int, resolution: int | None = None,
+                max_sequence_length: int = 256) -> dict:
+    """StableDiffusion3Pipeline.encode_prompt (no clip skip, its default 256 T5 tokens): each CLIP encoder's
+    penultimate hidden state, concatenated on the feature axis and zero-padded to T5's width, then T5's
+    states after them on the sequence axis (zeros where the pipeline ships no T5); pooled = both CLIP
+    encoders' projected outputs concatenated. The null prompt is the empty prompt encoded (SD3 forces no
+    zeros)."""
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    clips = [(CLIPTokenizer.from_pretrained(pipeline / t, local_files_only=True),
+              CLIPTextModelWithProjection.from_pretrained(pipeline / e, local_files_only=True).eval())
+             for t, e in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))]
+    t5 = _t5(pipeline, "tokenizer_3", "text_encoder_3") if (pipeline / "text_encoder_3").is_dir() else None
+    width = json.loads((pipeline / "transformer" / "config.json").read_text())["joint_attention_dim"]
+    max_clip = clips[0][0].model_max_length  # the pipeline's tokenizer_max_length, for both CLIP encoders
+
+    def run(texts):
+        hidden, pooled = [], []
+        for tok, enc in clips:
+            ids = tok(texts, padding="max_length", max_length=max_clip, truncation=True, return_tensors="pt").input_ids
+            out = enc(ids, output_hidden_states=True)
+            pooled.append(out[0])
+            hidden.append(out.hidden_states[-2])
+        t5_states = (_t5_states(*t5, texts, max_sequence_length) if t5 is not None
+                     else torch.zeros(len(texts), max_sequence_length, width))
+        clip = torch.cat(hidden, dim=-1)
+        clip = torch.nn.functional.pad(clip, (0, t5_states.shape[-1] - clip.shape[-1]))
+        return torch.cat([clip, t5_states], dim=-2), torch.cat(pooled, dim=-1)
+
+    text, pooled = _batched(run, prompts, batch)
+    null_text, null_pooled = run([""])
+    return {"text": text, "null_text": null_text, "pooled": pooled, "null_pooled": null_pooled}
+
+
+def _encode_flux(pipeline: Path, prompts: list[str], batch: int, resolution: int | None = None,
+                 max_sequence_length: int = 512) -> dict:
+    """FluxPipeline.encode_prompt (its default 512 T5 tokens): T5's hidden states are the text, CLIP's pooled
+    output the pooled embedding. The null prompt (true CFG's negative) is the empty prompt encoded."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(pipeline / "tokenizer", local_files_only=True)
+    clip = CLIPTextModel.from_pretrained(pipeline / "text_encoder", local_files_only=True).eval()
+    t5 = _t5(pipeline, "tokenizer_2", "text_encoder_2")
+
+    def run(texts):
+        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+        return _t5_states(*t5, texts, max_sequence_length), clip(ids, output_hidden_states=False).pooler_output
+
+    text, pooled = _batched(run, prompts, batch)
+    null_text, null_pooled = run([""])
+    return {"text": text, "null_text": null_text, "pooled": pooled, "null_pooled": null_pooled}
 
 
 @torch.no_grad()

@@ -78,8 +78,13 @@ def flow_range(process: NoiseProcess) -> tuple[float, float]:
 
 def flow(process: NoiseProcess, n: int, final_zero=True):
     """Uniform steps in rectified-flow time tau = sh / (1 + sh) from the process's top level to 0:
-    Euler in tau on x_tau = (1 - tau) x0 + tau eps (InstaFlow / SD3 sampling) is DDIM on these levels."""
+    Euler in tau on x_tau = (1 - tau) x0 + tau eps (InstaFlow / SD3 sampling) is DDIM on these levels.
+    A flow process with a timestep shift s (SD3's 3.0; FLUX.1-dev's at its resolution) moves them to
+    s tau / (1 + (s - 1) tau), as diffusers' FlowMatchEulerDiscreteScheduler does."""
     tau = flow_range(process)[1] * (1 - torch.arange(n, dtype=torch.float64) / n)
+    s = float(getattr(process, "shift", 1.0))
+    if s != 1.0:
+        tau = s * tau / (1 + (s - 1) * tau)
     return _finish(tau / (1 - tau), final_zero)
 
 

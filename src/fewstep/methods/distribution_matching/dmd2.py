@@ -76,18 +76,24 @@ class FakeScoreDiscriminator:
     during student updates (DMD2's GAN, SiDA's discriminator). Mixed in before the family base."""
 
     def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
-        self.head = bottleneck_head(teacher, shape, num_classes)
+        c = cfg if cfg is not None else self.Config()
+        try:
+            self.head = bottleneck_head(teacher, shape, num_classes)
+        except NotImplementedError as e:  # a transformer teacher (SD3, Flux) has no bottleneck features
+            if c.gan_gen_weight > 0 or c.gan_disc_weight > 0:
+                raise ValueError(f"{e}: train without it (gan_gen_weight=0, gan_disc_weight=0)") from None
+            self.head = None
         super().__init__(teacher, cfg, shape, num_classes)
 
     def networks(self):
-        return {**super().networks(), "disc": self.head}
+        return {**super().networks(), **({"disc": self.head} if self.head is not None else {})}
 
     def critic_parameters(self):
-        return list(self.fake.net.parameters()) + list(self.head.parameters())
+        return list(self.fake.net.parameters()) + (list(self.head.parameters()) if self.head is not None else [])
 
     def critic_networks(self) -> list:
         """The networks a student update reads without training them (frozen during it)."""
-        return [self.fake, self.head]
+        return [self.fake] + ([self.head] if self.head is not None else [])
 
 
 class DMD2(FakeScoreDiscriminator, DistributionMatchingBase):

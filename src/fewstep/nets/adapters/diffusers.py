@@ -10,6 +10,7 @@ with ``eps`` / ``v`` from ``prediction_type``; flow-matching schedulers give ``R
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -29,12 +30,33 @@ def _require_diffusers():
         raise ImportError("this model needs diffusers: pip install 'fewstep[diffusers]'") from None
 
 
-def process_from_scheduler(cfg: dict) -> tuple[dict, str]:
-    """(fewstep process config, parameterisation) for a diffusers scheduler config."""
+def dynamic_shift(cfg: dict, image_seq_len: int) -> float:
+    """The static shift a resolution-dependent (``use_dynamic_shifting``) flow scheduler applies at one image
+    size: the pipelines' ``calculate_shift`` gives mu linear in the latent token count, and the scheduler's
+    exponential time shift e^mu / (e^mu + 1/t - 1) is the static shift s t / (1 + (s - 1) t) with s = e^mu
+    (the linear one, mu / (mu + 1/t - 1), the same with s = mu). FLUX.1-dev at 1024 px: 4096 tokens, s = e^1.15."""
+    lo, hi = cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096)
+    b_shift, m_shift = cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15)
+    mu = b_shift + (m_shift - b_shift) * (image_seq_len - lo) / (hi - lo)
+    kind = cfg.get("time_shift_type", "exponential")
+    if kind not in ("exponential", "linear"):
+        raise ValueError(f"unsupported time_shift_type {kind!r}")
+    return float(math.exp(mu)) if kind == "exponential" else float(mu)
+
+
+def process_from_scheduler(cfg: dict, image_seq_len: int | None = None) -> tuple[dict, str]:
+    """(fewstep process config, parameterisation) for a diffusers scheduler config; a flow scheduler with
+    resolution-dependent shift needs the image's latent token count (``image_seq_len``)."""
     name = cfg.get("_class_name", "")
     if "FlowMatch" in name:
+        for key in ("shift_terminal", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "invert_sigmas"):
+            if cfg.get(key):
+                raise ValueError(f"{name} with {key} is not supported")
         if cfg.get("use_dynamic_shifting"):
-            raise ValueError(f"{name} with use_dynamic_shifting (resolution-dependent shift) is not supported")
+            if image_seq_len is None:
+                raise ValueError(f"{name} shifts its timesteps by resolution (use_dynamic_shifting): the image "
+                                 "resolution is needed (--resolution)")
+            return {"family": "flow", "shift": dynamic_shift(cfg, image_seq_len)}, "flow"
         return {"family": "flow", "shift": float(cfg.get("shift", 1.0))}, "flow"
     if cfg.get("trained_betas"):
         raise ValueError("schedulers with explicit trained_betas are not supported")
@@ -137,10 +159,10 @@ class DiffusersSD3(nn.Module):
         self.cfg = None
 
     def forward(self, x, c_noise, cond=None, return_bottleneck: bool = False):
-        if not isinstance(cond, Cond) or cond.text is None or cond.pooled is None:
-            raise ValueError("an SD3 transformer needs Cond(text=..., pooled=...)")
         if return_bottleneck:
             raise NotImplementedError("no bottleneck features for SD3 transformers (DMD2's GAN head)")
+        if not isinstance(cond, Cond) or cond.text is None or cond.pooled is None:
+            raise ValueError("an SD3 transformer needs Cond(text=..., pooled=...)")
         return self.transformer(hidden_states=x, encoder_hidden_states=cond.text.to(x.dtype),
                                 pooled_projections=cond.pooled.to(x.dtype), timestep=c_noise.to(x.dtype),
                                 return_dict=False)[0]
@@ -167,10 +189,10 @@ class DiffusersFlux(nn.Module):
         return ids.reshape(h * w, 3)
 
     def forward(self, x, c_noise, cond=None, return_bottleneck: bool = False):
-        if not isinstance(cond, Cond) or cond.text is None or cond.pooled is None:
-            raise ValueError("a Flux transformer needs Cond(text=..., pooled=...)")
         if return_bottleneck:
             raise NotImplementedError("no bottleneck features for Flux transformers (DMD2's GAN head)")
+        if not isinstance(cond, Cond) or cond.text is None or cond.pooled is None:
+            raise ValueError("a Flux transformer needs Cond(text=..., pooled=...)")
         b, c, h, w = x.shape
         packed = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
         guidance = None
@@ -210,8 +232,21 @@ def build(cfg: dict) -> nn.Module:
     return net
 
 
-def load_pipeline_teacher(path: str | Path):
-    """(Denoiser, info) from a local diffusers pipeline folder (UNet, SD3 or Flux); info names its other components."""
+def latent_tokens(root: Path, resolution: int) -> int:
+    """The transformer's image token count at ``resolution`` px, as the SD3 / Flux pipelines compute it for
+    their dynamic shift: latent side = resolution / the VAE's downsampling, in 2x2 patches (SD3's
+    patch_size, Flux's packing)."""
+    vae = json.loads((root / "vae" / "config.json").read_text())
+    side = resolution // 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
+    tr = root / "transformer" / "config.json"
+    cfg = json.loads(tr.read_text()) if tr.is_file() else {"patch_size": 1}
+    patch = 2 if cfg.get("_class_name") == "FluxTransformer2DModel" else cfg.get("patch_size", 2)
+    return (side // patch) ** 2
+
+
+def load_pipeline_teacher(path: str | Path, resolution: int | None = None):
+    """(Denoiser, info) from a local diffusers pipeline folder (UNet, SD3 or Flux); info names its other components.
+    ``resolution`` (px) fixes a resolution-dependent flow shift (FLUX.1-dev's) at that image size."""
     _require_diffusers()
     from ...noise import process_from_config
     from ...noise.precond import Denoiser
@@ -221,7 +256,8 @@ def load_pipeline_teacher(path: str | Path):
     if not index.is_file():
         raise FileNotFoundError(f"{root} is not a diffusers pipeline folder (no model_index.json)")
     sched_cfg = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
-    proc_cfg, param = process_from_scheduler(sched_cfg)
+    seq = latent_tokens(root, resolution) if resolution and sched_cfg.get("use_dynamic_shifting") else None
+    proc_cfg, param = process_from_scheduler(sched_cfg, seq)
     if (root / "unet").is_dir():
         from diffusers import UNet2DConditionModel
 
