@@ -156,6 +156,94 @@ def test_generate_returns_pngs_that_match_the_model(client, students):
     assert r.status_code == 200 and r.json()["steps"] == 5  # Heun: 3 grid steps = 5 evaluations
 
 
+@pytest.fixture(scope="module")
+def text_client(tmp_path_factory):
+    """A tiny Stable Diffusion pipeline served as the teacher beside a LoRA student distilled from it."""
+    pytest.importorskip("diffusers")
+    from starlette.testclient import TestClient
+
+    from fewstep.cli import main
+
+    from tiny_sd import make_caption_folder, make_sd_pipeline
+
+    root = tmp_path_factory.mktemp("text")
+    pipe, data = make_sd_pipeline(root / "pipe"), make_caption_folder(root / "data")
+    out = root / "dmd2"  # 6 iterations: its second student update is the first with a non-zero DM gradient
+    assert main(["distill", "--teacher", f"diffusers:{pipe}", "--method", "dmd2", "--nfe", "1", "--lora-rank", "4",
+                 "--data", f"folder:{data}", "--resolution", "16", "--max-iters", "6", "--batch-size", "2", "--lr", "1e-2",
+                 "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    p = ModelPool()
+    p.load("sd", f"diffusers:{pipe}")
+    p.load("dmd2", str(out))
+    with TestClient(create_app(p, ServeConfig(results_dir="benchmarks/results"))) as c:
+        yield c, p, pipe, out
+
+
+def _png(b64: str) -> torch.Tensor:
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
+    return torch.tensor(arr, dtype=torch.float32).permute(2, 0, 1) / 127.5 - 1
+
+
+def test_text_to_image_models_take_a_prompt_and_return_the_decoded_sample(text_client):
+    """A prompt reaches the model as the pipeline encodes it; the PNG is the VAE's decoding of the model's
+    own sample, to 8 bits; the student shares the teacher's network; class and other sizes are refused."""
+    import diffusers
+
+    from fewstep.nets.cond import Cond
+    from fewstep.samplers.ode import initial_noise
+    from fewstep.samplers.registry import sample
+
+    c, pool, pipe_dir, out = text_client
+    models = {m["name"]: m for m in c.get("/v1/models").json()["models"]}
+    assert models["dmd2"]["conditioning"] == models["sd"]["conditioning"] == "text"
+    assert models["dmd2"]["shape"] == [3, 16, 16] and models["dmd2"]["shares_base_with"] == ["sd"]
+    r = c.post("/v1/generate", json={"model": "dmd2", "prompt": "digit 3", "n": 2, "seed": 4})
+    assert r.status_code == 200, r.text
+    got = _png(r.json()["images"][1])
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(pipe_dir, local_files_only=True)
+    with torch.no_grad():
+        text = pipe.encode_prompt("digit 3", "cpu", 2, False)[0]
+    student, cfg = load_denoiser(str(out))
+    sig = torch.tensor(cfg["sampling"]["sigmas"], dtype=torch.float64)
+    x = initial_noise(student.process, sig, (2, 4, 8, 8), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        lat = sample(student, x, sig, "multistep", cond=Cond(text=text))
+        ref = pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample.clamp(-1, 1)
+    assert torch.allclose(got, ref[1], atol=1.5 / 127.5)
+    other = _png(c.post("/v1/generate", json={"model": "dmd2", "prompt": "digit 5", "n": 2, "seed": 4}).json()["images"][1])
+    assert not torch.allclose(other, got, atol=1.5 / 127.5)  # the prompt matters (the tiny tokenizer keeps 16 characters)
+    r = c.post("/v1/generate", json={"model": "sd", "prompt": "a picture number 3", "steps": 2, "cfg": 3.0,
+                                     "negative": "blurry", "seed": 1})
+    assert r.status_code == 200 and _png(r.json()["images"][0]).shape == (3, 16, 16)
+    for body, field in (({"class": 3}, "class"), ({"width": 32}, "width"), ({"height": 8}, "height")):
+        r = c.post("/v1/generate", json={"model": "dmd2", "prompt": "a 3", **body})
+        assert r.status_code == 422 and r.json()["error"]["field"] == field
+    assert c.get("/healthz").status_code == 200
+
+
+def test_text_requests_with_different_prompts_batch_without_changing_an_image(text_client):
+    """Each request keeps its own prompt and negative prompt inside a shared batch."""
+    from fewstep.samplers.generate import SamplingSpec as Spec
+
+    _, pool, _, _ = text_client
+    model = pool.models["sd"]
+    den = pool.activate(model)
+    spec = Spec("euler", 2, "flow", cfg=2.0)
+    conds = [model.text.cond("a picture number 1", None, 1), model.text.cond("a picture number 2", "number 7", 2)]
+    together = generate_requests(den, spec, model.shape, [(1, conds[0], 3), (2, conds[1], 8)])
+    for (n, seed), cond, batched in zip([(1, 3), (2, 8)], conds, together):
+        (single,) = generate_requests(den, spec, model.shape, [(n, cond, seed)])
+        assert torch.allclose(batched, single, rtol=1e-4, atol=1e-4)  # up to a different batch size's rounding
+    (no_negative,) = generate_requests(den, spec, model.shape, [(2, model.text.cond("a picture number 2", None, 2), 8)])
+    assert not torch.allclose(no_negative, together[1], atol=1e-4)  # the negative prompt is used
+
+
 BAD = [  # (body, status, field): every one is refused before it reaches a model
     ({"model": "nope"}, 422, "model"),
     ({"n": 1}, 422, "model"),

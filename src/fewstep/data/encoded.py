@@ -65,7 +65,7 @@ def pipeline_class(pipeline: Path) -> str:
     return model_index(pipeline).get("_class_name", "")
 
 
-ENCODERS = {"StableDiffusionXL": "_encode_sdxl", "StableDiffusion3": "_encode_sd3", "Flux": "_encode_flux"}
+ENCODERS = {"StableDiffusionXL": "_sdxl_encoder", "StableDiffusion3": "_sd3_encoder", "Flux": "_flux_encoder"}
 
 
 def _encoder_family(pipeline: Path) -> str | None:
@@ -89,31 +89,57 @@ def _batched(run, prompts: list[str], batch: int):
     return tuple(torch.cat(parts) for parts in zip(*outs))
 
 
-@torch.no_grad()
+class PromptEncoder:
+    """A pipeline's text encoders, loaded once: ``encoder(prompts)`` gives the dict ``encode_prompts`` does
+    (training caches it; a server encodes each request's prompt with the same object). ``keys`` names what
+    one prompt gives: ``text`` and, for SDXL / SD3 / Flux, ``pooled``."""
+
+    def __init__(self, pipeline: Path | str, resolution: int | None = None):
+        self.pipeline = Path(pipeline)
+        refuse_unencodable(self.pipeline)
+        family = _encoder_family(self.pipeline)
+        build = globals()[ENCODERS[family]] if family is not None else _sd_encoder
+        self.run, self.keys, self._null_fn, self.extra = build(self.pipeline, resolution)
+        self._null = None
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str], batch: int = 64) -> dict:
+        out = dict(zip(self.keys, _batched(self.run, list(prompts), batch)))
+        out.update({f"null_{k}": v for k, v in self.null().items()})
+        return {**out, **self.extra}
+
+    @torch.no_grad()
+    def null(self) -> dict:
+        """The null condition's embeddings, (1, ...) per key (CFG's unconditional branch)."""
+        if self._null is None:
+            self._null = dict(zip(self.keys, self._null_fn()))
+        return self._null
+
+
 def encode_prompts(pipeline: Path, prompts: list[str], batch: int = 64, resolution: int | None = None) -> dict:
     """The prompts' embeddings as the pipeline class computes them: ``text`` (N, L, D) and ``null_text``
-    (1, L, D), the empty prompt's; for SDXL also ``pooled`` (N, P), ``null_pooled`` (1, P) and ``time_ids``
-    (1, 6) for a ``resolution`` x ``resolution`` image."""
-    pipeline = Path(pipeline)
-    refuse_unencodable(pipeline)
-    family = _encoder_family(pipeline)
-    if family is not None:
-        return globals()[ENCODERS[family]](pipeline, prompts, batch, resolution)
+    (1, L, D), the empty prompt's; for SDXL, SD3 and Flux also ``pooled`` (N, P) and ``null_pooled`` (1, P),
+    and for SDXL ``time_ids`` (1, 6) for a ``resolution`` x ``resolution`` image."""
+    return PromptEncoder(pipeline, resolution)(prompts, batch)
+
+
+def _sd_encoder(pipeline: Path, resolution: int | None = None):
+    """StableDiffusionPipeline.encode_prompt: the CLIP encoder's last hidden state, max-length padding; the
+    null prompt is the empty prompt encoded. Returns (run, keys, null, extra), as every builder here."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
     tok = CLIPTokenizer.from_pretrained(pipeline / "tokenizer", local_files_only=True)
     enc = CLIPTextModel.from_pretrained(pipeline / "text_encoder", local_files_only=True).eval()
 
-    def run(texts):  # StableDiffusionPipeline.encode_prompt: last hidden state, max-length padding
+    def run(texts):
         ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids
         return (enc(ids)[0],)
 
-    (text,) = _batched(run, prompts, batch)
-    return {"text": text, "null_text": run([""])[0]}
+    return run, ("text",), lambda: run([""]), {}
 
 
-def _encode_sdxl(pipeline: Path, prompts: list[str], batch: int, resolution: int | None) -> dict:
+def _sdxl_encoder(pipeline: Path, resolution: int | None):
     """StableDiffusionXLPipeline.encode_prompt (no clip skip): each CLIP encoder's penultimate hidden state,
     concatenated on the feature axis; the pooled embedding is the second encoder's projected output. The
     null prompt is zeros where the pipeline forces zeros for an empty negative prompt (its default), else
@@ -141,11 +167,14 @@ def _encode_sdxl(pipeline: Path, prompts: list[str], batch: int, resolution: int
             hidden.append(out.hidden_states[-2])
         return torch.cat(hidden, dim=-1), pooled
 
-    text, pooled = _batched(run, prompts, batch)
     force_zeros = model_index(pipeline).get("force_zeros_for_empty_prompt", True)
-    null_text, null_pooled = (torch.zeros_like(text[:1]), torch.zeros_like(pooled[:1])) if force_zeros else run([""])
+
+    def null():
+        text, pooled = run([""])
+        return (torch.zeros_like(text), torch.zeros_like(pooled)) if force_zeros else (text, pooled)
+
     time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32)
-    return {"text": text, "null_text": null_text, "pooled": pooled, "null_pooled": null_pooled, "time_ids": time_ids}
+    return run, ("text", "pooled"), null, {"time_ids": time_ids}
 
 
 def _t5(pipeline: Path, tok_dir: str, enc_dir: str):
@@ -161,8 +190,7 @@ def _t5_states(tok, enc, texts: list[str], max_length: int) -> torch.Tensor:
     return enc(ids)[0]
 
 
-def _encode_sd3(pipeline: Path, prompts: list[str], batch: int, resolution: int | None = None,
-                max_sequence_length: int = 256) -> dict:
+def _sd3_encoder(pipeline: Path, resolution: int | None = None, max_sequence_length: int = 256):
     """StableDiffusion3Pipeline.encode_prompt (no clip skip, its default 256 T5 tokens): each CLIP encoder's
     penultimate hidden state, concatenated on the feature axis and zero-padded to T5's width, then T5's
     states after them on the sequence axis (zeros where the pipeline ships no T5); pooled = both CLIP
@@ -190,13 +218,10 @@ def _encode_sd3(pipeline: Path, prompts: list[str], batch: int, resolution: int 
         clip = torch.nn.functional.pad(clip, (0, t5_states.shape[-1] - clip.shape[-1]))
         return torch.cat([clip, t5_states], dim=-2), torch.cat(pooled, dim=-1)
 
-    text, pooled = _batched(run, prompts, batch)
-    null_text, null_pooled = run([""])
-    return {"text": text, "null_text": null_text, "pooled": pooled, "null_pooled": null_pooled}
+    return run, ("text", "pooled"), lambda: run([""]), {}
 
 
-def _encode_flux(pipeline: Path, prompts: list[str], batch: int, resolution: int | None = None,
-                 max_sequence_length: int = 512) -> dict:
+def _flux_encoder(pipeline: Path, resolution: int | None = None, max_sequence_length: int = 512):
     """FluxPipeline.encode_prompt (its default 512 T5 tokens): T5's hidden states are the text, CLIP's pooled
     output the pooled embedding. The null prompt (true CFG's negative) is the empty prompt encoded."""
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -209,9 +234,7 @@ def _encode_flux(pipeline: Path, prompts: list[str], batch: int, resolution: int
         ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
         return _t5_states(*t5, texts, max_sequence_length), clip(ids, output_hidden_states=False).pooler_output
 
-    text, pooled = _batched(run, prompts, batch)
-    null_text, null_pooled = run([""])
-    return {"text": text, "null_text": null_text, "pooled": pooled, "null_pooled": null_pooled}
+    return run, ("text", "pooled"), lambda: run([""]), {}
 
 
 @torch.no_grad()

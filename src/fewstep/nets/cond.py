@@ -27,6 +27,11 @@ class Cond:
     def _batched(self):
         return {"labels": self.labels, "text": self.text, "pooled": self.pooled}
 
+    def to(self, device) -> "Cond":
+        f = lambda v: None if v is None else v.to(device)  # noqa: E731
+        return replace(self, labels=f(self.labels), text=f(self.text), pooled=f(self.pooled), null_text=f(self.null_text),
+                       null_pooled=f(self.null_pooled), extra={k: v.to(device) for k, v in self.extra.items()})
+
 
 def _cat(a, b):
     return None if a is None else torch.cat([a, b])
@@ -97,3 +102,12 @@ def _need(v, name):
     if v is None:
         raise ValueError(f"classifier-free guidance on text needs Cond.{name} (the empty prompt's embedding)")
     return v
+
+
+def stack_conds(conds: list[Cond]) -> Cond:
+    """Several conditions as one batch, each keeping its own unconditional branch (per-sample null_text;
+    ``null_like`` then selects each sample's own)."""
+    cat = lambda vs: None if vs[0] is None else torch.cat(vs)  # noqa: E731
+    return Cond(text=cat([c.text for c in conds]), pooled=cat([c.pooled for c in conds]),
+                extra={k: torch.cat([c.extra[k] for c in conds]) for k in conds[0].extra},
+                null_text=cat([c.null_text for c in conds]), null_pooled=cat([c.null_pooled for c in conds]))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..hardware import use_bf16
+from ..nets.cond import Cond, stack_conds
 from ..noise.guidance import guided
 from .grids import make_grid
 from .ode import initial_noise
@@ -97,7 +98,7 @@ def generate(den, n: int, spec: SamplingSpec, shape, labels=None, seed: int = 0,
 
 
 def generate_requests(den, spec: SamplingSpec, shape, requests: list[tuple[int, object, int]], bf16: bool = False):
-    """Several requests' samples in one batch: each request (n, labels or None, seed) gets the noise
+    """Several requests' samples in one batch: each request (n, labels, a ``Cond`` or None, seed) gets the noise
     ``generate(den, n, spec, shape, labels, seed)`` would draw, so batching does not change an image
     (up to the float rounding of a different batch size). Stochastic samplers draw their per-step noise
     from the first request's generator: batch only one request at a time for them."""
@@ -106,7 +107,12 @@ def generate_requests(den, spec: SamplingSpec, shape, requests: list[tuple[int, 
     x = torch.cat([initial_noise(den.process, sigmas, (n, *shape), generator=g, device=device)
                    for (n, _, _), g in zip(requests, gens)])
     labels = [lab for _, lab, _ in requests]
-    cond = None if all(lab is None for lab in labels) else torch.cat([torch.as_tensor(lab) for lab in labels]).to(device)
+    if all(lab is None for lab in labels):
+        cond = None
+    elif isinstance(labels[0], Cond):  # text conditions, each with its own unconditional branch
+        cond = stack_conds(labels).to(device)
+    else:
+        cond = torch.cat([torch.as_tensor(lab) for lab in labels]).to(device)
     with torch.no_grad(), ctx:
         out = sample(model, x, sigmas, spec.sampler, cond=cond, generator=gens[0]).float().cpu()
     return list(out.split([n for n, _, _ in requests]))

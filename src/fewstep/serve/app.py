@@ -82,6 +82,9 @@ def check_limits(req: GenerateRequest, model: ServedModel, cfg: ServeConfig) -> 
             raise BadRequest(name, f"{name} is longer than {cfg.max_prompt} characters")
     if req.cfg is not None and not (math.isfinite(req.cfg) and 0 <= req.cfg <= cfg.max_cfg):
         raise BadRequest("cfg", f"cfg must be a finite number between 0 and {cfg.max_cfg}")
+    if model.text is not None:
+        check_text_limits(req, model)
+        return
     if req.prompt is not None or req.negative is not None:
         field = "prompt" if req.prompt is not None else "negative"
         raise BadRequest(field, f"model {model.name!r} is not text-conditioned (it takes "
@@ -102,6 +105,17 @@ def check_limits(req: GenerateRequest, model: ServedModel, cfg: ServeConfig) -> 
                                        "(larger canvases are sampled in overlapping tiles)")
     elif req.width is not None or req.height is not None:
         raise BadRequest("width" if req.width is not None else "height", f"model {model.name!r} makes points, not images")
+
+
+def check_text_limits(req: GenerateRequest, model: ServedModel) -> None:
+    """A text-to-image model takes a prompt (and a negative prompt), no class, and its own image size."""
+    if req.class_ is not None:
+        raise BadRequest("class", f"model {model.name!r} is text-conditioned: send a prompt, not a class")
+    _, h, w = model.image_shape
+    for name, native in (("width", w), ("height", h)):
+        side = getattr(req, name)
+        if side is not None and side != native:
+            raise BadRequest(name, f"{name} must be the model's own {native} (tiled canvases are for pixel-space models)")
 
 
 def to_png_b64(x) -> str:
@@ -131,6 +145,8 @@ def create_app(pool: ModelPool, cfg: ServeConfig | None = None) -> Starlette:
             den = Tiled(den, tuple(model.shape[1:]))
         t0 = time.perf_counter()
         outs = generate_requests(den, spec, shape, [(j.n, j.payload["labels"], j.payload["seed"]) for j in jobs])
+        if model.text is not None:  # latents -> images through the pipeline's VAE
+            outs = [model.text.decode(o) for o in outs]
         dt = time.perf_counter() - t0
         return [(o, dt, len(jobs)) for o in outs]
 
@@ -190,7 +206,9 @@ def create_app(pool: ModelPool, cfg: ServeConfig | None = None) -> Starlette:
         except BadRequest as e:
             return error(e.status, e.field, e.message)
         labels = None
-        if model.num_classes:
+        if model.text is not None:  # the prompt's condition (encoded on this thread: small next to sampling)
+            labels = model.text.cond(req.prompt or "", req.negative, req.n)
+        elif model.num_classes:
             labels = (torch.full((req.n,), req.class_) if req.class_ is not None
                       else torch.arange(req.n) % model.num_classes)
         seed = req.seed if req.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
@@ -200,7 +218,7 @@ def create_app(pool: ModelPool, cfg: ServeConfig | None = None) -> Starlette:
         # alone (one step draws none: it ends at level 0)
         alone = spec.sampler in STOCHASTIC and spec.steps > 1
         shape = model.shape
-        if len(shape) == 3:
+        if len(shape) == 3 and model.text is None:
             shape = (shape[0], req.height or shape[1], req.width or shape[2])
         key = (model.name, spec.sampler, spec.grid, spec.steps, spec.cfg, tuple(spec.sigmas or ()), shape,
                id(request) if alone else None)

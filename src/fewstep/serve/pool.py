@@ -10,6 +10,7 @@ adapters switched off.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -38,8 +39,9 @@ def fingerprint(den: Denoiser, cfg: dict) -> str:
     h = hashlib.sha256()
     # the built network's own config: a file written before an architecture field existed reads the same
     arch = {k: v for k, v in den.net.config().items() if k != "lora"}
-    h.update(repr((sorted(arch.items()), cfg.get("process"), cfg.get("param"), cfg.get("sigma_data"),
-                   cfg.get("boundary"))).encode())
+    # canonical JSON: a config read from a file and one built in memory list their keys in different orders
+    h.update(json.dumps([arch, cfg.get("process"), cfg.get("param"), cfg.get("sigma_data"), cfg.get("boundary")],
+                        sort_keys=True, default=str).encode())
     for k, v in sorted(base_state(den.net).items()):
         h.update(k.encode())
         h.update(v.detach().to(torch.float32).contiguous().numpy().tobytes())
@@ -60,6 +62,7 @@ class ServedModel:
     adapter: str | None  # peft adapter to activate (None: adapters off, or a network without any)
     group: str  # fingerprint of the base network
     load_s: float  # seconds this model took to load (or to attach to a loaded base)
+    text: object = None  # serve/text.py TextPipeline for text-to-image (latent) models, else None
 
     @property
     def kind(self) -> str:
@@ -77,8 +80,13 @@ class ServedModel:
         method = self.cfg.get("method", {}).get("method")
         return {"name": self.name, "kind": self.kind, "method": method, "default_steps": self.nfe,
                 "sampler": self.spec.sampler, "grid": self.spec.grid,
-                "conditioning": "class" if self.num_classes else "none", "classes": self.num_classes,
-                "shape": list(self.shape), "cfg": self.spec.cfg, "shares_base_with": None}
+                "conditioning": "text" if self.text is not None else "class" if self.num_classes else "none",
+                "classes": self.num_classes, "shape": list(self.image_shape), "cfg": self.spec.cfg, "shares_base_with": None}
+
+    @property
+    def image_shape(self) -> tuple:
+        """What a request gets back: the decoded image's shape for latent models, else the sample's."""
+        return self.text.image_shape(self.shape) if self.text is not None else self.shape
 
     def spec_for(self, steps: int | None, cfg: float | None) -> SamplingSpec:
         """Its sampling with a request's NFE and CFG (ValueError when the sampler cannot spend that NFE)."""
@@ -89,6 +97,7 @@ class ServedModel:
 class ModelPool:
     models: dict[str, ServedModel] = field(default_factory=dict)
     bases: dict[str, Denoiser] = field(default_factory=dict)  # fingerprint -> the shared denoiser
+    texts: dict[str, object] = field(default_factory=dict)  # diffusers pipeline -> its TextPipeline (shared)
     active: dict[str, str | None] = field(default_factory=dict)  # fingerprint -> active adapter (None: off)
 
     def load(self, name: str, path: str) -> ServedModel:
@@ -96,8 +105,10 @@ class ModelPool:
             raise FewstepError(f"model name {name!r} given twice")
         t0 = time.perf_counter()
         den, cfg = load_denoiser(path)
-        if "diffusers" in cfg:
-            raise FewstepError(f"{path}: serving diffusers pipelines is not supported yet; serve fewstep model folders")
+        if path.startswith("diffusers:"):  # a pipeline as a teacher: its config in a model folder's form
+            from .text import diffusers_teacher_config
+
+            cfg, _ = diffusers_teacher_config(den, cfg["diffusers"])
         den.eval().requires_grad_(False)
         group = fingerprint(den, cfg)
         adapter = None
@@ -111,9 +122,20 @@ class ModelPool:
         shape = sample_shape(cfg)
         k = cfg.get("data", {}).get("num_classes", 0) or cfg.get("arch", {}).get("num_classes", 0)
         model = ServedModel(name, path, self.bases[group], cfg, SamplingSpec(**cfg.get("sampling", {})), shape, int(k or 0),
-                            adapter, group, time.perf_counter() - t0)
+                            adapter, group, time.perf_counter() - t0, self._text(cfg, shape))
         self.models[name] = model
         return model
+
+    def _text(self, cfg: dict, shape: tuple):
+        """The pipeline's text encoders and VAE for a model of a diffusers teacher (one per pipeline)."""
+        if "diffusers" not in cfg:
+            return None
+        from .text import TextPipeline
+
+        pipe = cfg["diffusers"]["pipeline"]
+        if pipe not in self.texts:
+            self.texts[pipe] = TextPipeline(pipe, shape)
+        return self.texts[pipe]
 
     def _attach(self, group: str, name: str, den: Denoiser, cfg: dict) -> str:
         """Add a LoRA student's adapter to the loaded base under its own name; its copy of the base is dropped."""

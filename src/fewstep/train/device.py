@@ -1,8 +1,6 @@
 """Where training runs: the device of every module a method holds, and of each batch."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import nn
 
@@ -38,7 +36,5 @@ def to_device(obj, device: torch.device):
     if isinstance(obj, dict):
         return {k: to_device(v, device) for k, v in obj.items()}
     if isinstance(obj, Cond):
-        f = lambda v: None if v is None else v.to(device)
-        return replace(obj, labels=f(obj.labels), text=f(obj.text), pooled=f(obj.pooled), null_text=f(obj.null_text),
-                       null_pooled=f(obj.null_pooled), extra={k: v.to(device) for k, v in obj.extra.items()})
+        return obj.to(device)
     return obj
