@@ -105,6 +105,8 @@ def _add_train(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (for GPU runs; slower)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
+    p.add_argument("--fsdp", action="store_true",
+                   help="under torchrun with N >= 2 processes: shard the trained networks with FSDP2 instead of DDP")
 
 
 def _cache(text: str) -> str:

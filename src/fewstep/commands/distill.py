@@ -39,6 +39,7 @@ class DistillRequest:
     progress: bool = True
     deterministic: bool = False
     device: str = "cpu"
+    fsdp: bool = False  # shard trained networks with FSDP2 (under torchrun, N >= 2 processes)
     resolution: int = 512  # diffusers teachers' image resolution
 
 
@@ -48,7 +49,7 @@ def request_from_args(a) -> DistillRequest:
                           lora_alpha=a.lora_alpha, max_iters=a.max_iters, batch_size=a.batch_size,
                           ckpt_every=a.ckpt_every, eval_every=a.eval_every, bf16=a.bf16, ema_decay=a.ema_decay,
                           keep=a.keep, resume=a.resume, progress=not a.no_progress, deterministic=a.deterministic,
-                          device=a.device, resolution=a.resolution)
+                          device=a.device, fsdp=a.fsdp, resolution=a.resolution)
 
 
 def method_overrides(cls, r: DistillRequest) -> dict:
@@ -165,7 +166,7 @@ def distill(r: DistillRequest) -> dict:
         tcfg = TrainConfig(out=str(out), max_iters=ts.max_iters, batch_size=ts.batch_size, seed=r.seed,
                            ckpt_every=ts.ckpt_every, keep=r.keep, eval_every=ts.eval_every, ema_decay=ts.ema_decay,
                            warmup=ts.warmup, bf16=ts.bf16, progress=r.progress, threads=r.threads,
-                           deterministic=r.deterministic, device=r.device, grad_clip=0.0)
+                           deterministic=r.deterministic, device=r.device, grad_clip=0.0, fsdp=r.fsdp)
         run = {"command": command_line(), "method": method.name, "nfe": nfe, "teacher": str(teacher_dir),
                "distill": dcfg.to_dict()}
         real_images = 0 if train.meta.get("image_free") else len(train)  # what the run could read

@@ -47,7 +47,7 @@ def run(a):
                            ckpt_every=ts.ckpt_every, keep=a.keep, eval_every=ts.eval_every, ema_decay=ts.ema_decay,
                            grad_clip=cfg.method.optim.grad_clip, warmup=ts.warmup, bf16=ts.bf16,
                            progress=not a.no_progress, threads=a.threads, deterministic=a.deterministic,
-                           device=a.device)
+                           device=a.device, fsdp=a.fsdp)
         run_cfg = {"command": command_line(), "preset": preset, "teacher": cfg.to_dict()}
         extra = {"data": {"name": cfg.data, "shape": list(train.shape), "num_classes": train.num_classes},
                  "sampling": asdict(method.default_sampling())}

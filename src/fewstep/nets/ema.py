@@ -11,6 +11,8 @@ from .sharing import copy_sharing_frozen, shares_storage
 def ema_update_(target: nn.Module, online: nn.Module, decay: float) -> None:
     """target <- decay * target + (1 - decay) * online for floating-point weights; other tensors copied."""
     for e, p in zip(target.state_dict().values(), online.state_dict().values()):
+        if hasattr(p, "full_tensor"):  # an FSDP2-sharded online network: gathered (every rank updates alike)
+            p = p.full_tensor()
         if shares_storage(e, p):  # a frozen weight both networks hold (a LoRA student's base)
             continue
         if e.is_floating_point():

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..io import atomic_dir, load_state_strict, load_tensors, point_latest, read_json, save_tensors, write_json
+from .distributed import is_dtensor, shard_like
 
 KILL_HOOK = "FEWSTEP_TEST_KILL_IN_CHECKPOINT"  # fault injection for the kill-and-resume tests
 
@@ -46,6 +47,11 @@ def optimizer_from_tensors(name: str, opt: torch.optim.Optimizer, tensors: dict,
             state.setdefault(int(idx), {})[k] = v
     for idx, st in scalars.get("state", {}).items():
         state.setdefault(int(idx), {}).update(st)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for idx, st in state.items():  # FSDP2: per-parameter state (Adam's moments) split as its parameter is
+        p = params[idx] if idx < len(params) else None
+        if p is not None and is_dtensor(p):
+            st.update({k: shard_like(v, p) for k, v in st.items() if torch.is_tensor(v) and v.shape == p.shape})
     try:
         opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
     except (ValueError, KeyError) as e:

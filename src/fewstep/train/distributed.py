@@ -52,3 +52,77 @@ def wrap_ddp(method, nets: dict) -> dict:
         elif isinstance(value, nn.Module) and id(getattr(value, "net", None)) in wrapped:
             value.net = wrapped[id(value.net)]
     return wrapped
+
+
+# -- FSDP2: sharded parameters, gradients and optimizer state ---------------------------------------
+def is_dtensor(t) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def full(t):
+    """A sharded (DTensor) tensor gathered to its full value on every rank (a collective); others as they are."""
+    return t.full_tensor() if is_dtensor(t) else t
+
+
+def shard_like(t: torch.Tensor, like) -> torch.Tensor:
+    """A full tensor split the way ``like`` (a DTensor) is, each rank keeping its own shard (no communication:
+    every rank holds the same full value, e.g. read from one checkpoint)."""
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(t.to(like.dtype), like.device_mesh, like.placements, src_data_rank=None)
+
+
+def shard_fsdp(method, nets: dict, device: torch.device) -> dict:
+    """Shard every network with trainable weights with FSDP2 (``fully_shard``: each child module with
+    parameters one unit (``_units``), then the root), so parameters, gradients and optimizer state are split across
+    the processes. The method's optimizers are re-pointed at the sharded parameters in place; networks
+    stay where the method holds them (FSDP2 shards modules in place)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    _, world = rank_world()
+    mesh = init_device_mesh(device.type, (world,))
+    remap = {}
+    for net in nets.values():
+        if not any(p.requires_grad for p in net.parameters()):
+            continue
+        before = {name: p for name, p in net.named_parameters()}
+        for unit in _units(net):
+            fully_shard(unit, mesh=mesh)
+        fully_shard(net, mesh=mesh)
+        after = dict(net.named_parameters())
+        remap.update({id(p): after[name] for name, p in before.items()})
+    for opt in method.optimizers().values():
+        for group in opt.param_groups:
+            group["params"] = [remap.get(id(p), p) for p in group["params"]]
+    return remap
+
+
+def _units(net: nn.Module) -> list:
+    """The modules sharded as units below the root: its children with parameters, looking inside
+    ModuleList / ModuleDict containers (never called themselves, so they cannot gather their parameters)."""
+    out = []
+    for child in net.children():
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            out += _units(child)
+        elif any(True for _ in child.parameters()):
+            out.append(child)
+    return out
+
+
+class Gathered:
+    """A network's or optimizer's state with every sharded tensor gathered, for rank 0 to write in the usual
+    checkpoint format (safetensors of full tensors). Built on every rank: gathering is a collective."""
+
+    def __init__(self, obj):
+        sd = obj.state_dict()
+        if "state" in sd and "param_groups" in sd:  # an optimizer
+            self.sd = {"state": {i: {k: full(v) for k, v in st.items()} for i, st in sd["state"].items()},
+                       "param_groups": sd["param_groups"]}
+        else:
+            self.sd = {k: full(v) for k, v in sd.items()}
+
+    def state_dict(self) -> dict:
+        return self.sd

@@ -68,6 +68,8 @@ class StepContext:
         clip = self.grad_clip if clip is None else clip
         clip = clip if clip > 0 else math.inf
         norm = torch.nn.utils.clip_grad_norm_(grads, clip) if grads else torch.tensor(0.0)
+        if hasattr(norm, "full_tensor"):  # FSDP2-sharded gradients: the norm over every shard
+            norm = norm.full_tensor()
         if not torch.isfinite(norm):
             return self._skip(opt, params, opt_name, "gradient")
         self.grad_norms[opt_name] = float(norm)

@@ -23,7 +23,7 @@ from ..methods.base import Method
 from ..nets.ema import EMA
 from .checkpoint import KILL_HOOK, Checkpoints
 from .device import move_method, resolve_device, to_device
-from .distributed import barrier, rank_world, wrap_ddp
+from .distributed import Gathered, barrier, rank_world, shard_fsdp, wrap_ddp
 from .guards import StepContext
 
 
@@ -46,6 +46,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0 = leave torch's default)
     deterministic: bool = False  # deterministic kernels (GPU: cuDNN/cuBLAS; errors on ops that have none)
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when available); weights stay fp32
+    fsdp: bool = False  # several processes: shard trained networks with FSDP2 instead of replicating them (DDP)
 
     def __post_init__(self):
         for name in ("max_iters", "batch_size"):
@@ -60,6 +61,9 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.log_every < 1 or self.max_skips < 1:
             raise ValueError("log_every and max_skips must be >= 1")
+        if self.fsdp and self.ema_decay == 0:
+            raise ValueError("fsdp needs the EMA (ema_decay > 0): evaluation and the final model use its full copy "
+                             "on rank 0, while the trained networks are sharded")
 
 
 def enable_determinism() -> None:
@@ -93,7 +97,11 @@ class Trainer:
         self.ctx = StepContext(method.optimizers(), self.rng, cfg.grad_clip, cfg.warmup, cfg.bf16, self.device,
                                self.shared_rng)
         self.checkpoints = Checkpoints(self.out, cfg.keep)
-        if self.world > 1:
+        if cfg.fsdp:
+            if self.world < 2:
+                raise ValueError("fsdp shards networks across processes: launch with torchrun --nproc_per_node N (N >= 2)")
+            shard_fsdp(method, self.nets, self.device)
+        elif self.world > 1:
             wrap_ddp(method, self.nets)
         method.plan(cfg.max_iters)
         self.it, self.consecutive_skips, self.train_s = 0, 0, 0.0
@@ -102,6 +110,10 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         path = self.checkpoints.dir / f"{self.it:08d}"
+        nets, optimizers = self.nets, self.method.optimizers()
+        if self.cfg.fsdp:  # every rank gathers its shards; rank 0 writes the usual full-tensor checkpoint
+            nets = {k: Gathered(v) for k, v in nets.items()}
+            optimizers = {k: Gathered(v) for k, v in optimizers.items()}
         if self.rank == 0:
             config = {"format": "fewstep-checkpoint-v1", "run": self.run_config, "method": self.method.config(),
                       "train": asdict(self.cfg)}
@@ -109,8 +121,7 @@ class Trainer:
                      "ema_updates": self.ema.num_updates if self.ema else 0,
                      "consecutive_skips": self.consecutive_skips}
             rngs = {"torch": torch.get_rng_state(), "method": self.rng, "shared": self.shared_rng}
-            path = self.checkpoints.save(self.it, config, self.nets, self.ema.net if self.ema else None,
-                                         self.method.optimizers(), rngs, state)
+            path = self.checkpoints.save(self.it, config, nets, self.ema.net if self.ema else None, optimizers, rngs, state)
         barrier()  # no rank runs ahead of a checkpoint it may have to resume from
         return path
 
