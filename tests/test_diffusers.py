@@ -180,6 +180,38 @@ def test_export_loads_in_diffusers_and_reproduces_fewstep_sampling(sd, tmp_path,
     assert not torch.allclose(base, ours, atol=1e-4)  # the LoRA matters: without it the output differs
 
 
+@pytest.mark.slow
+def test_an_euler_sampled_student_exports_with_the_euler_scheduler_on_its_own_levels(sd, tmp_path, capsys):
+    """Progressive distillation's student (deterministic Euler on its nested grid) exports as ``unet/`` with
+    EulerDiscreteScheduler and its levels as ``sigmas``: the pipeline reproduces fewstep's sample."""
+    from fewstep.model_io import load_denoiser
+    from fewstep.samplers import initial_noise, sample
+
+    pipe_dir, data = sd
+    out = tmp_path / "prog"
+    assert main(["distill", "--teacher", f"diffusers:{pipe_dir}", "--method", "progressive", "--nfe", "2", "--data",
+                 f"folder:{data}", "--resolution", "16", "--max-iters", "2", "--batch-size", "2", "--lr", "1e-2",
+                 "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    assert main(["export", "--model", str(out), "--format", "diffusers", "--out", str(tmp_path / "export")]) == 0
+    meta = json.loads((tmp_path / "export" / "fewstep_sampling.json").read_text())
+    assert meta["num_inference_steps"] == 2 and len(meta["sigmas"]) == 3 and meta["sigmas"][-1] == 0
+
+    student, _ = load_denoiser(str(out))
+    unet = diffusers.UNet2DConditionModel.from_pretrained(tmp_path / "export", subfolder="unet")
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(pipe_dir, unet=unet, local_files_only=True)
+    pipe.scheduler = diffusers.EulerDiscreteScheduler.from_pretrained(tmp_path / "export", subfolder="scheduler")
+    prompt = "digit 3"
+    with torch.no_grad():
+        text = pipe.encode_prompt(prompt, "cpu", 1, False)[0]
+    sig = torch.tensor(meta["sigmas"], dtype=torch.float64)
+    x = initial_noise(student.process, sig, (1, 4, 2, 2), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = sample(student, x, sig, "euler", cond=Cond(text=text))
+        theirs = pipe(prompt, sigmas=meta["sigmas"], guidance_scale=1.0, latents=x.clone().float(),
+                      output_type="latent").images
+    assert torch.allclose(theirs, ours.float(), atol=1e-4, rtol=1e-3), (theirs - ours).abs().max()
+
+
 @pytest.fixture(scope="module")
 def sdxl(tmp_path_factory):
     root = tmp_path_factory.mktemp("sdxl")

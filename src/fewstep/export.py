@@ -49,6 +49,8 @@ def export_diffusers(model: str, out: Path) -> Path:
         if lora:
             raise FewstepError(f"export supports LoRA students sampled with 'multistep' (consistency / DMD2), "
                                f"not {sampling.get('sampler')!r}")
+        if sampling.get("sampler") == "euler":
+            return atomic_dir(Path(out), lambda tmp: _write_euler_model(den, component, info, sampling, tmp))
         return atomic_dir(Path(out), lambda tmp: _write_full_model(den, component, info, sampling, tmp))
     flow = component == "transformer"
     levels = student_sigmas(sampling) if flow else student_timesteps(den, sampling)
@@ -110,10 +112,44 @@ def _guidance_scale(den, sampling: dict) -> float:
     return float(sampling.get("cfg", 1.0))
 
 
+def euler_levels(den, sampling: dict) -> list[float]:
+    """An Euler-sampled student's levels (sigma_hat, ending at 0): its explicit grid, else its grid rule."""
+    from .samplers.grids import make_grid
+
+    if sampling.get("sigmas"):
+        return [float(s) for s in sampling["sigmas"]]
+    return [float(s) for s in make_grid(sampling.get("grid", "karras"), den.process, int(sampling.get("steps", 1)))]
+
+
+def _write_euler_model(den, component: str, info: dict, sampling: dict, tmp: Path) -> None:
+    """A student sampled with deterministic Euler on its own grid (progressive distillation, reflow):
+    ``unet/`` or ``transformer/`` plus the diffusers Euler scheduler that takes the same levels as
+    ``sigmas`` (``EulerDiscreteScheduler`` in sigma_hat, which is DDIM on a VP teacher, as fewstep's Euler
+    is; ``FlowMatchEulerDiscreteScheduler`` unshifted, in t, for flow teachers)."""
+    import diffusers
+
+    getattr(den.net, component).save_pretrained(tmp / component, safe_serialization=True)
+    sh = euler_levels(den, sampling)
+    if component == "transformer":
+        sched = diffusers.FlowMatchEulerDiscreteScheduler.from_config(info["scheduler"], shift=1.0, use_dynamic_shifting=False,
+                                                                       stochastic_sampling=False)
+        sigmas, name = [s / (1 + s) for s in sh if s > 0], "FlowMatchEulerDiscreteScheduler"
+    else:
+        sched = diffusers.EulerDiscreteScheduler.from_config(info["scheduler"])
+        sigmas, name = sh, "EulerDiscreteScheduler"
+    sched.save_pretrained(tmp / "scheduler")
+    write_json({"format": "fewstep-diffusers-export-v1", "pipeline": info["model_index"]["_class_name"],
+                "base_pipeline": info["pipeline"], "lora": False, "timesteps": None, "sigmas": sigmas,
+                "num_inference_steps": len([s for s in sh if s > 0]), "guidance_scale": _guidance_scale(den, sampling),
+                "usage": f"{component} = {type(getattr(den.net, component)).__name__}.from_pretrained(DIR, subfolder='{component}'); "
+                         f"pipe = PIPELINE.from_pretrained(BASE, {component}={component}); "
+                         f"pipe.scheduler = {name}.from_pretrained(DIR, subfolder='scheduler'); pipe(prompt, sigmas=SIGMAS)"},
+               tmp / "fewstep_sampling.json")
+
+
 def _write_full_model(den, component: str, info: dict, sampling: dict, tmp: Path) -> None:
-    """A student sampled as the teacher is (architecture distillation: BK-SDM's smaller UNet; Euler-sampled
-    students: progressive, reflow): ``unet/`` or ``transformer/`` in place of the pipeline's, with the
-    teacher's scheduler."""
+    """A student sampled as the teacher is (architecture distillation: BK-SDM's smaller UNet):
+    ``unet/`` or ``transformer/`` in place of the pipeline's, with the teacher's scheduler."""
     getattr(den.net, component).save_pretrained(tmp / component, safe_serialization=True)
     sched_cls = info["scheduler"].get("_class_name", "DDPMScheduler")
     import diffusers
