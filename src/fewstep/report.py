@@ -261,6 +261,21 @@ def watermark_anysize_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def folder_demo_table(results: dict) -> str:
+    """benchmarks/folder_demo.py's table: one line per folder the demo ran on (FDs to 3 significant digits:
+    each folder's feature network has its own scale)."""
+    lines = ["| folder | images | classes | feature net acc | floor FD | teacher best FD (sampler, NFE) | teacher 1 NFE | "
+             "1-step student FD | student / teacher best | teacher best / floor | demo wall time |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for name, d in results["datasets"].items():
+        tb = d["teacher_best"]
+        lines.append(f"| {name} | {'x'.join(map(str, d['shape']))} | {d['classes']} | {d['feature_acc']:.3f} | "
+                     f"{d['floor']:.3g} | {tb['fd']:.3g} ({tb['sampler']}/{tb['grid']}, {tb['nfe']:g}) | "
+                     f"{d['teacher_1nfe_fd']:.3g} | {d['student_fd']:.3g} ± {d['student_fd_std']:.2g} | "
+                     f"{d['student_fd'] / tb['fd']:.2f}x | {tb['fd'] / d['floor']:.2f}x | {d['wall_min']:.1f} min |")
+    return "\n".join(lines) + "\n"
+
+
 def table_for(results: dict, reference_rows: list[dict] | None = None) -> str:
     """The markdown table of any results file fewstep's benchmarks write."""
     if results.get("benchmark") == "linfusion_resolution":
@@ -269,6 +284,8 @@ def table_for(results: dict, reference_rows: list[dict] | None = None) -> str:
         return serve_table(results)
     if results.get("benchmark") == "watermark_anysize":
         return watermark_anysize_table(results)
+    if results.get("benchmark") == "folder_demo":
+        return folder_demo_table(results)
     if str(results.get("benchmark", "")).startswith("gpu_dmd2_sd15"):
         return gpu_step_table(results)
     return results_table(results, reference_rows)
