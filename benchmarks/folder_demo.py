@@ -106,6 +106,8 @@ def collect(name: str, data: Path, out: Path, command: str, wall_s: float) -> tu
                "teacher_best": {k: best[k] for k in ("sampler", "grid", "nfe", "fd", "class_acc")},
                "teacher_1nfe_fd": one["fd"], "student_fd": student["fd"], "student_fd_std": student["fd_std"],
                "student_class_acc": student["class_acc"], "student_iterations": ev["iterations"],
+               "teacher_s_per_it": teacher_cfg["training"]["train_s"] / max(teacher_cfg["training"]["iterations"], 1),
+               "student_s_per_it": (ev["train_s"] or 0) / max(ev["iterations"], 1),
                "wall_min": round(wall_s / 60, 1), "command": command}
     return summary, rows
 

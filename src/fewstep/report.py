@@ -265,14 +265,15 @@ def folder_demo_table(results: dict) -> str:
     """benchmarks/folder_demo.py's table: one line per folder the demo ran on (FDs to 3 significant digits:
     each folder's feature network has its own scale)."""
     lines = ["| folder | images | classes | feature net acc | floor FD | teacher best FD (sampler, NFE) | teacher 1 NFE | "
-             "1-step student FD | student / teacher best | teacher best / floor | demo wall time |",
-             "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "1-step student FD | student / teacher best | teacher best / floor | s/it teacher, student | demo wall time |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|---:|"]
     for name, d in results["datasets"].items():
         tb = d["teacher_best"]
         lines.append(f"| {name} | {'x'.join(map(str, d['shape']))} | {d['classes']} | {d['feature_acc']:.3f} | "
                      f"{d['floor']:.3g} | {tb['fd']:.3g} ({tb['sampler']}/{tb['grid']}, {tb['nfe']:g}) | "
                      f"{d['teacher_1nfe_fd']:.3g} | {d['student_fd']:.3g} ± {d['student_fd_std']:.2g} | "
-                     f"{d['student_fd'] / tb['fd']:.2f}x | {tb['fd'] / d['floor']:.2f}x | {d['wall_min']:.1f} min |")
+                     f"{d['student_fd'] / tb['fd']:.2f}x | {tb['fd'] / d['floor']:.2f}x | "
+                     f"{d['teacher_s_per_it']:.2f}, {d['student_s_per_it']:.2f} | {d['wall_min']:.1f} min |")
     return "\n".join(lines) + "\n"
 
 
