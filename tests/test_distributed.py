@@ -79,7 +79,8 @@ def test_fsdp_shards_each_network_and_trains_exactly_as_ddp_and_resumes(tmp_path
     """FSDP2 over 2 gloo processes: each trained network is split (each process holds about half, checked in
     the worker), and DMD2 (student, fake score, GAN head, EMA, both optimizers' state) ends bitwise where DDP
     ends. Checkpoints hold full tensors: a run stopped at 2 iterations and resumed to 4 equals DDP resumed
-    the same way, and for the draw-free loss equals the uninterrupted run."""
+    the same way, and for the draw-free loss equals the uninterrupted run and one process with the whole
+    batch."""
     nets = ["student", "fake", "disc", "ema", "optim"]
     _torchrun(2, "dmd2", tmp_path / "fsdp", 16, 4, "fsdp")
     _torchrun(2, "dmd2", tmp_path / "ddp", 16, 4, "ema")
@@ -92,6 +93,9 @@ def test_fsdp_shards_each_network_and_trains_exactly_as_ddp_and_resumes(tmp_path
     _torchrun(2, "regress", tmp_path / "resumed", 16, 2, "fsdp")
     _torchrun(2, "regress", tmp_path / "resumed", 16, 5, "fsdp", "resume")
     _same(tmp_path / "straight", tmp_path / "resumed", ["student", "ema", "optim"])
+    _torchrun(1, "regress", tmp_path / "one", 32, 5, "ema")  # one process with the whole batch
+    a, b = (load_tensors(tmp_path / d / "model" / "model.safetensors") for d in ("straight", "one"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a)
     init = toy_denoiser(0).net.state_dict()
     w = load_tensors(tmp_path / "straight" / "model" / "model.safetensors")
     assert w.keys() == init.keys() and any(not torch.allclose(w[k], init[k]) for k in w)  # saved unsharded, trained
