@@ -97,7 +97,7 @@ class ServedModel:
 class ModelPool:
     models: dict[str, ServedModel] = field(default_factory=dict)
     bases: dict[str, Denoiser] = field(default_factory=dict)  # fingerprint -> the shared denoiser
-    texts: dict[str, object] = field(default_factory=dict)  # diffusers pipeline -> its TextPipeline (shared)
+    texts: dict[str, object] = field(default_factory=dict)  # pipeline@latent size -> its TextPipeline (shared)
     active: dict[str, str | None] = field(default_factory=dict)  # fingerprint -> active adapter (None: off)
 
     def load(self, name: str, path: str) -> ServedModel:
@@ -133,9 +133,10 @@ class ModelPool:
         from .text import TextPipeline
 
         pipe = cfg["diffusers"]["pipeline"]
-        if pipe not in self.texts:
-            self.texts[pipe] = TextPipeline(pipe, shape)
-        return self.texts[pipe]
+        key = f"{pipe}@{shape[-1]}"  # per latent size: SDXL's time ids name the image size
+        if key not in self.texts:
+            self.texts[key] = TextPipeline(pipe, shape)
+        return self.texts[key]
 
     def _attach(self, group: str, name: str, den: Denoiser, cfg: dict) -> str:
         """Add a LoRA student's adapter to the loaded base under its own name; its copy of the base is dropped."""
