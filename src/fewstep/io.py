@@ -75,12 +75,12 @@ def load_state_strict(module: nn.Module, tensors: dict[str, torch.Tensor], path)
     for k, v in own.items():
         if tuple(tensors[k].shape) != tuple(v.shape):
             raise CheckpointError(f"{path}: tensor {k!r} has shape {tuple(tensors[k].shape)}, model expects {tuple(v.shape)}")
-    module.load_state_dict({k: _in_layout_of(tensors[k], v) for k, v in own.items()}, strict=True)
+    module.load_state_dict({k: in_layout_of(tensors[k], v) for k, v in own.items()}, strict=True)
 
 
-def _in_layout_of(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def in_layout_of(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``t`` in ``like``'s dtype, and split as ``like`` is when that is a sharded (FSDP2 DTensor) tensor:
-    each rank keeps its own shard of the full tensor every rank read."""
+    each rank keeps its own shard of the full tensor every rank read (no communication)."""
     if type(like).__name__ == "DTensor":
         from torch.distributed.tensor import distribute_tensor
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from ..io import atomic_dir, load_state_strict, load_tensors, point_latest, read_json, save_tensors, write_json
-from .distributed import is_dtensor, shard_like
+from ..io import atomic_dir, in_layout_of, load_state_strict, load_tensors, point_latest, read_json, save_tensors, write_json
+from .distributed import is_dtensor
 
 KILL_HOOK = "FEWSTEP_TEST_KILL_IN_CHECKPOINT"  # fault injection for the kill-and-resume tests
 
@@ -51,7 +51,7 @@ def optimizer_from_tensors(name: str, opt: torch.optim.Optimizer, tensors: dict,
     for idx, st in state.items():  # FSDP2: per-parameter state (Adam's moments) split as its parameter is
         p = params[idx] if idx < len(params) else None
         if p is not None and is_dtensor(p):
-            st.update({k: shard_like(v, p) for k, v in st.items() if torch.is_tensor(v) and v.shape == p.shape})
+            st.update({k: in_layout_of(v, p) for k, v in st.items() if torch.is_tensor(v) and v.shape == p.shape})
     try:
         opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
     except (ValueError, KeyError) as e:

@@ -66,14 +66,6 @@ def full(t):
     return t.full_tensor() if is_dtensor(t) else t
 
 
-def shard_like(t: torch.Tensor, like) -> torch.Tensor:
-    """A full tensor split the way ``like`` (a DTensor) is, each rank keeping its own shard (no communication:
-    every rank holds the same full value, e.g. read from one checkpoint)."""
-    from torch.distributed.tensor import distribute_tensor
-
-    return distribute_tensor(t.to(like.dtype), like.device_mesh, like.placements, src_data_rank=None)
-
-
 def shard_fsdp(method, nets: dict, device: torch.device) -> dict:
     """Shard every network with trainable weights with FSDP2 (``fully_shard``: each child module with
     parameters one unit (``_units``), then the root), so parameters, gradients and optimizer state are split across
