@@ -15,11 +15,11 @@ import torch
 from ..errors import FewstepError
 
 # shares of the budget: feature net, teacher, student; the rest measures (teacher curve, student, grids)
-SHARES = {"features": 0.08, "teacher": 0.5, "student": 0.25}
-LIMITS = {"features": (30, 1500), "teacher": (30, 4000), "student": (10, 1200)}  # iterations (min, max) per stage
-# a distribution-matching iteration runs the student, the teacher and the fake score forward, and
-# updates two networks: measured at ~4x a teacher iteration of the same batch on the MNIST UNet
-STUDENT_COST = 4.0
+SHARES = {"features": 0.08, "teacher": 0.42, "student": 0.38}
+LIMITS = {"features": (30, 1500), "teacher": (30, 4000), "student": (10, 2000)}  # iterations (min, max) per stage
+# a distribution-matching iteration (mostly critic updates: DMD2 updates the student every 5th) costs
+# ~1.4x a teacher iteration on 8x8 folder images and ~2-3x on the 28x28 MNIST UNet (docs/notes.md)
+STUDENT_COST = 2.0
 
 
 @dataclass

@@ -12,6 +12,7 @@ On top of DMD (base.py, dmd.py), following tianweiy/DMD2 main/edm/*:
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -180,6 +181,8 @@ def dm_presets(config_cls, **fields) -> dict:
 
     return {"mnist": DistillConfig(cfg(3e-4), TrainSettings(max_iters=800)),
             "digits": DistillConfig(cfg(3e-4), TrainSettings(max_iters=400)),
+            # your own small images (folder:PATH) on a CPU: the MNIST settings, not the papers' GPU ones
+            "folder": DistillConfig(cfg(3e-4), TrainSettings(max_iters=800)),
             "toy2d": DistillConfig(cfg(1e-3), TrainSettings(max_iters=1500, batch_size=256, bf16=False, eval_n=2000))}
 
 
@@ -190,3 +193,6 @@ DMD2.presets = dm_presets(DMD2Config)
 DMD2.presets["mnist"] = DistillConfig(
     DMD2Config(optim=cpu_optim(3e-4), critic_optim=cpu_optim(3e-4), real_cfg=1.25, gan_index_max=0.4),
     TrainSettings(max_iters=1200))
+# your own class folders (the folder demo's default method): the MNIST recipe (folder teachers are trained
+# with label dropout, so real-score CFG works); the demo sets the length from its time budget
+DMD2.presets["folder"] = copy.deepcopy(DMD2.presets["mnist"])
