@@ -53,7 +53,7 @@ def export_diffusers(model: str, out: Path) -> Path:
             return atomic_dir(Path(out), lambda tmp: _write_euler_model(den, component, info, sampling, tmp))
         return atomic_dir(Path(out), lambda tmp: _write_full_model(den, component, info, sampling, tmp))
     flow = component == "transformer"
-    levels = student_sigmas(sampling) if flow else student_timesteps(den, sampling)
+    levels = flow_sigmas(den, sampling.get("sigmas") or []) if flow else student_timesteps(den, sampling)
 
     def write(tmp: Path):
         if lora:
@@ -82,9 +82,10 @@ def export_diffusers(model: str, out: Path) -> Path:
     return atomic_dir(Path(out), write)
 
 
-def student_sigmas(sampling: dict) -> list[float]:
-    """A flow student's levels (t, the noise fraction) without the final 0, as ``sigmas=`` for a flow pipeline."""
-    return [float(s) / (1 + float(s)) for s in (sampling.get("sigmas") or []) if s > 0]
+def flow_sigmas(den, levels) -> list[float]:
+    """Levels (sigma_hat) as a flow pipeline's ``sigmas=``: the flow time t (the noise fraction), without the final 0."""
+    sig = [s for s in levels if s > 0]
+    return [float(v) for v in den.process.t_from_sigma_hat(torch.tensor(sig, dtype=torch.float64))]
 
 
 def _multistep_scheduler_name(flow: bool) -> str:
@@ -133,7 +134,7 @@ def _write_euler_model(den, component: str, info: dict, sampling: dict, tmp: Pat
     if component == "transformer":
         sched = diffusers.FlowMatchEulerDiscreteScheduler.from_config(info["scheduler"], shift=1.0, use_dynamic_shifting=False,
                                                                        stochastic_sampling=False)
-        sigmas, name = [s / (1 + s) for s in sh if s > 0], "FlowMatchEulerDiscreteScheduler"
+        sigmas, name = flow_sigmas(den, sh), "FlowMatchEulerDiscreteScheduler"
     else:
         sched = diffusers.EulerDiscreteScheduler.from_config(info["scheduler"])
         sigmas, name = sh, "EulerDiscreteScheduler"

@@ -128,15 +128,14 @@ def image_free_source(data: str, tcfg: dict, test):
 def _diffusers_teacher(r: DistillRequest):
     """(teacher, train, test, info) for ``--teacher diffusers:PATH``: latents and prompt embeddings cached."""
     from ..data.encoded import encoded_dataset
-    from ..nets.adapters.diffusers import load_pipeline_teacher
+    from ..nets.adapters.diffusers import load_pipeline_teacher, vae_config, vae_downsample
 
     if not r.data:
         raise FewstepError("a diffusers teacher needs --data folder:DIR (metadata.jsonl) or prompts:FILE")
     teacher, info = load_pipeline_teacher(r.teacher.split(":", 1)[1], r.resolution)
-    vae = json.loads((Path(info["pipeline"]) / "vae" / "config.json").read_text())
-    blocks = vae.get("block_out_channels", [0, 0, 0, 0])
-    train = encoded_dataset(info["pipeline"], r.data, r.resolution, Path(r.out) / "cache",
-                            latent_channels=vae.get("latent_channels", 4), downsample=2 ** (len(blocks) - 1))
+    pipe = Path(info["pipeline"])
+    train = encoded_dataset(pipe, r.data, r.resolution, Path(r.out) / "cache",
+                            latent_channels=vae_config(pipe).get("latent_channels", 4), downsample=vae_downsample(pipe))
     return teacher, train, train, info
 
 

@@ -188,11 +188,6 @@ class ModelPool:
 
     def param_bytes(self) -> int:
         """Bytes of every distinct tensor the pool holds (shared storage counted once)."""
-        seen, total = set(), 0
-        for den in self.bases.values():
-            for t in list(den.net.parameters()) + list(den.net.buffers()):
-                ptr = t.untyped_storage().data_ptr()
-                if ptr not in seen:
-                    seen.add(ptr)
-                    total += t.untyped_storage().nbytes()
-        return total
+        from ..nets.sharing import unique_bytes
+
+        return unique_bytes(*(den.net for den in self.bases.values()))

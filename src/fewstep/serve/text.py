@@ -7,7 +7,6 @@ as the unconditional branch of CFG, per request, so requests with different prom
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -22,10 +21,10 @@ class TextPipeline:
         from diffusers import AutoencoderKL
 
         from ..data.encoded import PromptEncoder
+        from ..nets.adapters.diffusers import vae_downsample
 
         self.pipeline = Path(pipeline)
-        vae_cfg = json.loads((self.pipeline / "vae" / "config.json").read_text())
-        self.factor = 2 ** (len(vae_cfg.get("block_out_channels", [0] * 4)) - 1)
+        self.factor = vae_downsample(self.pipeline)
         self.resolution = int(latent_shape[-1]) * self.factor
         self.encoder = PromptEncoder(self.pipeline, self.resolution)
         self.vae = AutoencoderKL.from_pretrained(self.pipeline / "vae", local_files_only=True).eval().requires_grad_(False)

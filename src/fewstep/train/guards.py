@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..hardware import use_bf16
+from .distributed import full
 
 
 class StepContext:
@@ -68,8 +69,7 @@ class StepContext:
         clip = self.grad_clip if clip is None else clip
         clip = clip if clip > 0 else math.inf
         norm = torch.nn.utils.clip_grad_norm_(grads, clip) if grads else torch.tensor(0.0)
-        if hasattr(norm, "full_tensor"):  # FSDP2-sharded gradients: the norm over every shard
-            norm = norm.full_tensor()
+        norm = full(norm)  # FSDP2-sharded gradients: the norm over every shard
         if not torch.isfinite(norm):
             return self._skip(opt, params, opt_name, "gradient")
         self.grad_norms[opt_name] = float(norm)

@@ -232,12 +232,20 @@ def build(cfg: dict) -> nn.Module:
     return net
 
 
+def vae_config(root: Path) -> dict:
+    return json.loads((Path(root) / "vae" / "config.json").read_text())
+
+
+def vae_downsample(root: Path) -> int:
+    """How many pixels one latent pixel covers: the pipeline's VAE halves the side once per block after the first."""
+    return 2 ** (len(vae_config(root).get("block_out_channels", [0] * 4)) - 1)
+
+
 def latent_tokens(root: Path, resolution: int) -> int:
     """The transformer's image token count at ``resolution`` px, as the SD3 / Flux pipelines compute it for
     their dynamic shift: latent side = resolution / the VAE's downsampling, in 2x2 patches (SD3's
     patch_size, Flux's packing)."""
-    vae = json.loads((root / "vae" / "config.json").read_text())
-    side = resolution // 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
+    side = resolution // vae_downsample(root)
     tr = root / "transformer" / "config.json"
     cfg = json.loads(tr.read_text()) if tr.is_file() else {"patch_size": 1}
     patch = 2 if cfg.get("_class_name") == "FluxTransformer2DModel" else cfg.get("patch_size", 2)
