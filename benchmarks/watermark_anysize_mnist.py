@@ -1,7 +1,8 @@
 """Watermarked student and any-size sampling on MNIST (benchmarks/results/watermark_anysize_mnist.json, .md).
 
-Watermark: the 1-step DMD2 student of benchmarks/dmd2_mnist.sh (runs/bench/dmd2_A) fine-tuned by the
-`watermark` method (trained here on first use into runs/watermark/); FD, class accuracy and recall of
+Watermark: a 1-step DMD2 student (``--student``: by default benchmarks/dmd2_mnist.sh's runs/bench/dmd2_A;
+benchmarks/gpu_mnist_runs.sh's runs/gpu/dmd2_A_long is another) fine-tuned by the `watermark` method with its
+mnist preset (trained here on first use into runs/watermark/<student>); FD, class accuracy and recall of
 both students (1,000 samples x 3 seeds), and the key's bit accuracy on 1,000 images of each (noise
 seeds the training never drew) with the share of images whose p-value is below 1e-6.
 
@@ -11,6 +12,7 @@ quadrant crops of 250 canvases (1,000 crops) against the native 28x28 FD (1,000 
 seam score: the mean |horizontal step| on the columns where tiles end over the mean on every column
 (1.0 = no seam); a PNG of 2x samples beside the results file.
     .venv/bin/python benchmarks/watermark_anysize_mnist.py                    # both
+    .venv/bin/python benchmarks/watermark_anysize_mnist.py --student runs/gpu/dmd2_A_long
     .venv/bin/python benchmarks/watermark_anysize_mnist.py --parts anysize    # results/anysize_mnist.json
 """
 from __future__ import annotations
@@ -37,21 +39,21 @@ from fewstep.samplers.tiled import Tiled, tile_starts
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 FEWSTEP = str(Path(sys.executable).parent / "fewstep")
-STUDENT = ROOT / "runs" / "bench" / "dmd2_A"  # benchmarks/dmd2_mnist.sh's 1-step DMD2 (real CFG 1.25)
+STUDENT = "runs/bench/dmd2_A"  # benchmarks/dmd2_mnist.sh's 1-step DMD2 (real CFG 1.25)
 
 
-def train_watermark(run: Path, iters: int) -> None:
+def train_watermark(run: Path, student: Path) -> None:
     if not (run / "model" / "config.json").is_file():
-        subprocess.run([FEWSTEP, "distill", "--teacher", str(STUDENT), "--method", "watermark", "--max-iters", str(iters),
-                        "--threads", "2", "--no-progress", "--resume", "--out", str(run)], check=True)
+        subprocess.run([FEWSTEP, "distill", "--teacher", str(student), "--method", "watermark", "--threads", "2",
+                        "--no-progress", "--resume", "--out", str(run)], check=True)
 
 
-def watermark_rows(run: Path, test, feats, ref_feats, n: int, seeds: int) -> list[dict]:
+def watermark_rows(run: Path, student: Path, test, feats, ref_feats, n: int, seeds: int) -> list[dict]:
     import json
 
     decoder, key, _ = load_decoder(run)
     rows = []
-    for name, path in (("dmd2", STUDENT), ("watermark", run)):
+    for name, path in (("dmd2", student), ("watermark", run)):
         den, cfg = load_denoiser(str(path))
         spec = SamplingSpec(**cfg["sampling"])
         row = bench_row(den, spec, test, feats, ref_feats, n, seeds, False, method=name)
@@ -77,10 +79,10 @@ def seam_score(x: torch.Tensor, tile: int, overlap: int) -> float:
     return float(steps[[e - 1 for e in edges]].mean() / steps.mean())
 
 
-def anysize_rows(test, feats, ref_feats, canvases: int, out_png: Path) -> list[dict]:
+def anysize_rows(student: Path, test, feats, ref_feats, canvases: int, out_png: Path) -> list[dict]:
     rows = []
     for name, path, spec in (("teacher", "mnist", SamplingSpec("dpmpp2m", 8, "flow")),
-                             ("dmd2", str(STUDENT), None)):
+                             ("dmd2", str(student), None)):
         den, cfg = load_denoiser(path)
         spec = spec or SamplingSpec(**cfg["sampling"])
         tiled = Tiled(den, (28, 28))
@@ -107,7 +109,7 @@ def anysize_rows(test, feats, ref_feats, canvases: int, out_png: Path) -> list[d
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--iters", type=int, default=400, help="watermark iterations (300 of decoder pre-training included)")
+    p.add_argument("--student", default=STUDENT, help="the 1-step student to mark (a training output or model folder)")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--parts", default="watermark,anysize", help="which measurements: watermark, anysize or both")
@@ -117,9 +119,12 @@ def main(argv=None) -> None:
     a.out = a.out or str(HERE / "results" / f"{'_'.join(parts)}_mnist.json")
     torch.set_num_threads(a.threads)
     out = Path(a.out)
-    run = ROOT / "runs" / "watermark" / "dmd2_A"
+    student = ROOT / a.student
+    if not (student / "model" / "config.json").is_file() and not (student / "config.json").is_file():
+        sys.exit(f"{student}: no trained student there (train it with the script named in --help)")
+    run = ROOT / "runs" / "watermark" / student.name
     if "watermark" in parts:
-        train_watermark(run, a.iters)
+        train_watermark(run, student)
     test = load_dataset("mnist", "test").subset(a.n)
     feats = load_features("mnist", shape=test.shape)
     ref_feats = feats.features(test.x)
@@ -128,10 +133,10 @@ def main(argv=None) -> None:
                **provenance(exclude=out), "threads": a.threads, "torch": torch.__version__,
                "floor": {"fd": None}, "rows": []}
     if "watermark" in parts:
-        results["rows"] += watermark_rows(run, test, feats, ref_feats, a.n, a.seeds)
+        results["rows"] += watermark_rows(run, student, test, feats, ref_feats, a.n, a.seeds)
         write_results(out, results)
     if "anysize" in parts:
-        results["rows"] += anysize_rows(test, feats, ref_feats, a.n // 4, out.with_suffix(".png"))
+        results["rows"] += anysize_rows(student, test, feats, ref_feats, a.n // 4, out.with_suffix(".png"))
     results["complete"] = True
     write_results(out, results)
     write_text_atomic(out.with_suffix(".md"), watermark_anysize_table(results))

@@ -8,7 +8,7 @@ import torch
 from fewstep.cli import main
 from fewstep.config import build_config
 from fewstep.data import load_dataset
-from fewstep.methods.provenance.watermark import Watermark, WatermarkConfig, augment, detection, key_bits
+from fewstep.methods.provenance.watermark import KeyPatterns, Watermark, WatermarkConfig, augment, detection, key_bits
 from fewstep.train.loop import TrainConfig, Trainer
 
 from helpers import toy_denoiser
@@ -36,10 +36,11 @@ def test_key_from_string_or_seed_and_config_validation():
             WatermarkConfig(**bad)
 
 
-def test_augment_shifts_and_adds_noise_reproducibly():
-    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+def test_augment_clips_shifts_and_adds_noise_reproducibly():
+    x = torch.linspace(-1, 1, 16).reshape(1, 1, 4, 4)
     a = augment(x, 0.0, 1, torch.Generator().manual_seed(3))
     assert sorted(a.flatten().tolist()) == sorted(x.flatten().tolist())  # a roll keeps every pixel
+    assert augment(3 * x, 0.0, 0, torch.Generator()).abs().max() == 1.0  # images are clipped to [-1, 1] on the way
     b = augment(x, 0.5, 0, torch.Generator().manual_seed(3))
     assert 0.1 < (b - x).std() < 1.0
 
@@ -50,30 +51,56 @@ def _method(**over):
     return Watermark(toy_denoiser(0, TINY_UNET), cfg, shape=(1, 16, 16), num_classes=10)
 
 
+def test_key_patterns_have_the_configured_strength_and_flip_with_the_bits():
+    enc = KeyPatterns(8, (1, 6, 6), alpha=0.05)
+    m = torch.randint(0, 2, (5, 8)).float()
+    r = enc(m).detach()
+    assert r.shape == (5, 1, 6, 6)
+    assert r.flatten(1).pow(2).mean(1).sqrt().tolist() == pytest.approx([0.05] * 5, rel=1e-5)
+    assert torch.allclose(enc(1 - m), -r, atol=1e-7)  # every bit inverted: the residual negated
+    with pytest.raises(ValueError):
+        WatermarkConfig(alpha=0.0)
+
+
+def test_student_stage_trains_only_the_student_towards_its_image_with_the_key(tmp_path):
+    """After the warm-up the patterns and the decoder stay bit for bit, the original student too, and the
+    fidelity target is the original student's image plus the key's pattern (at RMS alpha)."""
+    m = _method(decoder_warmup=2)
+    data = load_dataset("digits", "train")
+    Trainer(m, data, TrainConfig(out=str(tmp_path / "a"), max_iters=2, batch_size=8, ema_decay=0.0, progress=False)).train()
+    frozen = [v.clone() for net in (m.encoder, m.decoder, m.original.net) for v in net.state_dict().values()]
+    student = [p.detach().clone() for p in m.student.net.parameters()]
+    Trainer(m, data, TrainConfig(out=str(tmp_path / "a"), max_iters=4, batch_size=8, ema_decay=0.0,
+                                 progress=False)).train(resume=True)
+    after = [v for net in (m.encoder, m.decoder, m.original.net) for v in net.state_dict().values()]
+    assert len(after) == len(frozen) and all(torch.equal(a, b) for a, b in zip(after, frozen))
+    assert any(not torch.equal(a, b) for a, b in zip(student, m.student.net.parameters()))
+    x0 = torch.zeros(3, 1, 16, 16)
+    marked = m.marked(x0, m.key)
+    assert torch.allclose(marked[0], marked[1]) and torch.allclose(marked[0], m.encoder(m.key[None])[0])
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the watermark method does not learn yet (key bit accuracy below 0.9 here: 0.78 "
-                                       "after 300 student iterations; 0.554 on MNIST, see the method's docstring): a known "
-                                       "defect, kept as a test that must start passing")
 def test_the_student_learns_to_carry_the_key_and_unmarked_images_do_not(tmp_path):
     """After training, the student's samples (fresh noise) carry the key; the original student's samples
     and real images agree with it at about chance. Controls: before training (the decoder untrained,
     the student the original) the student's samples are at chance too, so the bar cannot pass unlearned."""
-    m = _method(optim={"lr": 1e-3, "grad_clip": 1.0}, w_bits=1.0, decoder_warmup=100)
+    m = _method(bits=16, alpha=0.05, optim={"lr": 1e-3, "grad_clip": 1.0}, decoder_warmup=300)
     data = load_dataset("digits", "train")
 
     def key_acc(x):
         with torch.no_grad():
-            return float(((m.decoder(x) > 0).float() == m.key).float().mean())
+            return float(((m.decoder(x.clamp(-1, 1)) > 0).float() == m.key).float().mean())
 
     def samples(den, seed=5):
         with torch.no_grad():
             return m.render(den, 256, torch.arange(256) % 10, torch.Generator().manual_seed(seed))
 
     before = key_acc(samples(m.student))
-    Trainer(m, data, TrainConfig(out=str(tmp_path / "a"), max_iters=600, batch_size=64, ema_decay=0.0, progress=False)).train()
+    Trainer(m, data, TrainConfig(out=str(tmp_path / "a"), max_iters=450, batch_size=64, ema_decay=0.0, progress=False)).train()
     after, original = key_acc(samples(m.student)), key_acc(samples(m.original))
     real = key_acc(load_dataset("digits", "test").x[:256])
-    assert after > 0.9, after
+    assert after > 0.95, after
     for name, value in (("original student", original), ("real images", real), ("before training", before)):
         assert abs(value - 0.5) < 0.2, f"{name} agree with the key at {value}"
 
