@@ -42,6 +42,12 @@ FEWSTEP = str(Path(sys.executable).parent / "fewstep")
 STUDENT = "runs/bench/dmd2_A"  # benchmarks/dmd2_mnist.sh's 1-step DMD2 (real CFG 1.25)
 
 
+def shown(path) -> str:
+    """A run's path as the results file keeps it: relative to the repository when inside it."""
+    path = Path(path)
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def train_watermark(run: Path, student: Path) -> None:
     if not (run / "model" / "config.json").is_file():
         subprocess.run([FEWSTEP, "distill", "--teacher", str(student), "--method", "watermark", "--threads", "2",
@@ -61,7 +67,7 @@ def watermark_rows(run: Path, student: Path, test, feats, ref_feats, n: int, see
         x = generate(den, n, spec, test.shape, labels, seed=1000).clamp(-1, 1)  # seeds no training run drew
         with torch.no_grad():
             det = detection(decoder(x), key)
-        row.update(run=str(path), command=cfg["training"]["command"], bit_acc=sum(det["bit_acc"]) / n,
+        row.update(run=shown(path), command=cfg["training"]["command"], bit_acc=sum(det["bit_acc"]) / n,
                    detected=sum(p < 1e-6 for p in det["p_value"]) / n, images_per_s=None)
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("method", "fd", "fd_std", "class_acc", "bit_acc", "detected")}), flush=True)
@@ -98,7 +104,7 @@ def anysize_rows(student: Path, test, feats, ref_feats, canvases: int, out_png: 
                "fd": m_tiled["fd"], "fd_std": 0.0, "class_acc": m_tiled.get("class_acc"), "recall": m_tiled.get("recall"),
                "precision": m_tiled.get("precision"), "native_fd": m_native["fd"],
                "tiled_over_native": m_tiled["fd"] / m_native["fd"], "seam_score": seam_score(big, 28, tiled.overlap),
-               "run": path, "command": cfg.get("training", {}).get("command") or "fewstep train-teacher --data mnist",
+               "run": shown(path), "command": cfg.get("training", {}).get("command") or "fewstep train-teacher --data mnist",
                "images_per_s": None}
         rows.append(row)
         save_grid(big[:20], out_png.with_name(f"{out_png.stem}_{name}.png"), nrow=10)
