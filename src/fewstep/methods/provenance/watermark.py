@@ -161,7 +161,7 @@ class Watermark(StudentMethod):
     name = "watermark"
     Config = WatermarkConfig
     architectures = ("unet",)
-    presets = {"mnist": DistillConfig(WatermarkConfig(), TrainSettings(max_iters=800, batch_size=64, ema_decay=0.0,
+    presets = {"mnist": DistillConfig(WatermarkConfig(), TrainSettings(max_iters=1100, batch_size=64, ema_decay=0.0,
                                                                        eval_every=400, ckpt_every=100))}
 
     def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
