@@ -26,6 +26,11 @@ is a message-only pattern at a fixed strength. Stable Signature's perceptual los
 plain MSE to the marked original. aug is what an image meets on the way (Gaussian noise, a shift of a
 pixel, clipping to [-1, 1]).
 
+Measured (benchmarks/results/watermark_anysize_mnist.json, the mnist preset on a 1-step DMD2 student,
+1,000 images on noise the training never drew): key bit accuracy 0.995 on the marked student's images
+against 0.518 on the original student's, 99.3% of marked images detected at p < 1e-6 and none of the
+original's; FD 12.42 +- 0.92 against the original's 12.91 +- 0.93 (3 seeds).
+
 Detection (``fewstep detect``): bit accuracy against the key and the chance of at least that many
 matching bits from an unmarked image, P(Binomial(L, 1/2) >= matches) (Stable Signature Sec. 3).
 """
