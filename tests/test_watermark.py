@@ -105,6 +105,30 @@ def test_the_student_learns_to_carry_the_key_and_unmarked_images_do_not(tmp_path
         assert abs(value - 0.5) < 0.2, f"{name} agree with the key at {value}"
 
 
+def test_sample_images_are_what_detect_reads(tmp_path, capsys):
+    """``fewstep sample --images`` writes one PNG per sample at the model's size; detect reads each."""
+    from fewstep.io import save_tensors, write_json
+
+    run = tmp_path / "run"
+    m = _method()
+    (run / "model").mkdir(parents=True)
+    (run / "latest").mkdir()
+    write_json({"method": m.config(), "data": {"shape": [1, 16, 16]}}, run / "model" / "config.json")
+    save_tensors(m.decoder.state_dict(), run / "latest" / "decoder.safetensors")
+    assert main(["sample", "--model", "mnist", "--sampler", "euler", "--steps", "1", "--n", "3", "--images",
+                 "--out", str(tmp_path / "s")]) == 0
+    res = json.loads(capsys.readouterr().out.strip())
+    assert res["images"] == [str(tmp_path / "s" / f"sample_{i:04d}.png") for i in range(3)]
+    assert main(["detect", "--decoder", str(run), *res["images"]]) == 1  # 28x28 digits, a 16x16 decoder: refused
+    assert "28x28 pixels" in capsys.readouterr().err
+    write_json({"method": m.config(), "data": {"shape": [1, 28, 28]}}, run / "model" / "config.json")
+    m28 = Watermark(toy_denoiser(0, {**TINY_UNET, "image_size": 28}), build_config(WatermarkConfig, {"bits": 32, "channels": 16}),
+                    shape=(1, 28, 28), num_classes=10)
+    save_tensors(m28.decoder.state_dict(), run / "latest" / "decoder.safetensors")
+    assert main(["detect", "--decoder", str(run), *res["images"]]) == 0
+    assert [json.loads(line)["image"] for line in capsys.readouterr().out.strip().splitlines()] == res["images"]
+
+
 def test_detect_cli_reads_pngs_and_refuses_other_runs(tmp_path, capsys):
     from PIL import Image
 

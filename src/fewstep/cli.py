@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling(s)
     s.add_argument("--width", type=_int_at_least(1), help="canvas width, at least the model's own: larger is sampled in tiles")
     s.add_argument("--height", type=_int_at_least(1), help="canvas height, at least the model's own")
+    s.add_argument("--images", action="store_true",
+                   help="also write each sample as its own PNG (sample_0000.png, ...) beside the grid, e.g. for fewstep detect")
     _add_common(s, data=False)
 
     e = sub.add_parser("eval", help="measure FD, class accuracy, precision/recall, speed (JSON)")

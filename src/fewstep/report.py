@@ -162,6 +162,28 @@ def html_report(title: str, intro: str, plot_b64: str, grids: list[tuple[str, st
     return "".join(parts)
 
 
+def save_images(samples, folder) -> list[Path]:
+    """Each image in [-1, 1] as its own PNG at its own size (sample_0000.png, ...), written atomically;
+    nothing for 2-D points."""
+    import torch
+    from PIL import Image
+
+    if samples.ndim != 4:
+        return []
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    x = ((samples.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    paths = []
+    for i, img in enumerate(x):
+        arr = img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
+        path = folder / f"sample_{i:04d}.png"
+        tmp = folder / f".{path.stem}.tmp-{os.getpid()}.png"
+        Image.fromarray(arr).save(tmp)
+        tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
 def save_grid(samples, path, nrow: int = 10) -> Path:
     """Save images in [-1, 1] as a PNG grid (or a scatter plot for 2-D points)."""
     import torch

@@ -1,4 +1,4 @@
-"""``fewstep sample``: a PNG grid of a model's samples."""
+"""``fewstep sample``: a PNG grid of a model's samples (and, with ``--images``, one PNG per sample)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from .common import cached, labels_for, spec_from
 
 def run(a):
     from ..model_io import load_denoiser
-    from ..report import save_grid
+    from ..report import save_grid, save_images
     from ..samplers.generate import generate
     from ..samplers.tiled import Tiled
 
@@ -21,6 +21,8 @@ def run(a):
     spec = spec_from(a, mcfg)
     n = a.n or 100
     shape = sample_shape(mcfg)
+    if a.images and len(shape) != 3:
+        raise FewstepError("--images needs an image model (this one makes 2-D points)")
     if a.width or a.height:  # any-size: a larger canvas in overlapping native-size tiles (samplers/tiled.py)
         if len(shape) != 3:
             raise FewstepError("--width/--height need an image model")
@@ -33,4 +35,6 @@ def run(a):
     if out.suffix.lower() != ".png":
         out = out / "samples.png"
     save_grid(samples, out)
-    print(json.dumps({"grid": str(out), "n": n, "nfe": nfe, "sampling": asdict(spec), "cache": a.cache, "shape": list(shape)}))
+    images = [str(p) for p in save_images(samples, out.parent)] if a.images else []
+    print(json.dumps({"grid": str(out), "images": images, "n": n, "nfe": nfe, "sampling": asdict(spec), "cache": a.cache,
+                      "shape": list(shape)}))
