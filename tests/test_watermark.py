@@ -45,10 +45,21 @@ def test_augment_clips_shifts_and_adds_noise_reproducibly():
     assert 0.1 < (b - x).std() < 1.0
 
 
-def _method(**over):
+def _method(size: int = 16, **over):
     torch.manual_seed(0)
     cfg = build_config(WatermarkConfig, {"bits": 32, "channels": 16, **over})
-    return Watermark(toy_denoiser(0, TINY_UNET), cfg, shape=(1, 16, 16), num_classes=10)
+    return Watermark(toy_denoiser(0, {**TINY_UNET, "image_size": size}), cfg, shape=(1, size, size), num_classes=10)
+
+
+def _decoder_run(run, m):
+    """A watermark run folder as ``fewstep detect`` reads it: the model's config and the decoder's weights."""
+    from fewstep.io import save_tensors, write_json
+
+    (run / "model").mkdir(parents=True, exist_ok=True)
+    (run / "latest").mkdir(exist_ok=True)
+    write_json({"method": m.config(), "data": {"shape": list(m.shape)}}, run / "model" / "config.json")
+    save_tensors(m.decoder.state_dict(), run / "latest" / "decoder.safetensors")
+    return run
 
 
 def test_key_patterns_have_the_configured_strength_and_flip_with_the_bits():
@@ -107,24 +118,14 @@ def test_the_student_learns_to_carry_the_key_and_unmarked_images_do_not(tmp_path
 
 def test_sample_images_are_what_detect_reads(tmp_path, capsys):
     """``fewstep sample --images`` writes one PNG per sample at the model's size; detect reads each."""
-    from fewstep.io import save_tensors, write_json
-
-    run = tmp_path / "run"
-    m = _method()
-    (run / "model").mkdir(parents=True)
-    (run / "latest").mkdir()
-    write_json({"method": m.config(), "data": {"shape": [1, 16, 16]}}, run / "model" / "config.json")
-    save_tensors(m.decoder.state_dict(), run / "latest" / "decoder.safetensors")
+    run = _decoder_run(tmp_path / "run", _method())
     assert main(["sample", "--model", "mnist", "--sampler", "euler", "--steps", "1", "--n", "3", "--images",
                  "--out", str(tmp_path / "s")]) == 0
     res = json.loads(capsys.readouterr().out.strip())
     assert res["images"] == [str(tmp_path / "s" / f"sample_{i:04d}.png") for i in range(3)]
     assert main(["detect", "--decoder", str(run), *res["images"]]) == 1  # 28x28 digits, a 16x16 decoder: refused
     assert "28x28 pixels" in capsys.readouterr().err
-    write_json({"method": m.config(), "data": {"shape": [1, 28, 28]}}, run / "model" / "config.json")
-    m28 = Watermark(toy_denoiser(0, {**TINY_UNET, "image_size": 28}), build_config(WatermarkConfig, {"bits": 32, "channels": 16}),
-                    shape=(1, 28, 28), num_classes=10)
-    save_tensors(m28.decoder.state_dict(), run / "latest" / "decoder.safetensors")
+    _decoder_run(run, _method(size=28))
     assert main(["detect", "--decoder", str(run), *res["images"]]) == 0
     assert [json.loads(line)["image"] for line in capsys.readouterr().out.strip().splitlines()] == res["images"]
 
@@ -132,14 +133,8 @@ def test_sample_images_are_what_detect_reads(tmp_path, capsys):
 def test_detect_cli_reads_pngs_and_refuses_other_runs(tmp_path, capsys):
     from PIL import Image
 
-    from fewstep.io import save_tensors, write_json
-
-    run = tmp_path / "run"
     m = _method()
-    (run / "model").mkdir(parents=True)
-    (run / "latest").mkdir()
-    write_json({"method": m.config(), "data": {"shape": [1, 16, 16]}}, run / "model" / "config.json")
-    save_tensors(m.decoder.state_dict(), run / "latest" / "decoder.safetensors")
+    run = _decoder_run(tmp_path / "run", m)
     Image.fromarray((torch.rand(16, 16) * 255).to(torch.uint8).numpy()).save(tmp_path / "a.png")
     assert main(["detect", "--decoder", str(run), str(tmp_path / "a.png")]) == 0
     out = json.loads(capsys.readouterr().out.strip())

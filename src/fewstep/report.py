@@ -162,26 +162,35 @@ def html_report(title: str, intro: str, plot_b64: str, grids: list[tuple[str, st
     return "".join(parts)
 
 
+def _uint8(samples):
+    """Images in [-1, 1] as 0..255 bytes."""
+    import torch
+
+    return ((samples.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _pil(chw):
+    """One (C, H, W) byte image as a PIL image (grey for one channel)."""
+    from PIL import Image
+
+    return Image.fromarray(chw[0].numpy() if chw.shape[0] == 1 else chw.permute(1, 2, 0).numpy())
+
+
+def _save_png(img, path: Path) -> Path:
+    tmp = path.parent / f".{path.stem}.tmp-{os.getpid()}.png"
+    img.save(tmp)
+    tmp.replace(path)  # a half-written PNG never carries the final name
+    return path
+
+
 def save_images(samples, folder) -> list[Path]:
     """Each image in [-1, 1] as its own PNG at its own size (sample_0000.png, ...), written atomically;
     nothing for 2-D points."""
-    import torch
-    from PIL import Image
-
     if samples.ndim != 4:
         return []
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    x = ((samples.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    paths = []
-    for i, img in enumerate(x):
-        arr = img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
-        path = folder / f"sample_{i:04d}.png"
-        tmp = folder / f".{path.stem}.tmp-{os.getpid()}.png"
-        Image.fromarray(arr).save(tmp)
-        tmp.replace(path)
-        paths.append(path)
-    return paths
+    return [_save_png(_pil(img), folder / f"sample_{i:04d}.png") for i, img in enumerate(_uint8(samples))]
 
 
 def save_grid(samples, path, nrow: int = 10) -> Path:
@@ -202,6 +211,19 @@ def save_grid(samples, path, nrow: int = 10) -> Path:
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
         return path
+    from PIL import Image
+
+    x = _uint8(samples)
+    n, c, h, w = x.shape
+    ncol = min(nrow, n)
+    nrows = -(-n // ncol)
+    grid = torch.zeros(c, nrows * (h + 2) + 2, ncol * (w + 2) + 2, dtype=torch.uint8)
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        grid[:, 2 + r * (h + 2):2 + r * (h + 2) + h, 2 + q * (w + 2):2 + q * (w + 2) + w] = x[i]
+    img = _pil(grid)
+    img = img.resize((img.width * 2, img.height * 2), Image.NEAREST) if h <= 32 else img
+    return _save_png(img, path)
     from PIL import Image
 
     x = ((samples.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
