@@ -224,23 +224,6 @@ def save_grid(samples, path, nrow: int = 10) -> Path:
     img = _pil(grid)
     img = img.resize((img.width * 2, img.height * 2), Image.NEAREST) if h <= 32 else img
     return _save_png(img, path)
-    from PIL import Image
-
-    x = ((samples.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    n, c, h, w = x.shape
-    ncol = min(nrow, n)
-    nrows = -(-n // ncol)
-    grid = torch.zeros(c, nrows * (h + 2) + 2, ncol * (w + 2) + 2, dtype=torch.uint8)
-    for i in range(n):
-        r, q = divmod(i, ncol)
-        grid[:, 2 + r * (h + 2):2 + r * (h + 2) + h, 2 + q * (w + 2):2 + q * (w + 2) + w] = x[i]
-    arr = grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
-    img = Image.fromarray(arr)
-    img = img.resize((img.width * 2, img.height * 2), Image.NEAREST) if h <= 32 else img
-    tmp = path.parent / f".{path.stem}.tmp-{os.getpid()}.png"
-    img.save(tmp)
-    tmp.replace(path)  # a half-written PNG never carries the final name
-    return path
 
 
 def resolution_table(results: dict) -> str:
