@@ -152,6 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(f)
     f.add_argument("--iters", type=_int_at_least(1), default=1500)
 
+    s2 = sub.add_parser("train-text2img", help="train the miniature text-to-image Stable Diffusion on captioned MNIST "
+                        "(a diffusers pipeline folder: OUT/pipeline)")
+    _add_common(s2, data=False)
+    s2.add_argument("--vae-iters", type=_int_at_least(1), default=1500, help="autoencoder iterations (default 1500)")
+    s2.add_argument("--text-iters", type=_int_at_least(1), default=1500, help="text encoder iterations (default 1500)")
+    s2.add_argument("--unet-iters", type=_int_at_least(1), default=6000, help="UNet iterations (default 6000)")
+    s2.add_argument("--batch-size", type=_int_at_least(1), default=128, help="UNet batch size (default 128)")
+    s2.add_argument("--lr", type=_float_range(0, lo_open=True), default=5e-4, help="UNet learning rate (default 5e-4)")
+    s2.add_argument("--caption-copies", type=_int_at_least(1), default=2,
+                    help="captions drawn per training digit for the UNet stage (default 2)")
+    s2.add_argument("--eval-every", type=_int_at_least(0), default=1000, help="UNet evaluation every N iterations (0 = none)")
+    s2.add_argument("--eval-n", type=_int_at_least(0), default=500, help="prompts per evaluation (0 = no final evaluation)")
+    s2.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s2.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
+
     d = sub.add_parser("distill", help="distil a teacher into a few-step student")
     d.add_argument("--teacher", required=True, help="teacher model folder or shipped teacher name (e.g. mnist)")
     d.add_argument("--method", required=True, help=f"distillation method: {method_help()}")
@@ -162,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a method config field; GROUP.FIELD=VALUE for a nested one (optim.lr=1e-4)")
     d.add_argument("--lora-rank", type=_int_at_least(1), help="train LoRA adapters of this rank (peft) instead of all weights")
     d.add_argument("--lora-alpha", type=_float_range(0, lo_open=True), help="LoRA alpha (default: the rank)")
-    d.add_argument("--resolution", type=_int_at_least(8), default=512,
-                   help="image resolution for a diffusers teacher's data (default 512)")
+    d.add_argument("--resolution", type=_int_at_least(8), default=None,
+                   help="image resolution for a diffusers teacher's data (default: the pipeline's own, e.g. 512 for SD 1.5)")
     _add_common(d)
     _add_train(d)
 
@@ -252,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- dispatch: verb -> module under commands/ -----------------------------------------------------
-COMMANDS = {"train-teacher": "train_teacher", "train-features": "train_features", "distill": "distill",
+COMMANDS = {"train-teacher": "train_teacher", "train-features": "train_features", "train-text2img": "train_text2img",
+            "distill": "distill",
             "demo": "demo", "sample": "sample", "eval": "evaluate", "bench": "bench", "export": "export",
             "serve": "serve", "detect": "detect"}
 

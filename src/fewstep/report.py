@@ -304,6 +304,28 @@ def folder_demo_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def text2img_table(results: dict) -> str:
+    """benchmarks/text2img_mnist.py's table: the mini SD teacher per NFE and CFG, each student in fewstep and
+    as sampled by diffusers from its export; the teacher's best FD at or below each row's NFE for comparison."""
+    rows = results["rows"]
+    teacher = [r for r in rows if r["method"] == "teacher"]
+
+    def best_at(nfe):
+        cand = [r for r in teacher if r["nfe"] <= nfe]
+        return min(cand, key=lambda r: r["fd"]) if cand else None
+
+    lines = ["| model | sampling | NFE | CFG | FD | prompt adherence | precision | recall | images/s | teacher best FD, <= this NFE |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        name = r["method"] + (" (export, diffusers)" if r.get("exported") else "")
+        b = best_at(r["nfe"])
+        ref = f"{b['fd']:.2f} ({b['nfe']:g} NFE, CFG {b['cfg']:g})" if b is not None else "-"
+        lines.append(f"| {name} | {r['sampler']}/{r['grid']}, {r['steps']} steps | {r['nfe']:g} | {r['cfg']:g} | "
+                     f"{r['fd']:.2f} ± {r['fd_std']:.2f} | {r['prompt_acc']:.3f} | {r['precision']:.2f} | {r['recall']:.2f} | "
+                     f"{r['images_per_s']:.0f} | {ref} |")
+    return "\n".join(lines) + "\n"
+
+
 def table_for(results: dict, reference_rows: list[dict] | None = None) -> str:
     """The markdown table of any results file fewstep's benchmarks write."""
     if results.get("benchmark") == "linfusion_resolution":
@@ -314,6 +336,8 @@ def table_for(results: dict, reference_rows: list[dict] | None = None) -> str:
         return watermark_anysize_table(results)
     if results.get("benchmark") == "folder_demo":
         return folder_demo_table(results)
+    if results.get("benchmark") == "text2img_mnist":
+        return text2img_table(results)
     if str(results.get("benchmark", "")).startswith("gpu_dmd2_sd15"):
         return gpu_step_table(results)
     return results_table(results, reference_rows)

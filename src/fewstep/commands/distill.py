@@ -40,7 +40,7 @@ class DistillRequest:
     deterministic: bool = False
     device: str = "cpu"
     fsdp: bool = False  # shard trained networks with FSDP2 (under torchrun, N >= 2 processes)
-    resolution: int = 512  # diffusers teachers' image resolution
+    resolution: int | None = None  # diffusers teachers' image resolution (None: the pipeline's own)
 
 
 def request_from_args(a) -> DistillRequest:
@@ -128,15 +128,28 @@ def image_free_source(data: str, tcfg: dict, test):
 def _diffusers_teacher(r: DistillRequest):
     """(teacher, train, test, info) for ``--teacher diffusers:PATH``: latents and prompt embeddings cached."""
     from ..data.encoded import encoded_dataset
-    from ..nets.adapters.diffusers import load_pipeline_teacher, vae_config, vae_downsample
+    from ..nets.adapters.diffusers import load_pipeline_teacher, native_resolution, quiet_hf, vae_config, vae_downsample
 
     if not r.data:
-        raise FewstepError("a diffusers teacher needs --data folder:DIR (metadata.jsonl) or prompts:FILE")
-    teacher, info = load_pipeline_teacher(r.teacher.split(":", 1)[1], r.resolution)
+        raise FewstepError("a diffusers teacher needs --data folder:DIR (metadata.jsonl), prompts:FILE or mnist-captions")
+    quiet_hf()
+    root = Path(r.teacher.split(":", 1)[1])
+    resolution = r.resolution or native_resolution(root)
+    teacher, info = load_pipeline_teacher(root, resolution)
     pipe = Path(info["pipeline"])
-    train = encoded_dataset(pipe, r.data, r.resolution, Path(r.out) / "cache",
+    train = encoded_dataset(pipe, r.data, resolution, Path(r.out) / "cache",
                             latent_channels=vae_config(pipe).get("latent_channels", 4), downsample=vae_downsample(pipe))
     return teacher, train, train, info
+
+
+def _evaluator(train, test, spec, n: int, seed: int, info: dict | None):
+    """The periodic evaluator: the data's feature net, or for the mini SD's captioned digits (``mnist-captions``)
+    FD and prompt adherence of the decoded samples (pipelines/mini_sd.py)."""
+    if train.name == "mnist-captions" and info and info.get("pipeline"):
+        from ..pipelines.mini_sd import TextEvaluator
+
+        return TextEvaluator(Path(info["pipeline"]), n=n, spec=spec, seed=seed)
+    return maybe_evaluator(train.name, test, spec, n, seed)
 
 
 def _refuse_other_run(out: Path, method: str, nfe: int) -> None:
@@ -159,9 +172,10 @@ def distill(r: DistillRequest) -> dict:
             _refuse_other_run(out, method.name, nfe)
         method.prepare(out / "cache")
         ts = dcfg.train
-        evaluator = maybe_evaluator(train.name, test, method.default_sampling(), ts.eval_n, r.seed)
-        if evaluator is not None:
-            evaluator = with_collapse_monitor(evaluator, CollapseMonitor(test.x, test.labels))
+        evaluator = _evaluator(train, test, method.default_sampling(), ts.eval_n, r.seed, info)
+        if evaluator is not None:  # an evaluator that measures decoded images names its own reference images
+            ref_x, ref_labels = getattr(evaluator, "reference", (test.x, test.labels))
+            evaluator = with_collapse_monitor(evaluator, CollapseMonitor(ref_x, ref_labels))
         tcfg = TrainConfig(out=str(out), max_iters=ts.max_iters, batch_size=ts.batch_size, seed=r.seed,
                            ckpt_every=ts.ckpt_every, keep=r.keep, eval_every=ts.eval_every, ema_decay=ts.ema_decay,
                            warmup=ts.warmup, bf16=ts.bf16, progress=r.progress, threads=r.threads,

@@ -261,6 +261,11 @@ def encoded_dataset(pipeline: str | Path, data: str, resolution: int, cache_dir:
             raise ValueError(f"{path} holds no prompts")
         x = torch.zeros(len(captions), latent_channels, resolution // downsample, resolution // downsample)
         src = path.read_text()
+    elif data == "mnist-captions":  # the embedded digits with captions (data/captions.py), as the mini SD trained
+        from ..pipelines.mini_sd import mnist_captions
+
+        src = mnist_captions(resolution)
+        captions, x = src.captions, None
     elif data.startswith("folder:"):
         from .folder import folder
 
@@ -269,7 +274,8 @@ def encoded_dataset(pipeline: str | Path, data: str, resolution: int, cache_dir:
             raise ValueError(f"{data} needs a metadata.jsonl with file_name and text for a text-to-image teacher")
         captions, x, src = ds.captions, None, ds
     else:
-        raise ValueError(f"a diffusers teacher needs --data folder:DIR (with metadata.jsonl) or prompts:FILE, got {data!r}")
+        raise ValueError("a diffusers teacher needs --data folder:DIR (with metadata.jsonl), prompts:FILE or mnist-captions, "
+                         f"got {data!r}")
     key = _key(str(pipeline.resolve()), data, resolution, captions)
     path = Path(cache_dir) / f"encoded-{key}.safetensors"
     if path.is_file():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..hardware import use_bf16
-from ..nets.cond import Cond, stack_conds
+from ..nets.cond import Cond, index_cond, stack_conds
 from ..noise.guidance import guided
 from .grids import make_grid
 from .ode import initial_noise
@@ -90,7 +90,7 @@ def generate(den, n: int, spec: SamplingSpec, shape, labels=None, seed: int = 0,
         for i in range(0, n, batch):
             m = min(batch, n - i)
             x = initial_noise(den.process, sigmas, (m, *shape), generator=g, device=device)
-            cond = None if labels is None else labels[i:i + m].to(device)
+            cond = None if labels is None else index_cond(labels, slice(i, i + m)).to(device)  # labels or a Cond
             out.append(sample(model, x, sigmas, spec.sampler, cond=cond, generator=g).float().cpu())
     samples = torch.cat(out)
     nfe = model.calls / max(1, -(-n // batch))

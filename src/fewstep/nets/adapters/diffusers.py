@@ -30,6 +30,18 @@ def _require_diffusers():
         raise ImportError("this model needs diffusers: pip install 'fewstep[diffusers]'") from None
 
 
+def quiet_hf() -> None:
+    """For the CLI: silence transformers' and diffusers' per-load progress bars and info lines (fewstep's own
+    progress bars stay)."""
+    _require_diffusers()
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    for lib in (dlog, tlog):
+        lib.disable_progress_bar()
+        lib.set_verbosity_error()
+
+
 def dynamic_shift(cfg: dict, image_seq_len: int) -> float:
     """The static shift a resolution-dependent (``use_dynamic_shifting``) flow scheduler applies at one image
     size: the pipelines' ``calculate_shift`` gives mu linear in the latent token count, and the scheduler's
@@ -239,6 +251,16 @@ def vae_config(root: Path) -> dict:
 def vae_downsample(root: Path) -> int:
     """How many pixels one latent pixel covers: the pipeline's VAE halves the side once per block after the first."""
     return 2 ** (len(vae_config(root).get("block_out_channels", [0] * 4)) - 1)
+
+
+def native_resolution(root: Path) -> int:
+    """The image side a pipeline generates by default: its UNet's / transformer's ``sample_size`` (latent
+    pixels) times the VAE's downsampling, as the diffusers pipelines compute their default height."""
+    root = Path(root)
+    net = root / "unet" if (root / "unet").is_dir() else root / "transformer"
+    size = json.loads((net / "config.json").read_text()).get("sample_size") or 64
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    return int(size) * vae_downsample(root)
 
 
 def latent_tokens(root: Path, resolution: int) -> int:

@@ -1,0 +1,64 @@
+"""Captions for the embedded MNIST digits, so a text-to-image teacher can be trained and measured on them.
+
+Each caption names the digit in one of several phrasings ("a handwritten 7", "the digit seven",
+"number 7, thick strokes"); about half also state the stroke width when the image's ink is in the
+thinnest or thickest third of the training set. Two disjoint phrasing sets: ``TRAIN_PHRASINGS`` are the
+only ones a teacher or a text encoder sees; ``HELD_OUT_PHRASINGS`` measure prompt adherence on wording
+the models never saw (the same digit words, new sentences).
+
+The digit a caption asks for is known by construction, so "prompt adherence" is the shipped MNIST
+classifier's accuracy against it (docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import torch
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+# {d}: the numeral, {w}: the word. Kept short: the text encoder reads at most MAX_CAPTION_CHARS characters.
+TRAIN_PHRASINGS = (
+    "a handwritten {d}", "the digit {w}", "number {d}", "a {w}", "the number {w}", "digit {d}",
+    "a handwritten {w}", "an image of a {d}", "{w}", "{d}", "a drawing of the digit {d}", "the numeral {w}",
+)
+HELD_OUT_PHRASINGS = ("a picture of the number {d}", "the handwritten digit {w}", "a scanned {w}", "one {d}, by hand")
+STROKES = {0: "thin strokes", 2: "thick strokes"}  # ink tertile -> what a caption may say about it
+MAX_CAPTION_CHARS = 46
+
+
+def ink_tertiles(x: torch.Tensor) -> torch.Tensor:
+    """The two ink levels (mean brightness in [0, 1] per image) that split ``x`` (N, C, H, W in [-1, 1])
+    into thirds; computed on the training split and reused for any other."""
+    ink = ((x + 1) / 2).flatten(1).mean(1)
+    return torch.quantile(ink, torch.tensor([1 / 3, 2 / 3]))
+
+
+def ink_bins(x: torch.Tensor, tertiles: torch.Tensor) -> torch.Tensor:
+    """0 thin, 1 regular, 2 thick, per image."""
+    ink = ((x + 1) / 2).flatten(1).mean(1)
+    return torch.bucketize(ink, tertiles)
+
+
+def caption(label: int, phrasing: str, strokes: str | None = None) -> str:
+    text = phrasing.format(d=label, w=DIGIT_WORDS[label])
+    return f"{text}, {strokes}" if strokes else text
+
+
+def captions_for(labels: torch.Tensor, bins: torch.Tensor, generator: torch.Generator,
+                 phrasings: tuple[str, ...] = TRAIN_PHRASINGS, p_strokes: float = 0.5) -> tuple[list[str], torch.Tensor]:
+    """One caption per image, phrasing drawn uniformly; a thin or thick image's caption says so with
+    probability ``p_strokes``. Returns the captions and which of them state a stroke width (the
+    stated bin, -1 where none is stated), which the text encoder's contrastive targets need."""
+    pick = torch.randint(len(phrasings), (len(labels),), generator=generator)
+    say = torch.rand(len(labels), generator=generator) < p_strokes
+    out, stated = [], torch.full((len(labels),), -1, dtype=torch.long)
+    for i, (y, b) in enumerate(zip(labels.tolist(), bins.tolist())):
+        strokes = STROKES.get(b) if say[i] else None
+        if strokes:
+            stated[i] = b
+        out.append(caption(y, phrasings[int(pick[i])], strokes))
+    return out, stated
+
+
+def prompts_for(labels: list[int], phrasings: tuple[str, ...] = HELD_OUT_PHRASINGS) -> list[str]:
+    """Prompts cycling through ``phrasings`` (no stroke words): what adherence is measured on."""
+    return [caption(y, phrasings[i % len(phrasings)]) for i, y in enumerate(labels)]

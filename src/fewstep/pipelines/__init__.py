@@ -1,0 +1,1 @@
+"""Small complete pipelines the project trains itself (pipelines/mini_sd.py)."""
