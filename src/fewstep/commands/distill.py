@@ -128,12 +128,19 @@ def image_free_source(data: str, tcfg: dict, test):
 def _diffusers_teacher(r: DistillRequest):
     """(teacher, train, test, info) for ``--teacher diffusers:PATH``: latents and prompt embeddings cached."""
     from ..data.encoded import encoded_dataset
-    from ..nets.adapters.diffusers import load_pipeline_teacher, native_resolution, quiet_hf, vae_config, vae_downsample
+    from ..nets.adapters.diffusers import (
+        load_pipeline_teacher,
+        native_resolution,
+        quiet_hf,
+        resolve_pipeline,
+        vae_config,
+        vae_downsample,
+    )
 
     if not r.data:
         raise FewstepError("a diffusers teacher needs --data folder:DIR (metadata.jsonl), prompts:FILE or mnist-captions")
     quiet_hf()
-    root = Path(r.teacher.split(":", 1)[1])
+    root = resolve_pipeline(r.teacher.split(":", 1)[1])
     resolution = r.resolution or native_resolution(root)
     teacher, info = load_pipeline_teacher(root, resolution)
     pipe = Path(info["pipeline"])

@@ -274,6 +274,18 @@ def latent_tokens(root: Path, resolution: int) -> int:
     return (side // patch) ** 2
 
 
+def resolve_pipeline(spec: str | Path) -> Path:
+    """A diffusers pipeline folder: a path, or the name of one shipped with fewstep (``mnist-t2i``: the
+    miniature text-to-image SD of pipelines/mini_sd.py, in ``fewstep/assets/teachers``)."""
+    p = Path(spec)
+    if p.is_dir() or "/" in str(spec):
+        return p
+    from ...model_io import SHIPPED_TEACHERS
+
+    shipped = SHIPPED_TEACHERS / str(spec)
+    return shipped if (shipped / "model_index.json").is_file() else p
+
+
 def load_pipeline_teacher(path: str | Path, resolution: int | None = None):
     """(Denoiser, info) from a local diffusers pipeline folder (UNet, SD3 or Flux); info names its other components.
     ``resolution`` (px) fixes a resolution-dependent flow shift (FLUX.1-dev's) at that image size."""
@@ -281,7 +293,7 @@ def load_pipeline_teacher(path: str | Path, resolution: int | None = None):
     from ...noise import process_from_config
     from ...noise.precond import Denoiser
 
-    root = Path(path)
+    root = resolve_pipeline(path)
     index = root / "model_index.json"
     if not index.is_file():
         raise FileNotFoundError(f"{root} is not a diffusers pipeline folder (no model_index.json)")
