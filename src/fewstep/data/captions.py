@@ -12,6 +12,10 @@ classifier's accuracy against it (docs/benchmarks.md).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+RESOLUTION = 32  # the mini SD's images (pipelines/mini_sd.py): MNIST's 28x28 padded by 2 on every side
+PAD = 2
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -62,3 +66,24 @@ def captions_for(labels: torch.Tensor, bins: torch.Tensor, generator: torch.Gene
 def prompts_for(labels: list[int], phrasings: tuple[str, ...] = HELD_OUT_PHRASINGS) -> list[str]:
     """Prompts cycling through ``phrasings`` (no stroke words): what adherence is measured on."""
     return [caption(y, phrasings[i % len(phrasings)]) for i, y in enumerate(labels)]
+
+
+def to_pipeline_images(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, 28, 28) in [-1, 1] -> (N, 3, 32, 32): padded with background, grey in three channels."""
+    return F.pad(x, (PAD,) * 4, value=-1.0).expand(-1, 3, -1, -1).contiguous()
+
+
+def mnist_captions(resolution: int | None = None, copies: int = 1, seed: int = 0):
+    """The embedded training digits as the mini SD's images, each ``copies`` times with a caption drawn from
+    TRAIN_PHRASINGS (seeded): the data its UNet trains on and ``--data mnist-captions``."""
+    from .base import ArrayDataset
+    from .embedded import mnist
+
+    if resolution not in (None, RESOLUTION):
+        raise ValueError(f"mnist-captions images are {RESOLUTION}x{RESOLUTION} (--resolution {RESOLUTION}), got {resolution}")
+    train = mnist("train")
+    g = torch.Generator().manual_seed(seed)
+    bins = ink_bins(train.x, ink_tertiles(train.x))
+    texts = [t for _ in range(copies) for t in captions_for(train.labels, bins, g)[0]]
+    x = to_pipeline_images(train.x).repeat(copies, 1, 1, 1)
+    return ArrayDataset("mnist-captions", x, train.labels.repeat(copies), 10, texts)

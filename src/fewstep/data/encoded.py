@@ -262,7 +262,7 @@ def encoded_dataset(pipeline: str | Path, data: str, resolution: int, cache_dir:
         x = torch.zeros(len(captions), latent_channels, resolution // downsample, resolution // downsample)
         src = path.read_text()
     elif data == "mnist-captions":  # the embedded digits with captions (data/captions.py), as the mini SD trained
-        from ..pipelines.mini_sd import mnist_captions
+        from .captions import mnist_captions
 
         src = mnist_captions(resolution)
         captions, x = src.captions, None

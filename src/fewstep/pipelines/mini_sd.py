@@ -31,10 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.captions import PAD, RESOLUTION, mnist_captions, to_pipeline_images  # noqa: F401  (the pipeline's data)
 from ..io import atomic_dir, write_json
 
-RESOLUTION = 32  # MNIST's 28x28 padded by 2 on every side
-PAD = 2
 MAX_TOKENS = 48  # the tokenizer's model_max_length (SD: 77)
 ALPHABET = string.ascii_lowercase + string.digits + ",.'-!?"
 
@@ -55,11 +54,6 @@ SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, be
 
 
 # -- images: MNIST <-> the pipeline's 32x32 RGB ---------------------------------------------------
-def to_pipeline_images(x: torch.Tensor) -> torch.Tensor:
-    """(N, 1, 28, 28) in [-1, 1] -> (N, 3, 32, 32): padded with background, grey in three channels."""
-    return F.pad(x, (PAD,) * 4, value=-1.0).expand(-1, 3, -1, -1).contiguous()
-
-
 def to_mnist_images(x: torch.Tensor) -> torch.Tensor:
     """The pipeline's (N, 3, 32, 32) images in [-1, 1] -> (N, 1, 28, 28): channel mean, centre crop, the
     shipped classifier's input."""
@@ -67,23 +61,6 @@ def to_mnist_images(x: torch.Tensor) -> torch.Tensor:
     if side != RESOLUTION:
         x = F.interpolate(x, size=(RESOLUTION, RESOLUTION), mode="bilinear", antialias=True, align_corners=False)
     return x.float().mean(1, keepdim=True)[..., PAD:RESOLUTION - PAD, PAD:RESOLUTION - PAD].clamp(-1, 1)
-
-
-def mnist_captions(resolution: int | None = None, copies: int = 1, seed: int = 0):
-    """The embedded training digits as the pipeline's images, each ``copies`` times with a caption drawn from
-    TRAIN_PHRASINGS (seeded): the data the mini SD's UNet trains on and ``--data mnist-captions``."""
-    from ..data.base import ArrayDataset
-    from ..data.captions import captions_for, ink_bins, ink_tertiles
-    from ..data.embedded import mnist
-
-    if resolution not in (None, RESOLUTION):
-        raise ValueError(f"mnist-captions images are {RESOLUTION}x{RESOLUTION} (--resolution {RESOLUTION}), got {resolution}")
-    train = mnist("train")
-    g = torch.Generator().manual_seed(seed)
-    bins = ink_bins(train.x, ink_tertiles(train.x))
-    texts = [t for _ in range(copies) for t in captions_for(train.labels, bins, g)[0]]
-    x = to_pipeline_images(train.x).repeat(copies, 1, 1, 1)
-    return ArrayDataset("mnist-captions", x, train.labels.repeat(copies), 10, texts)
 
 
 # -- components --------------------------------------------------------------------------------

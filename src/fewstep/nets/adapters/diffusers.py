@@ -280,9 +280,7 @@ def resolve_pipeline(spec: str | Path) -> Path:
     p = Path(spec)
     if p.is_dir() or "/" in str(spec):
         return p
-    from ...model_io import SHIPPED_TEACHERS
-
-    shipped = SHIPPED_TEACHERS / str(spec)
+    shipped = Path(__file__).resolve().parents[2] / "assets" / "teachers" / str(spec)  # model_io.SHIPPED_TEACHERS
     return shipped if (shipped / "model_index.json").is_file() else p
 
 
