@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -31,8 +30,9 @@ import torch
 
 from fewstep.io import write_text_atomic
 from fewstep.metrics.benchmark import machine, provenance, write_results
+from fewstep.metrics.evaluate import mean_std
 from fewstep.nets.adapters.diffusers import load_pipeline_teacher, quiet_hf
-from fewstep.pipelines.mini_sd import TextEvaluator, to_mnist_images
+from fewstep.pipelines.mini_sd import TextEvaluator, decode, to_mnist_images
 from fewstep.report import text2img_table
 from fewstep.samplers.generate import SamplingSpec
 
@@ -63,14 +63,6 @@ def train(threads: int, students: list[tuple[str, int]]) -> None:
             sh(FEWSTEP, "export", "--model", str(run), "--format", "diffusers", "--out", str(RUNS / f"{method}_{nfe}_export"))
 
 
-def _mean_std(rows: list[dict]) -> dict:
-    out = {}
-    for k in rows[0]:
-        vals = [r[k] for r in rows]
-        out[k], out[f"{k}_std"] = statistics.fmean(vals), (statistics.pstdev(vals) if len(vals) > 1 else 0.0)
-    return out
-
-
 def _images_per_s(make, n: int = 256) -> float:
     make(8)  # warm-up
     t0 = time.perf_counter()
@@ -81,10 +73,9 @@ def _images_per_s(make, n: int = 256) -> float:
 def fewstep_row(ev: TextEvaluator, den, spec: SamplingSpec, nfe: float, seeds: int) -> dict:
     from fewstep.samplers.generate import generate
 
-    row = _mean_std([ev.measure(den, spec, seed=s) for s in range(seeds)])
+    row = mean_std([ev.measure(den, spec, seed=s) for s in range(seeds)])
     keep = {k: v for k, v in row.items() if k.split("_std")[0] in ("fd", "prompt_acc", "precision", "recall")}
-    decode = lambda z: to_mnist_images(ev.vae.decode(z / ev.vae.config.scaling_factor).sample)  # noqa: E731
-    make = lambda n: decode(generate(den, n, spec, ev.shape, _cond_head(ev.cond, n)))  # noqa: E731
+    make = lambda n: to_mnist_images(decode(ev.vae, generate(den, n, spec, ev.shape, _cond_head(ev.cond, n))))  # noqa: E731
     with torch.no_grad():
         ips = _images_per_s(make)
     return {"sampler": spec.sampler, "grid": spec.grid, "steps": spec.steps, "nfe": nfe, "cfg": spec.cfg, "seeds": seeds,
@@ -130,7 +121,7 @@ def export_row(ev: TextEvaluator, pipe_dir: Path, export: Path, seeds: int, cfg:
         r = measure(make(prompts, 1000 + s), ev.labels, ev.ref, ev.features, ev.ref_feats)
         r["prompt_acc"] = r.pop("class_acc")
         res.append(r)
-    row = _mean_std(res)
+    row = mean_std(res)
     with torch.no_grad():
         ips = _images_per_s(lambda n: make((prompts * (n // len(prompts) + 1))[:n]))
     return {"sampler": "diffusers", "grid": "exported timesteps", "steps": len(meta["timesteps"]), "nfe": len(meta["timesteps"]),

@@ -20,7 +20,9 @@ from fewstep.data.captions import (  # noqa: E402
     captions_for,
     ink_bins,
     ink_tertiles,
+    mnist_captions,
     prompts_for,
+    to_pipeline_images,
 )
 from fewstep.pipelines import mini_sd  # noqa: E402
 
@@ -75,7 +77,7 @@ def test_contrastive_loss_is_the_symmetric_multi_positive_cross_entropy():
 
 def test_pipeline_images_are_mnist_padded_in_three_grey_channels_and_back():
     x = torch.rand(5, 1, 28, 28) * 2 - 1
-    big = mini_sd.to_pipeline_images(x)
+    big = to_pipeline_images(x)
     assert big.shape == (5, 3, 32, 32) and (big[..., :2, :] == -1).all() and (big[:, 0] == big[:, 2]).all()
     assert torch.allclose(mini_sd.to_mnist_images(big), x, atol=1e-6)
 
@@ -141,4 +143,4 @@ def test_a_lora_student_of_the_mini_sd_distils_on_mnist_captions_and_loads_in_di
 
 def test_mnist_captions_refuses_another_resolution():
     with pytest.raises(ValueError, match="32x32"):
-        mini_sd.mnist_captions(64)
+        mnist_captions(64)

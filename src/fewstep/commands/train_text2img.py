@@ -76,14 +76,14 @@ def _components(out: Path, unet):
     return vae, tok, enc, unet
 
 
-def _unet_dataset(pipeline: Path, vae, copies: int, seed: int):
-    """The training digits' latents, each ``copies`` times with a fresh caption, prompts encoded by the
-    pipeline's own text encoder as the pipeline encodes them."""
-    from ..data.encoded import EncodedDataset, encode_prompts
-    from ..pipelines import mini_sd
+def _unet_dataset(pipeline: Path, copies: int, seed: int):
+    """The training digits' latents through the pipeline's VAE, each ``copies`` times with a fresh caption,
+    prompts encoded by the pipeline's own text encoder as the pipeline encodes them."""
+    from ..data.captions import mnist_captions
+    from ..data.encoded import EncodedDataset, encode_images, encode_prompts
 
-    src = mini_sd.mnist_captions(copies=copies, seed=seed)
-    return EncodedDataset("mnist-captions", mini_sd._latents(vae, src.x), encode_prompts(pipeline, src.captions), src.captions)
+    src = mnist_captions(copies=copies, seed=seed)
+    return EncodedDataset("mnist-captions", encode_images(pipeline, src.x), encode_prompts(pipeline, src.captions), src.captions)
 
 
 def _unet_stage(out: Path, a) -> dict:
@@ -99,8 +99,7 @@ def _unet_stage(out: Path, a) -> dict:
     run = out / "unet_run"
     den, _ = load_pipeline_teacher(pipeline)
     den.train().requires_grad_(True)
-    vae = mini_sd.load_components_vae(pipeline)
-    data = _unet_dataset(pipeline, vae, a.caption_copies, a.seed)
+    data = _unet_dataset(pipeline, a.caption_copies, a.seed)
     # SD's recipe: uniform timesteps, epsilon loss, 10% empty prompts for CFG; AdamW as the mnist teacher.
     method = DenoisingTeacher(den, TeacherMethodConfig(optim=OptimConfig(lr=a.lr, betas=(0.9, 0.999), grad_clip=1.0),
                                                        time_sampler=TimeSampler("uniform"), label_dropout=0.1))
@@ -125,6 +124,7 @@ def _trained_unet(run: Path):
 
 
 def run(a):
+    from ..data.captions import to_pipeline_images
     from ..data.embedded import mnist
     from ..metrics.features import load_features
     from ..nets.adapters.diffusers import load_pipeline_teacher, quiet_hf
@@ -138,7 +138,7 @@ def run(a):
         train, test = mnist("train"), mnist("test")
         classifier = load_features("mnist")
         info = {"command": command_line(), "data": "mnist (embedded), captions from fewstep/data/captions.py"}
-        info["vae"] = _vae_stage(out, a, mini_sd.to_pipeline_images(train.x), mini_sd.to_pipeline_images(test.x),
+        info["vae"] = _vae_stage(out, a, to_pipeline_images(train.x), to_pipeline_images(test.x),
                                  test.labels, classifier)
         info["text"] = _text_stage(out, a, train, test, classifier)
         pipeline, run_dir = out / "pipeline", out / "unet_run"

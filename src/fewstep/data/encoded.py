@@ -238,14 +238,19 @@ def _flux_encoder(pipeline: Path, resolution: int | None = None, max_sequence_le
 
 
 @torch.no_grad()
+def vae_latents(vae, x: torch.Tensor, batch: int = 16, scaled: bool = True) -> torch.Tensor:
+    """Latents = an ``AutoencoderKL``'s posterior mean, shifted and scaled as its config says (``scaled``
+    False: raw, as when choosing the scaling factor)."""
+    sf, shift = (vae.config.scaling_factor, vae.config.get("shift_factor") or 0.0) if scaled else (1.0, 0.0)
+    return torch.cat([(vae.encode(x[i:i + batch]).latent_dist.mean - shift) * sf for i in range(0, len(x), batch)])
+
+
 def encode_images(pipeline: Path, x: torch.Tensor, batch: int = 16) -> torch.Tensor:
-    """Latents = VAE posterior mean, shifted and scaled as the pipeline's VAE config says."""
+    """Latents of images through the pipeline's own VAE (``vae_latents``)."""
     from diffusers import AutoencoderKL
 
-    vae = AutoencoderKL.from_pretrained(pipeline / "vae", local_files_only=True).eval()
-    sf, shift = vae.config.scaling_factor, vae.config.get("shift_factor") or 0.0
-    out = [(vae.encode(x[i:i + batch]).latent_dist.mean - shift) * sf for i in range(0, len(x), batch)]
-    return torch.cat(out)
+    vae = AutoencoderKL.from_pretrained(Path(pipeline) / "vae", local_files_only=True).eval()
+    return vae_latents(vae, x, batch)
 
 
 def encoded_dataset(pipeline: str | Path, data: str, resolution: int, cache_dir: Path,

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.captions import PAD, RESOLUTION, mnist_captions, to_pipeline_images  # noqa: F401  (the pipeline's data)
+from ..data.captions import PAD, RESOLUTION
+from ..data.encoded import vae_latents
 from ..io import atomic_dir, write_json
 
 MAX_TOKENS = 48  # the tokenizer's model_max_length (SD: 77)
@@ -142,15 +143,9 @@ def train_vae(x: torch.Tensor, iters: int = 1500, batch_size: int = 64, lr: floa
         if it % 100 == 0 or it == iters - 1:
             log.append({"it": it, "loss": float(loss.detach()), "kl": float(kl.detach())})
     vae.eval().requires_grad_(False)
-    z = _latents(vae, x[:1000], scale=1.0)
+    z = vae_latents(vae, x[:1000], batch=250, scaled=False)
     vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     return vae, log
-
-
-@torch.no_grad()
-def _latents(vae, x: torch.Tensor, scale: float | None = None, batch: int = 250) -> torch.Tensor:
-    sf = vae.config.scaling_factor if scale is None else scale
-    return torch.cat([vae.encode(x[i:i + batch]).latent_dist.mean * sf for i in range(0, len(x), batch)])
 
 
 @torch.no_grad()
@@ -163,7 +158,7 @@ def decode(vae, z: torch.Tensor, batch: int = 250) -> torch.Tensor:
 def vae_report(vae, x: torch.Tensor, labels: torch.Tensor, classifier: nn.Module) -> dict:
     """Reconstruction quality on held-out digits: PSNR (images in [0, 1]) and the classifier's accuracy on
     the reconstructions (against the originals')."""
-    rec = decode(vae, _latents(vae, x))
+    rec = decode(vae, vae_latents(vae, x, batch=250))
     mse = F.mse_loss((rec + 1) / 2, (x + 1) / 2, reduction="none").flatten(1).mean(1)
     acc = lambda imgs: float((classifier(to_mnist_images(imgs)).argmax(1) == labels).float().mean())  # noqa: E731
     return {"psnr_db": float((-10 * torch.log10(mse.clamp_min(1e-10))).mean()), "class_acc_recon": acc(rec),
@@ -260,18 +255,6 @@ def save_pipeline(folder: Path, vae, tok, text_encoder, unet, info: dict | None 
     return atomic_dir(Path(folder), write)
 
 
-def load_components(folder: Path) -> dict:
-    """The pipeline's parts as diffusers / transformers objects (local files only)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    folder = Path(folder)
-    return {"vae": AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True).eval(),
-            "tokenizer": CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
-            "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True).eval(),
-            "unet": UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True).eval()}
-
-
 def read_info(folder: Path) -> dict:
     p = Path(folder) / "fewstep_training.json"
     return json.loads(p.read_text()) if p.is_file() else {}
@@ -293,7 +276,7 @@ class TextEvaluator:
         from ..nets.cond import Cond
 
         self.pipeline, self.seed, self.spec = Path(pipeline), seed, spec
-        self.vae = load_components_vae(self.pipeline)
+        self.vae = load_vae(self.pipeline)
         self.features = load_features("mnist")
         test = mnist("test")
         self.ref = test.x
@@ -325,7 +308,7 @@ class TextEvaluator:
         return res
 
 
-def load_components_vae(folder: Path):
+def load_vae(folder: Path):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL.from_pretrained(Path(folder) / "vae", local_files_only=True).eval().requires_grad_(False)
