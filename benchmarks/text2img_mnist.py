@@ -1,15 +1,18 @@
 """Text-to-image distillation measured on the miniature Stable Diffusion (benchmarks/results/text2img_mnist.json, .md).
 
-1. The teacher: ``fewstep train-text2img`` (pipelines/mini_sd.py) into runs/t2i/teacher, a diffusers
-   ``StableDiffusionPipeline`` folder trained on captioned MNIST.
+1. The teacher: the shipped mini SD (``--teacher mnist-t2i``, fewstep/assets/teachers/mnist-t2i), a diffusers
+   ``StableDiffusionPipeline`` folder trained on captioned MNIST by ``fewstep train-text2img``
+   (pipelines/mini_sd.py); ``--teacher runs/t2i/teacher/pipeline`` trains a fresh one first.
 2. LoRA students through the normal ``--teacher diffusers:PATH`` route on ``--data mnist-captions``
    (``--students``, default lcm at 2 steps and dmd2 at 1 step), each exported with ``fewstep export``.
 3. Rows: the teacher with DPM-Solver++ at NFE 1-32 without CFG and with CFG 2 (a guided step costs 2),
    each student at its own sampling, and each exported student sampled by diffusers' own pipeline
-   (``load_lora_weights`` + the exported scheduler and timesteps). 1,000 prompts in the held-out phrasings
-   (data/captions.py), balanced digits, 3 noise seeds up to 8 NFE (1 above); FD and precision/recall in the
-   shipped MNIST classifier's features (decoded 32x32 images, centre 28x28) against the 1,000 held-out
-   digits; prompt adherence (``prompt_acc``) = the classifier's accuracy against the prompted digit;
+   (``load_lora_weights`` + the exported scheduler and timesteps). 1,000 prompts naming balanced digits,
+   half in held-out phrasings and half in training ones (data/captions.py ``evaluation_prompts``), 3 noise
+   seeds up to 8 NFE (1 above); FD and precision/recall in the shipped MNIST classifier's features (decoded
+   32x32 images, centre 28x28) against the 1,000 held-out digits; prompt adherence (``prompt_acc``) = the
+   classifier's accuracy against the prompted digit, over all prompts and per half (``prompt_acc_held_out``,
+   ``prompt_acc_train_phrasings``);
    images/s end to end (latents and VAE decode), batch 256, timed.
 
     .venv/bin/python benchmarks/text2img_mnist.py                      # train what is missing, then bench
@@ -31,7 +34,7 @@ import torch
 from fewstep.io import write_text_atomic
 from fewstep.metrics.benchmark import machine, provenance, write_results
 from fewstep.metrics.evaluate import mean_std
-from fewstep.nets.adapters.diffusers import load_pipeline_teacher, quiet_hf
+from fewstep.nets.adapters.diffusers import load_pipeline_teacher, quiet_hf, resolve_pipeline
 from fewstep.pipelines.mini_sd import TextEvaluator, decode, to_mnist_images
 from fewstep.report import text2img_table
 from fewstep.samplers.generate import SamplingSpec
@@ -48,19 +51,30 @@ def sh(*args: str) -> None:
     subprocess.run(list(args), check=True)
 
 
-def train(threads: int, students: list[tuple[str, int]]) -> None:
-    teacher = RUNS / "teacher"
-    if not (teacher / "pipeline" / "fewstep_training.json").is_file() or "eval" not in json.loads(
-            (teacher / "pipeline" / "fewstep_training.json").read_text()):
-        sh(FEWSTEP, "train-text2img", "--out", str(teacher), "--threads", str(threads), "--no-progress")
+def teacher_pipeline(spec: str, threads: int) -> Path:
+    """The teacher's pipeline folder: the shipped one by name (``mnist-t2i``), or a folder; a missing
+    ``.../pipeline`` folder is trained first by ``fewstep train-text2img --out ...``."""
+    pipe = resolve_pipeline(spec)
+    info = pipe / "fewstep_training.json"
+    if not info.is_file() or "eval" not in json.loads(info.read_text()):
+        if pipe.name != "pipeline":
+            raise SystemExit(f"{pipe} is not a trained mini SD pipeline (give --teacher mnist-t2i or DIR/pipeline)")
+        sh(FEWSTEP, "train-text2img", "--out", str(pipe.parent), "--threads", str(threads), "--no-progress")
+    return pipe
+
+
+def train(pipe: Path, threads: int, students: list[tuple[str, int]]) -> None:
     for method, nfe in students:
         run = RUNS / f"{method}_{nfe}"
         if not (run / "model" / "config.json").is_file():
-            sh(FEWSTEP, "distill", "--teacher", f"diffusers:{teacher / 'pipeline'}", "--method", method, "--nfe", str(nfe),
+            sh(FEWSTEP, "distill", "--teacher", f"diffusers:{pipe}", "--method", method, "--nfe", str(nfe),
                "--data", "mnist-captions", "--lora-rank", "16", "--threads", str(threads), "--resume", "--no-progress",
                "--out", str(run))
         if not (RUNS / f"{method}_{nfe}_export" / "fewstep_sampling.json").is_file():
             sh(FEWSTEP, "export", "--model", str(run), "--format", "diffusers", "--out", str(RUNS / f"{method}_{nfe}_export"))
+
+
+KEPT = ("fd", "prompt_acc", "prompt_acc_held_out", "prompt_acc_train_phrasings", "precision", "recall")
 
 
 def _images_per_s(make, n: int = 256) -> float:
@@ -74,7 +88,7 @@ def fewstep_row(ev: TextEvaluator, den, spec: SamplingSpec, nfe: float, seeds: i
     from fewstep.samplers.generate import generate
 
     row = mean_std([ev.measure(den, spec, seed=s) for s in range(seeds)])
-    keep = {k: v for k, v in row.items() if k.split("_std")[0] in ("fd", "prompt_acc", "precision", "recall")}
+    keep = {k: v for k, v in row.items() if k.split("_std")[0] in KEPT}
     make = lambda n: to_mnist_images(decode(ev.vae, generate(den, n, spec, ev.shape, _cond_head(ev.cond, n))))  # noqa: E731
     with torch.no_grad():
         ips = _images_per_s(make)
@@ -94,9 +108,6 @@ def export_row(ev: TextEvaluator, pipe_dir: Path, export: Path, seeds: int, cfg:
     """The exported student sampled by diffusers' StableDiffusionPipeline itself, same prompts."""
     import diffusers
 
-    from fewstep.data.captions import HELD_OUT_PHRASINGS, prompts_for
-    from fewstep.metrics.evaluate import measure
-
     meta = json.loads((export / "fewstep_sampling.json").read_text())
     pipe = diffusers.StableDiffusionPipeline.from_pretrained(pipe_dir, local_files_only=True)
     sched_dir = export / "scheduler"
@@ -106,7 +117,7 @@ def export_row(ev: TextEvaluator, pipe_dir: Path, export: Path, seeds: int, cfg:
     if meta.get("lora"):
         pipe.load_lora_weights(export)
     pipe.set_progress_bar_config(disable=True)
-    prompts = prompts_for(ev.labels.tolist(), HELD_OUT_PHRASINGS)
+    prompts = ev.prompts
 
     def make(prompts_n, seed=0):
         out = []
@@ -116,22 +127,16 @@ def export_row(ev: TextEvaluator, pipe_dir: Path, export: Path, seeds: int, cfg:
             out.append(to_mnist_images(im * 2 - 1))
         return torch.cat(out)
 
-    res = []
-    for s in range(seeds):
-        r = measure(make(prompts, 1000 + s), ev.labels, ev.ref, ev.features, ev.ref_feats)
-        r["prompt_acc"] = r.pop("class_acc")
-        res.append(r)
-    row = mean_std(res)
+    row = mean_std([{k: v for k, v in ev.measure_images(make(prompts, 1000 + s)).items() if k in KEPT} for s in range(seeds)])
     with torch.no_grad():
         ips = _images_per_s(lambda n: make((prompts * (n // len(prompts) + 1))[:n]))
     return {"sampler": "diffusers", "grid": "exported timesteps", "steps": len(meta["timesteps"]), "nfe": len(meta["timesteps"]),
             "cfg": cfg, "seeds": seeds, **row, "images_per_s": ips, "images_per_s_timed": True}
 
 
-def bench(students: list[tuple[str, int]], seeds: int, teacher_nfes: list[int]) -> dict:
+def bench(pipe_dir: Path, students: list[tuple[str, int]], seeds: int, teacher_nfes: list[int]) -> dict:
     from fewstep.model_io import load_denoiser
 
-    pipe_dir = RUNS / "teacher" / "pipeline"
     info = json.loads((pipe_dir / "fewstep_training.json").read_text())
     ev = TextEvaluator(pipe_dir, n=1000)
     teacher, _ = load_pipeline_teacher(pipe_dir)
@@ -156,12 +161,22 @@ def bench(students: list[tuple[str, int]], seeds: int, teacher_nfes: list[int]) 
         print(json.dumps(rows[-1]), flush=True)
         rows.append({**common, "exported": True, **export_row(ev, pipe_dir, RUNS / f"{method}_{nfe}_export", seeds, spec.cfg)})
         print(json.dumps(rows[-1]), flush=True)
-    return {"teacher": {"pipeline": str(pipe_dir.relative_to(ROOT)), "vae": info["vae"]["report"], "text": info["text"]["report"],
+    return {"teacher": {"pipeline": _shown(pipe_dir), "vae": info["vae"]["report"], "text": info["text"]["report"],
                         "unet": info["unet"], "command": info["command"]}, "rows": rows}
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the repository where it is inside it (the shipped teacher, runs/...)."""
+    try:
+        return str(path.resolve().relative_to(ROOT.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", default="mnist-t2i",
+                   help="the shipped mini SD (default) or a pipeline folder; a missing DIR/pipeline is trained first")
     p.add_argument("--students", default="lcm:2,dmd2:1", help="method:nfe pairs (default lcm:2,dmd2:1)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--teacher-nfe", default="1,2,4,8,16,32")
@@ -171,15 +186,16 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     quiet_hf()
     students = [(m, int(n)) for m, n in (s.split(":") for s in a.students.split(",") if s)]
+    pipe = teacher_pipeline(a.teacher, a.threads)
     if a.stage in ("train", "all"):
-        train(a.threads, students)
+        train(pipe, a.threads, students)
     if a.stage == "train":
         return
     t0 = time.time()
     res = {"benchmark": "text2img_mnist", "command": "python benchmarks/text2img_mnist.py " + " ".join(map(shlex.quote, sys.argv[1:])),
            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
            **provenance(exclude=OUT), "complete": False, "rows": []}
-    res.update(bench(students, a.seeds, [int(n) for n in a.teacher_nfe.split(",")]))
+    res.update(bench(pipe, students, a.seeds, [int(n) for n in a.teacher_nfe.split(",")]))
     res["complete"], res["bench_s"] = True, round(time.time() - t0, 1)
     write_results(OUT, res)
     write_text_atomic(OUT.with_suffix(".md"), text2img_table(res))

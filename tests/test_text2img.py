@@ -18,6 +18,7 @@ from fewstep.data.captions import (  # noqa: E402
     TRAIN_PHRASINGS,
     caption,
     captions_for,
+    evaluation_prompts,
     ink_bins,
     ink_tertiles,
     mnist_captions,
@@ -35,6 +36,20 @@ def test_captions_name_their_digit_and_the_held_out_phrasings_are_new_sentences(
             assert str(d) in text or DIGIT_WORDS[d] in text.split(", ")[0].split()
             assert len(text) <= MAX_CAPTION_CHARS
     assert prompts_for([3, 8]) == [caption(3, HELD_OUT_PHRASINGS[0]), caption(8, HELD_OUT_PHRASINGS[1])]
+
+
+def test_adherence_prompts_split_evenly_between_held_out_and_training_wording_for_every_digit():
+    labels = torch.arange(10).repeat_interleave(8).tolist()  # sorted, as class_balanced_labels gives them
+    prompts, held_out = evaluation_prompts(labels)
+    assert len(prompts) == 80 and int(held_out.sum()) == 40
+    held = {caption(d, p) for d in range(10) for p in HELD_OUT_PHRASINGS}
+    trained = {caption(d, p) for d in range(10) for p in TRAIN_PHRASINGS}
+    for text, h, y in zip(prompts, held_out.tolist(), labels):
+        assert text in (held if h else trained) and text in {caption(y, p) for p in HELD_OUT_PHRASINGS + TRAIN_PHRASINGS}
+    for d in range(10):
+        mine = [h for h, y in zip(held_out.tolist(), labels) if y == d]
+        assert sum(mine) == len(mine) // 2
+    assert len({p for p, h in zip(prompts, held_out.tolist()) if h}) == 40 and len(set(prompts)) > 60
 
 
 def test_stroke_width_is_stated_only_for_the_thinnest_and_thickest_thirds():
@@ -144,3 +159,38 @@ def test_a_lora_student_of_the_mini_sd_distils_on_mnist_captions_and_loads_in_di
 def test_mnist_captions_refuses_another_resolution():
     with pytest.raises(ValueError, match="32x32"):
         mnist_captions(64)
+
+
+def test_the_shipped_mini_sd_loads_by_name_through_the_diffusers_route():
+    from fewstep.model_io import load_denoiser, pipeline_spec
+    from fewstep.nets.adapters.diffusers import resolve_pipeline
+
+    assert pipeline_spec("mnist-t2i") == "diffusers:mnist-t2i"
+    assert pipeline_spec("mnist") == "mnist" and pipeline_spec("runs/t2i") == "runs/t2i"
+    pipe_dir = resolve_pipeline("mnist-t2i")
+    assert (pipe_dir / "model_index.json").is_file(), "the mini SD is not shipped in fewstep/assets/teachers/mnist-t2i"
+    info = json.loads((pipe_dir / "fewstep_training.json").read_text())
+    assert "train-text2img" in info["command"]  # the command that trained it travels with it
+    den, cfg = load_denoiser("mnist-t2i")
+    assert cfg["diffusers"]["pipeline"] == str(pipe_dir)
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        assert den(x, torch.full((2,), 500.0), den.net.example_cond(2)).shape == x.shape  # SD timestep index
+
+
+@pytest.mark.slow
+def test_the_shipped_mini_sd_draws_the_prompted_digit_in_diffusers():
+    """The shipped pipeline loads in diffusers offline and, with its own DDIM scheduler, draws the digit each
+    prompt names: the shipped classifier agrees on nearly all of a small batch (an untrained UNet scores
+    ~0.1; held-out wording, which adheres less, is measured in benchmarks/results/text2img_mnist.json)."""
+    from fewstep.metrics.features import load_features
+    from fewstep.nets.adapters.diffusers import resolve_pipeline
+
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(resolve_pipeline("mnist-t2i"), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    labels = list(range(10)) * 3
+    images = pipe(prompts_for(labels, TRAIN_PHRASINGS), num_inference_steps=20, guidance_scale=2.0, output_type="pt",
+                  generator=torch.Generator().manual_seed(0)).images
+    with torch.no_grad():
+        digits = load_features("mnist")(mini_sd.to_mnist_images(images * 2 - 1)).argmax(1)
+    assert (digits == torch.tensor(labels)).float().mean() >= 0.9

@@ -56,9 +56,18 @@ def resolve_model_dir(spec: str) -> Path:
     raise FewstepError(f"model {spec!r} is neither a folder nor a shipped teacher (shipped: {', '.join(names) or 'none'})")
 
 
+def pipeline_spec(spec: str) -> str:
+    """``diffusers:NAME`` for the name of a diffusers pipeline shipped with fewstep (``mnist-t2i``), so it
+    loads like ``diffusers:PATH``; any other spec unchanged."""
+    if "/" not in spec and ":" not in spec and (SHIPPED_TEACHERS / spec / "model_index.json").is_file():
+        return f"diffusers:{spec}"
+    return spec
+
+
 def load_denoiser(spec: str) -> tuple[Denoiser, dict]:
-    """A model folder, a training output folder, a shipped teacher, or ``diffusers:PATH`` (a local
-    diffusers pipeline folder)."""
+    """A model folder, a training output folder, a shipped teacher (``mnist``; ``mnist-t2i`` is a diffusers
+    pipeline), or ``diffusers:PATH`` (a local diffusers pipeline folder)."""
+    spec = pipeline_spec(spec)
     if spec.startswith("diffusers:"):
         from .nets.adapters.diffusers import load_pipeline_teacher
 

@@ -304,6 +304,11 @@ def folder_demo_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _adherence(r: dict) -> str:
+    split = f" ({r['prompt_acc_held_out']:.3f} / {r['prompt_acc_train_phrasings']:.3f})" if "prompt_acc_held_out" in r else ""
+    return f"{r['prompt_acc']:.3f}{split}"
+
+
 def text2img_table(results: dict) -> str:
     """benchmarks/text2img_mnist.py's table: the mini SD teacher per NFE and CFG, each student in fewstep and
     as sampled by diffusers from its export; the teacher's best FD at or below each row's NFE for comparison."""
@@ -314,14 +319,14 @@ def text2img_table(results: dict) -> str:
         cand = [r for r in teacher if r["nfe"] <= nfe]
         return min(cand, key=lambda r: r["fd"]) if cand else None
 
-    lines = ["| model | sampling | NFE | CFG | FD | prompt adherence | precision | recall | images/s | teacher best FD, <= this NFE |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| model | sampling | NFE | CFG | FD | prompt adherence (held-out / training phrasings) | precision | recall | "
+             "images/s | teacher best FD, <= this NFE |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         name = r["method"] + (" (export, diffusers)" if r.get("exported") else "")
         b = best_at(r["nfe"])
         ref = f"{b['fd']:.2f} ({b['nfe']:g} NFE, CFG {b['cfg']:g})" if b is not None else "-"
         lines.append(f"| {name} | {r['sampler']}/{r['grid']}, {r['steps']} steps | {r['nfe']:g} | {r['cfg']:g} | "
-                     f"{r['fd']:.2f} ± {r['fd_std']:.2f} | {r['prompt_acc']:.3f} | {r['precision']:.2f} | {r['recall']:.2f} | "
+                     f"{r['fd']:.2f} ± {r['fd_std']:.2f} | {_adherence(r)} | {r['precision']:.2f} | {r['recall']:.2f} | "
                      f"{r['images_per_s']:.0f} | {ref} |")
     return "\n".join(lines) + "\n"
 

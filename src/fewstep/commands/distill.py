@@ -88,10 +88,11 @@ def build_distillation(r: DistillRequest):
     """(method, train set, test set, DistillConfig, teacher dir, teacher info) for a request."""
     from ..data import load_dataset
     from ..methods.registry import get_method
-    from ..model_io import load_denoiser, resolve_model_dir
+    from ..model_io import load_denoiser, pipeline_spec, resolve_model_dir
 
     info = None
     cls = get_method(r.method)
+    r = replace(r, teacher=pipeline_spec(r.teacher))  # a shipped pipeline's name: the diffusers route
     if r.teacher.startswith("diffusers:"):
         teacher, train, test, info = _diffusers_teacher(r)
         data, teacher_dir = r.data, r.teacher

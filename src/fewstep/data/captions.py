@@ -64,8 +64,18 @@ def captions_for(labels: torch.Tensor, bins: torch.Tensor, generator: torch.Gene
 
 
 def prompts_for(labels: list[int], phrasings: tuple[str, ...] = HELD_OUT_PHRASINGS) -> list[str]:
-    """Prompts cycling through ``phrasings`` (no stroke words): what adherence is measured on."""
+    """Prompts cycling through ``phrasings`` (no stroke words)."""
     return [caption(y, phrasings[i % len(phrasings)]) for i, y in enumerate(labels)]
+
+
+def evaluation_prompts(labels: list[int]) -> tuple[list[str], torch.Tensor]:
+    """(prompts, held_out): what adherence is measured on. Every other prompt is in a held-out phrasing,
+    the rest in the training ones, each set cycled (no stroke words); ``held_out`` marks the first kind.
+    With sorted class-balanced labels both halves are balanced too."""
+    held_out = torch.arange(len(labels)) % 2 == 0
+    prompts = [caption(y, (HELD_OUT_PHRASINGS if h else TRAIN_PHRASINGS)[(i // 2) % len(HELD_OUT_PHRASINGS if h else TRAIN_PHRASINGS)])
+               for i, (y, h) in enumerate(zip(labels, held_out.tolist()))]
+    return prompts, held_out
 
 
 def to_pipeline_images(x: torch.Tensor) -> torch.Tensor:

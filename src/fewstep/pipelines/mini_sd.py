@@ -263,13 +263,15 @@ def read_info(folder: Path) -> dict:
 # -- measuring a text-to-image model on MNIST ---------------------------------------------------
 class TextEvaluator:
     """FD, precision/recall and prompt adherence of a latent text-to-image denoiser (teacher or student):
-    ``n`` prompts naming balanced digits in ``phrasings`` (held-out wording by default), encoded as the
-    pipeline encodes them, sampled with ``spec``, decoded by the pipeline's VAE and measured in the shipped
-    classifier's features against the held-out MNIST digits. Prompt adherence = the classifier's accuracy
-    against the prompted digit (row field ``prompt_acc``). Usable as the trainer's periodic evaluator."""
+    ``n`` prompts naming balanced digits, half in held-out phrasings and half in the training ones
+    (data/captions.py ``evaluation_prompts``), encoded as the pipeline encodes them, sampled with ``spec``,
+    decoded by the pipeline's VAE and measured in the shipped classifier's features against the held-out
+    MNIST digits. Prompt adherence = the classifier's accuracy against the prompted digit: ``prompt_acc``
+    over all prompts, ``prompt_acc_held_out`` and ``prompt_acc_train_phrasings`` per half (wording the text
+    encoder and UNet never saw, and wording they trained on). Usable as the trainer's periodic evaluator."""
 
-    def __init__(self, pipeline: Path, n: int = 500, phrasings=None, seed: int = 0, spec=None):
-        from ..data.captions import HELD_OUT_PHRASINGS, prompts_for
+    def __init__(self, pipeline: Path, n: int = 500, seed: int = 0, spec=None):
+        from ..data.captions import evaluation_prompts
         from ..data.embedded import mnist
         from ..data.encoded import encode_prompts
         from ..metrics.features import load_features
@@ -283,7 +285,8 @@ class TextEvaluator:
         self.reference = (test.x, test.labels)  # what the collapse monitor compares samples with
         self.ref_feats = self.features.features(test.x)
         self.labels = test.class_balanced_labels(n)
-        enc = encode_prompts(self.pipeline, prompts_for(self.labels.tolist(), phrasings or HELD_OUT_PHRASINGS))
+        self.prompts, self.held_out = evaluation_prompts(self.labels.tolist())
+        enc = encode_prompts(self.pipeline, self.prompts)
         self.cond = Cond(text=enc["text"], null_text=enc["null_text"])
         side = RESOLUTION // 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.shape = (self.vae.config.latent_channels, side, side)
@@ -299,11 +302,18 @@ class TextEvaluator:
         return self.measure(den, self.spec)
 
     def measure(self, den, spec, seed: int | None = None) -> dict:
+        return self.measure_images(self.images(den, spec, seed))
+
+    def measure_images(self, images: torch.Tensor) -> dict:
+        """The metrics of samples (N, 1, 28, 28) drawn for ``self.prompts`` in order."""
         from ..metrics.evaluate import collapse_signals, measure
 
-        images = self.images(den, spec, seed)
         res = measure(images, self.labels, self.ref, self.features, self.ref_feats)
         res["prompt_acc"] = res.pop("class_acc")
+        with torch.no_grad():
+            right = (self.features(images.clamp(-1, 1)).argmax(1) == self.labels).float()
+        res["prompt_acc_held_out"] = right[self.held_out].mean().item()
+        res["prompt_acc_train_phrasings"] = right[~self.held_out].mean().item()
         res.update(collapse_signals(images, self.labels))
         return res
 
