@@ -5,7 +5,8 @@
    (pipelines/mini_sd.py); ``--teacher runs/t2i/teacher/pipeline`` trains a fresh one first.
 2. LoRA students through the normal ``--teacher diffusers:PATH`` route on ``--data mnist-captions``
    (``--students``, default lcm at 2 steps and dmd2 at 1 step), each exported with ``fewstep export``.
-3. Rows: the teacher with DPM-Solver++ at NFE 1-32 without CFG and with CFG 2 (a guided step costs 2),
+3. Rows: the teacher with each of ``--teacher-samplings`` (DPM-Solver++ on the Karras, trailing and flow
+   grids, Euler on the trailing grid) at NFE 1-32 without CFG and with CFG 2 (a guided step costs 2),
    each student at its own sampling, and each exported student sampled by diffusers' own pipeline
    (``load_lora_weights`` + the exported scheduler and timesteps). 1,000 prompts naming balanced digits,
    half in held-out phrasings and half in training ones (data/captions.py ``evaluation_prompts``), 3 noise
@@ -134,21 +135,23 @@ def export_row(ev: TextEvaluator, pipe_dir: Path, export: Path, seeds: int, cfg:
             "cfg": cfg, "seeds": seeds, **row, "images_per_s": ips, "images_per_s_timed": True}
 
 
-def bench(pipe_dir: Path, students: list[tuple[str, int]], seeds: int, teacher_nfes: list[int]) -> dict:
+def bench(pipe_dir: Path, students: list[tuple[str, int]], seeds: int, teacher_nfes: list[int],
+          teacher_samplings: list[tuple[str, str]]) -> dict:
     from fewstep.model_io import load_denoiser
 
     info = json.loads((pipe_dir / "fewstep_training.json").read_text())
     ev = TextEvaluator(pipe_dir, n=1000)
     teacher, _ = load_pipeline_teacher(pipe_dir)
     rows = []
-    for cfg in (1.0, 2.0):
-        for nfe in teacher_nfes:
-            steps = nfe if cfg == 1 else nfe // 2
-            if steps < 1:
-                continue
-            spec = SamplingSpec("dpmpp2m", steps, "karras", cfg=cfg)
-            rows.append({"model": "teacher", "method": "teacher", **fewstep_row(ev, teacher, spec, nfe, seeds if nfe <= 8 else 1)})
-            print(json.dumps(rows[-1]), flush=True)
+    for sampler, grid in teacher_samplings:  # every sampler and grid: students face the teacher's best row
+        for cfg in (1.0, 2.0):
+            for nfe in teacher_nfes:
+                steps = nfe if cfg == 1 else nfe // 2
+                if steps < 1:
+                    continue
+                spec = SamplingSpec(sampler, steps, grid, cfg=cfg)
+                rows.append({"model": "teacher", "method": "teacher", **fewstep_row(ev, teacher, spec, nfe, seeds if nfe <= 8 else 1)})
+                print(json.dumps(rows[-1]), flush=True)
     for method, nfe in students:
         run = RUNS / f"{method}_{nfe}"
         den, cfg = load_denoiser(str(run))
@@ -180,6 +183,8 @@ def main() -> None:
     p.add_argument("--students", default="lcm:2,dmd2:1", help="method:nfe pairs (default lcm:2,dmd2:1)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--teacher-nfe", default="1,2,4,8,16,32")
+    p.add_argument("--teacher-samplings", default="dpmpp2m/karras,dpmpp2m/trailing,dpmpp2m/flow,euler/trailing",
+                   help="sampler/grid pairs of the teacher rows (on this teacher the trailing and flow grids beat Karras at <= 4 NFE)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--stage", choices=("train", "bench", "all"), default="all")
     a = p.parse_args()
@@ -195,7 +200,8 @@ def main() -> None:
     res = {"benchmark": "text2img_mnist", "command": "python benchmarks/text2img_mnist.py " + " ".join(map(shlex.quote, sys.argv[1:])),
            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
            **provenance(exclude=OUT), "complete": False, "rows": []}
-    res.update(bench(pipe, students, a.seeds, [int(n) for n in a.teacher_nfe.split(",")]))
+    samplings = [tuple(sg.split("/", 1)) for sg in a.teacher_samplings.split(",")]
+    res.update(bench(pipe, students, a.seeds, [int(n) for n in a.teacher_nfe.split(",")], samplings))
     res["complete"], res["bench_s"] = True, round(time.time() - t0, 1)
     write_results(OUT, res)
     write_text_atomic(OUT.with_suffix(".md"), text2img_table(res))

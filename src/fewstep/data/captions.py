@@ -73,8 +73,8 @@ def evaluation_prompts(labels: list[int]) -> tuple[list[str], torch.Tensor]:
     the rest in the training ones, each set cycled (no stroke words); ``held_out`` marks the first kind.
     With sorted class-balanced labels both halves are balanced too."""
     held_out = torch.arange(len(labels)) % 2 == 0
-    prompts = [caption(y, (HELD_OUT_PHRASINGS if h else TRAIN_PHRASINGS)[(i // 2) % len(HELD_OUT_PHRASINGS if h else TRAIN_PHRASINGS)])
-               for i, (y, h) in enumerate(zip(labels, held_out.tolist()))]
+    wordings = (TRAIN_PHRASINGS, HELD_OUT_PHRASINGS)
+    prompts = [caption(y, wordings[h][(i // 2) % len(wordings[h])]) for i, (y, h) in enumerate(zip(labels, held_out.tolist()))]
     return prompts, held_out
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import FewstepError
-from ..model_io import load_denoiser, sample_shape
+from ..model_io import load_denoiser, pipeline_spec, sample_shape
 from ..nets.lora import _inner, _tuner_layers, has_adapters
 from ..noise.precond import Denoiser
 from ..samplers.generate import SamplingSpec, respec
@@ -105,7 +105,8 @@ class ModelPool:
             raise FewstepError(f"model name {name!r} given twice")
         t0 = time.perf_counter()
         den, cfg = load_denoiser(path)
-        if path.startswith("diffusers:"):  # a pipeline as a teacher: its config in a model folder's form
+        if pipeline_spec(path).startswith("diffusers:"):  # a pipeline as a teacher (also mnist-t2i by name): its config
+            #                                               in a model folder's form
             from .text import diffusers_teacher_config
 
             cfg, _ = diffusers_teacher_config(den, cfg["diffusers"])
