@@ -131,6 +131,31 @@ def test_partial_checkpoint_of_a_killed_run_is_removed_and_never_loaded(tmp_path
     assert not partial.exists()
 
 
+def test_a_kill_inside_pruning_never_leaves_a_half_deleted_checkpoint_under_its_name(tmp_path, monkeypatch):
+    """Pruning deletes files one by one; a kill in the middle must not leave a folder that still carries
+    a checkpoint's name (it would look resumable), and the leftover goes at the next resume."""
+    import shutil
+
+    from fewstep.train import checkpoint
+
+    real_rmtree = shutil.rmtree
+
+    def killed_after_one_file(path, ignore_errors=False):
+        next(p for p in Path(path).iterdir() if p.is_file()).unlink()
+        raise KeyboardInterrupt  # stands in for SIGKILL: the rest of the deletion never happens
+
+    t = toy_trainer(tmp_path, 10, ckpt_every=5, keep=1)
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", killed_after_one_file)
+    with pytest.raises(KeyboardInterrupt):
+        t.train()
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", real_rmtree)
+    assert _assert_checkpoints_sound(tmp_path) == ["00000010"]
+    assert list((tmp_path / "checkpoints").glob(".del-*"))
+    r = toy_trainer(tmp_path, 10, ckpt_every=5)
+    assert r.resume() and r.it == 10
+    assert not list((tmp_path / "checkpoints").glob(".del-*"))
+
+
 # -- 3: corrupt or hostile files -------------------------------------------------------------------
 class _Payload:
     def __reduce__(self):

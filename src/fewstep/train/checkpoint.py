@@ -92,8 +92,13 @@ class Checkpoints:
         return path
 
     def prune(self) -> None:
+        """Delete all but the newest ``keep`` checkpoints. A folder first loses its checkpoint's name (one
+        atomic rename to ``.del-*``), then its files: a kill inside the deletion leaves a hidden folder that
+        ``remove_partial`` clears, never a half-deleted folder that still looks like a checkpoint."""
         for old in self.complete()[:-self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            doomed = old.parent / f".del-{old.name}-{os.getpid()}"
+            os.rename(old, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
 
     def complete(self) -> list[Path]:
         """Complete checkpoint folders, oldest first (partial ones never carry a checkpoint's name)."""
@@ -109,9 +114,10 @@ class Checkpoints:
         return found
 
     def remove_partial(self) -> list[str]:
-        """Delete folders a killed run left half-written; returns their names."""
+        """Delete folders a killed run left half-written or half-deleted; returns their names."""
         removed = []
-        for p in self.dir.glob(".tmp-*") if self.dir.is_dir() else []:
+        leftovers = [p for pat in (".tmp-*", ".del-*") for p in self.dir.glob(pat)] if self.dir.is_dir() else []
+        for p in leftovers:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p.name)
         return removed
