@@ -5,6 +5,7 @@ import torch
 from fewstep.methods.distribution_matching.base import DMDConfig, dm_gradient, dm_loss
 from fewstep.methods.distribution_matching.dmd import DMD
 from fewstep.methods.distribution_matching.dmd2 import DMD2, DMD2Config
+from fewstep.samplers.ode import coeffs
 from fewstep.train.guards import StepContext
 
 from helpers import TOY_ARCH, assert_learns, config, gaussian_fd, state, toy_denoiser, train_student
@@ -139,6 +140,48 @@ def test_backward_simulation_uses_student_levels():
     out = m.student_sample(torch.arange(4), torch.Generator().manual_seed(0), 4, stage=3)
     out.sum().backward()  # gradient reaches G through the last call only
     assert any(p.grad is not None for p in m.student.net.parameters())
+
+
+def test_per_sample_stages_roll_each_sample_out_to_its_own_level():
+    """stage_draw="sample": sample i takes s_i student steps without gradient, then the call at sig[s_i];
+    every stage appears in one batch (the critic fits the mixture)."""
+    m = DMD2(toy_denoiser(0), config(DMD2Config, nfe=4, stage_draw="sample"), shape=(2,), num_classes=8)
+    sig, calls, student = m.student_sigmas, [], m.student
+
+    class Recorder:  # x0 = 0 everywhere: a moved sample's input is pure noise at its own level
+        process, net = student.process, student.net
+
+        def __call__(self, x, t, cond):
+            calls.append((x.clone(), t.clone(), torch.is_grad_enabled(), None if cond is None else cond.clone()))
+            return 0 * x + 0 * sum(p.sum() for p in student.net.parameters())
+
+    m.student = Recorder()
+    labels = torch.arange(400) % 8
+    m.student_sample(labels, torch.Generator().manual_seed(0), 400)
+    *rollout, (x_in, t_in, grad_on, cond_in) = calls
+    assert grad_on and not any(g for _, _, g, _ in rollout) and torch.equal(cond_in, labels)
+    level_of_t = {round(float(m.process.t_from_sigma_hat(torch.tensor(float(v), dtype=torch.float64))), 6): i
+                  for i, v in enumerate(sig[:-1])}
+    stages = torch.tensor([level_of_t[round(float(v), 6)] for v in t_in])
+    assert set(stages.tolist()) == {0, 1, 2, 3} and len(rollout) == int(stages.max())
+    for j, (x, t, _, cond) in enumerate(rollout):  # step j evaluates exactly the samples with s_i > j, at sig[j]
+        assert len(x) == int((stages > j).sum()) and torch.equal(cond, labels[stages > j])
+        assert torch.allclose(t, t.new_full(t.shape, float(list(level_of_t)[j])))
+    for s in range(4):  # the last call's input: noise at the sample's own level
+        _, _, sd = coeffs(m.process, float(sig[s]))
+        assert x_in[stages == s].std().item() == pytest.approx(sd, rel=0.2)
+    assert m.input_level is None and m.output_level is None
+
+
+def test_level_following_members_refuse_per_sample_stages():
+    from fewstep.methods.distribution_matching.decoupled_dmd import DecoupledDMDConfig
+    from fewstep.methods.distribution_matching.flash_dmd import FlashDMDConfig
+
+    for cls in (FlashDMDConfig, DecoupledDMDConfig):
+        with pytest.raises(ValueError, match="stage_draw"):
+            cls(nfe=4, stage_draw="sample")
+    with pytest.raises(ValueError, match="stage_draw"):
+        DMD2Config(stage_draw="per_batch")
 
 
 def test_flow_student_levels_are_uniform_in_flow_time():

@@ -37,6 +37,9 @@ class DMDConfig:
     student_sigma_min: float = 0.5  # multi-step, student_grid "karras": last (smallest) student level
     student_grid: str = "karras"  # multi-step levels: "karras" from the top to student_sigma_min | "flow":
     #                               uniform in rectified-flow time (DMD2 SDXL: uniform in VP time)
+    stage_draw: str = "batch"  # multi-step backward simulation: "batch" = one stage for the whole batch (DMD2's
+    #                            code, shared across processes) | "sample": a stage per sample, so each batch the
+    #                            critic fits is the mixture of every stage's outputs (docs/decisions.md)
     real_cfg: float = 1.0  # CFG scale on the real score only (1 = none; DMD2 ImageNet uses none)
     dm_index_range: tuple[float, float] = (0.02, 0.98)  # DMD2 min/max_step_percent of a 1000-level Karras grid
     num_levels: int = 1000  # grid the critic, DM loss and GAN draw noise levels from (DMD2 num_train_timesteps)
@@ -69,6 +72,8 @@ class DMDConfig:
             raise ValueError(f"dm_index_range must satisfy 0 <= lo < hi <= 1, got {self.dm_index_range}")
         if self.level_grid not in ("auto", "karras", "uniform"):
             raise ValueError(f"level_grid must be 'auto', 'karras' or 'uniform', got {self.level_grid!r}")
+        if self.stage_draw not in ("batch", "sample"):
+            raise ValueError(f"stage_draw must be 'batch' or 'sample', got {self.stage_draw!r}")
         if self.student_grid not in ("karras", "flow"):
             raise ValueError(f"student_grid must be 'karras' or 'flow', got {self.student_grid!r}")
         if self.gen_every < 1 or self.real_cfg < 0 or self.num_levels < 2:
@@ -94,6 +99,17 @@ def dm_gradient(x_hat, mu_fake, mu_real, normalize: str = "per_sample"):
 def dm_loss(x_hat, grad):
     """0.5 ||x_hat - sg(x_hat - g)||^2 per sample (mean over elements): d/dx_hat = g / numel."""
     return 0.5 * ((x_hat - (x_hat - grad).detach()) ** 2).flatten(1).mean(1)
+
+
+def take(cond, idx):
+    """The rows ``idx`` of a batch's conditioning: None, a tensor, or a dict / tuple of tensors."""
+    if cond is None:
+        return None
+    if isinstance(cond, dict):
+        return {k: take(v, idx) for k, v in cond.items()}
+    if isinstance(cond, (tuple, list)):
+        return type(cond)(take(v, idx) for v in cond)
+    return cond[idx.to(cond.device)] if torch.is_tensor(cond) else cond
 
 
 def level_grid_for(kind: str, process) -> str:
@@ -189,6 +205,8 @@ class DistributionMatchingBase(StudentMethod):
         ``output_level``."""
         sig = self.active_sigmas()
         k = len(sig) - 1
+        if stage is None and k > 1 and self.cfg.stage_draw == "sample":
+            return self.mixed_stage_sample(cond, rng, n, sig)
         s = int(torch.randint(0, k, (1,), generator=shared_rng or rng)) if stage is None and k > 1 else (stage or 0)
         x = initial_noise(self.process, sig, (n, *self.shape), generator=rng, device=self.device)
         if s > 0:
@@ -197,6 +215,24 @@ class DistributionMatchingBase(StudentMethod):
         t, _, _ = coeffs(self.process, float(sig[s]))
         self.input_level, self.output_level = float(sig[s]), float(sig[s + 1])
         return self.student(x, torch.full((n,), float(t)), cond), self.input_level
+
+    def mixed_stage_sample(self, cond, rng, n: int, sig):
+        """Backward simulation with a stage s_i per sample: sample i takes s_i student steps without gradient
+        (only the samples still moving are evaluated at each step), then the student's call at sig[s_i] with
+        gradient. ``input_level`` / ``output_level`` are None: there is no single level per batch."""
+        stages = torch.randint(0, len(sig) - 1, (n,), generator=rng)
+        x = initial_noise(self.process, sig, (n, *self.shape), generator=rng, device=self.device)
+        with torch.no_grad():
+            for j in range(int(stages.max())):
+                moving = (stages > j).nonzero().squeeze(1)
+                t_j, _, _ = coeffs(self.process, float(sig[j]))
+                x0 = self.student(x[moving], torch.full((len(moving),), float(t_j)), take(cond, moving))
+                _, a1, s1 = coeffs(self.process, float(sig[j + 1]))
+                z = torch.randn(x0.shape, generator=rng, dtype=x0.dtype).to(x0.device)
+                x[moving] = (a1 * x0 + s1 * z).to(x.dtype)
+        t = torch.tensor([float(coeffs(self.process, float(sig[s]))[0]) for s in stages.tolist()])
+        self.input_level = self.output_level = None
+        return self.student(x, t, cond), None
 
     def real_score(self) -> Denoiser:
         """The denoiser the DM gradient pulls towards: the teacher (DisBack walks a path to it)."""

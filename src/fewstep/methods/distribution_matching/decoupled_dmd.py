@@ -37,6 +37,9 @@ class DecoupledDMDConfig(DMD2Config):
             raise ValueError(f"real_cfg must be > 1 (the CA term is (real_cfg - 1)(...)), got {self.real_cfg}")
         if self.dm_weight < 0 or self.ca_weight < 0:
             raise ValueError("dm_weight and ca_weight must be >= 0")
+        if self.stage_draw != "batch":
+            raise ValueError(f"decoupled_dmd's CA levels are cleaner than the batch's one student level: stage_draw must be 'batch', "
+                             f"got {self.stage_draw!r}")
 
 
 class DecoupledDMD(DMD2):

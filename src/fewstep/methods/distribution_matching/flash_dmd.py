@@ -44,6 +44,9 @@ class FlashDMDConfig(DMD2Config):
         super().__post_init__()
         if self.reward_weight < 0 or not 0 <= self.reward_start <= 1:
             raise ValueError("reward_weight must be >= 0 and reward_start in [0, 1]")
+        if self.stage_draw != "batch":
+            raise ValueError(f"flash_dmd's DM levels follow the batch's one student level: stage_draw must be 'batch', "
+                             f"got {self.stage_draw!r}")
 
 
 def class_log_prob(classifier, x, labels) -> torch.Tensor:
