@@ -39,7 +39,8 @@ class DMDConfig:
     #                               uniform in rectified-flow time (DMD2 SDXL: uniform in VP time)
     stage_draw: str = "batch"  # multi-step backward simulation: "batch" = one stage for the whole batch (DMD2's
     #                            code, shared across processes) | "sample": a stage per sample, so each batch the
-    #                            critic fits is the mixture of every stage's outputs (docs/decisions.md)
+    #                            critic fits is the mixture of every stage's outputs (measured worse on
+    #                            MNIST at 4 steps: docs/notes.md)
     real_cfg: float = 1.0  # CFG scale on the real score only (1 = none; DMD2 ImageNet uses none)
     dm_index_range: tuple[float, float] = (0.02, 0.98)  # DMD2 min/max_step_percent of a 1000-level Karras grid
     num_levels: int = 1000  # grid the critic, DM loss and GAN draw noise levels from (DMD2 num_train_timesteps)
