@@ -12,15 +12,17 @@ Fake-score update: the teacher's denoising loss on sg(x_hat) (EDM weighting 1/si
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
+from ...nets.cond import index_cond
 from ...noise.guidance import guided
 from ...noise.precond import Denoiser
 from ...samplers import make_grid, multistep
 from ...samplers.generate import SamplingSpec
 from ...samplers.grids import student_levels
-from ...samplers.ode import coeffs, initial_noise
+from ...samplers.ode import coeffs, initial_noise, level_coeffs
 from ..base import LoRAConfig, OptimConfig, StudentMethod, cond_of, trainable_copy
 from ..losses import denoising_loss, pair_regression
 
@@ -37,6 +39,7 @@ class DMDConfig:
     student_sigma_min: float = 0.5  # multi-step, student_grid "karras": last (smallest) student level
     student_grid: str = "karras"  # multi-step levels: "karras" from the top to student_sigma_min | "flow":
     #                               uniform in rectified-flow time (DMD2 SDXL: uniform in VP time)
+    levels_follow_stage: ClassVar[bool] = False  # members whose noise levels follow the batch's one student level
     stage_draw: str = "batch"  # multi-step backward simulation: "batch" = one stage for the whole batch (DMD2's
     #                            code, shared across processes) | "sample": a stage per sample, so each batch the
     #                            critic fits is the mixture of every stage's outputs (measured worse on
@@ -75,6 +78,9 @@ class DMDConfig:
             raise ValueError(f"level_grid must be 'auto', 'karras' or 'uniform', got {self.level_grid!r}")
         if self.stage_draw not in ("batch", "sample"):
             raise ValueError(f"stage_draw must be 'batch' or 'sample', got {self.stage_draw!r}")
+        if self.stage_draw != "batch" and self.levels_follow_stage:
+            raise ValueError(f"{type(self).__name__}'s noise levels follow the batch's one student level: stage_draw "
+                             f"must be 'batch', got {self.stage_draw!r}")
         if self.student_grid not in ("karras", "flow"):
             raise ValueError(f"student_grid must be 'karras' or 'flow', got {self.student_grid!r}")
         if self.gen_every < 1 or self.real_cfg < 0 or self.num_levels < 2:
@@ -100,17 +106,6 @@ def dm_gradient(x_hat, mu_fake, mu_real, normalize: str = "per_sample"):
 def dm_loss(x_hat, grad):
     """0.5 ||x_hat - sg(x_hat - g)||^2 per sample (mean over elements): d/dx_hat = g / numel."""
     return 0.5 * ((x_hat - (x_hat - grad).detach()) ** 2).flatten(1).mean(1)
-
-
-def take(cond, idx):
-    """The rows ``idx`` of a batch's conditioning: None, a tensor, or a dict / tuple of tensors."""
-    if cond is None:
-        return None
-    if isinstance(cond, dict):
-        return {k: take(v, idx) for k, v in cond.items()}
-    if isinstance(cond, (tuple, list)):
-        return type(cond)(take(v, idx) for v in cond)
-    return cond[idx.to(cond.device)] if torch.is_tensor(cond) else cond
 
 
 def level_grid_for(kind: str, process) -> str:
@@ -219,19 +214,15 @@ class DistributionMatchingBase(StudentMethod):
 
     def mixed_stage_sample(self, cond, rng, n: int, sig):
         """Backward simulation with a stage s_i per sample: sample i takes s_i student steps without gradient
-        (only the samples still moving are evaluated at each step), then the student's call at sig[s_i] with
+        (each step evaluates only the samples still moving), then the student's call at sig[s_i] with
         gradient. ``input_level`` / ``output_level`` are None: there is no single level per batch."""
         stages = torch.randint(0, len(sig) - 1, (n,), generator=rng)
         x = initial_noise(self.process, sig, (n, *self.shape), generator=rng, device=self.device)
         with torch.no_grad():
             for j in range(int(stages.max())):
                 moving = (stages > j).nonzero().squeeze(1)
-                t_j, _, _ = coeffs(self.process, float(sig[j]))
-                x0 = self.student(x[moving], torch.full((len(moving),), float(t_j)), take(cond, moving))
-                _, a1, s1 = coeffs(self.process, float(sig[j + 1]))
-                z = torch.randn(x0.shape, generator=rng, dtype=x0.dtype).to(x0.device)
-                x[moving] = (a1 * x0 + s1 * z).to(x.dtype)
-        t = torch.tensor([float(coeffs(self.process, float(sig[s]))[0]) for s in stages.tolist()])
+                x[moving] = multistep(self.student, x[moving], sig[j:j + 2], cond=index_cond(cond, moving), generator=rng)
+        t, _, _ = level_coeffs(self.process, sig[stages])
         self.input_level = self.output_level = None
         return self.student(x, t, cond), None
 

@@ -26,6 +26,7 @@ from .dmd2 import DMD2, DMD2Config, dm_presets
 
 @dataclass
 class DecoupledDMDConfig(DMD2Config):
+    levels_follow_stage = True  # its CA levels are cleaner than the batch's student input
     real_cfg: float = 2.0  # alpha, the real score's CFG scale whose gradient is split (must be > 1)
     dm_weight: float = 1.0  # weight of the distribution-matching term (the regulariser)
     ca_weight: float = 1.0  # weight of the CFG-augmentation term (the engine)
@@ -37,9 +38,6 @@ class DecoupledDMDConfig(DMD2Config):
             raise ValueError(f"real_cfg must be > 1 (the CA term is (real_cfg - 1)(...)), got {self.real_cfg}")
         if self.dm_weight < 0 or self.ca_weight < 0:
             raise ValueError("dm_weight and ca_weight must be >= 0")
-        if self.stage_draw != "batch":
-            raise ValueError(f"decoupled_dmd's CA levels are cleaner than the batch's one student level: stage_draw must be 'batch', "
-                             f"got {self.stage_draw!r}")
 
 
 class DecoupledDMD(DMD2):

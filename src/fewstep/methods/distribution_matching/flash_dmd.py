@@ -35,6 +35,7 @@ from .dmd2 import DMD2, DMD2Config, dm_presets
 
 @dataclass
 class FlashDMDConfig(DMD2Config):
+    levels_follow_stage = True  # its DM levels sit at or above the batch's next student level
     timestep_aware: bool = True  # DM levels of a step's call at or above the next student level
     reward_weight: float = 0.0  # weight of -r(x_hat, c) in the student loss (0: no reward stage)
     reward_start: float = 0.5  # the reward stage starts at this fraction of the run
@@ -44,9 +45,6 @@ class FlashDMDConfig(DMD2Config):
         super().__post_init__()
         if self.reward_weight < 0 or not 0 <= self.reward_start <= 1:
             raise ValueError("reward_weight must be >= 0 and reward_start in [0, 1]")
-        if self.stage_draw != "batch":
-            raise ValueError(f"flash_dmd's DM levels follow the batch's one student level: stage_draw must be 'batch', "
-                             f"got {self.stage_draw!r}")
 
 
 def class_log_prob(classifier, x, labels) -> torch.Tensor:
