@@ -6,11 +6,14 @@ mnist preset (trained here on first use into runs/watermark/<student>); FD, clas
 both students (1,000 samples x 3 seeds), and the key's bit accuracy on 1,000 images of each (noise
 seeds the training never drew) with the share of images whose p-value is below 1e-6.
 
-Any-size: the teacher (DPM-Solver++ on the flow grid, 8 NFE) and the 1-step DMD2 student at 56x56,
-sampled in overlapping 28x28 tiles fused at every step (samplers/tiled.py); FD on the four 28x28
-quadrant crops of 250 canvases (1,000 crops) against the native 28x28 FD (1,000 samples), 1 seed; a
-seam score: the mean |horizontal step| on the columns where tiles end over the mean on every column
-(1.0 = no seam); a PNG of 2x samples beside the results file.
+Any-size, 56x56 canvases of 28x28 models (samplers/tiled.py), each mode 3 seeds of 250 canvases: the teacher
+(DPM-Solver++ on the flow grid, 8 NFE), the 4-step Phased DMD student (benchmarks/dmd_4step_mnist.sh's) and the
+1-step DMD2 student. "tiles from noise" samples the canvas in overlapping tiles fused at every step
+(MultiDiffusion); "enlarge (+ refine K)" composes at 28x28, enlarges 2x and re-runs the last K steps of the grid
+in tiles (Any-Size-Diffusion). Measured: FD of the four 28x28 quadrant crops against the same crops of real
+test digits enlarged 2x, FD of the canvas shrunk back to 28x28 against real digits (with its class accuracy),
+the native FD (1,000 samples per seed), and a seam score: the mean |horizontal step| on the columns where tiles
+end over the mean on every column (1.0 = no seam); PNGs of canvases beside the results file.
     .venv/bin/python benchmarks/watermark_anysize_mnist.py                    # both
     .venv/bin/python benchmarks/watermark_anysize_mnist.py --student runs/gpu/dmd2_A_long
     .venv/bin/python benchmarks/watermark_anysize_mnist.py --parts anysize    # results/anysize_mnist.json
@@ -25,16 +28,18 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from fewstep.data import load_dataset
 from fewstep.io import write_text_atomic
 from fewstep.methods.provenance.watermark import detection, load_decoder
 from fewstep.metrics.benchmark import bench_row, machine, measure, provenance, write_results
+from fewstep.metrics.evaluate import mean_std
 from fewstep.metrics.features import load_features
 from fewstep.model_io import load_denoiser
 from fewstep.report import save_grid, watermark_anysize_table
 from fewstep.samplers.generate import SamplingSpec, generate
-from fewstep.samplers.tiled import Tiled, tile_starts
+from fewstep.samplers.tiled import Tiled, enlarge, generate_enlarged, tile_starts
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -85,30 +90,62 @@ def seam_score(x: torch.Tensor, tile: int, overlap: int) -> float:
     return float(steps[[e - 1 for e in edges]].mean() / steps.mean())
 
 
-def anysize_rows(student: Path, test, feats, ref_feats, canvases: int, out_png: Path) -> list[dict]:
+# (model, its path, sampling (None: its own), modes): "tiles" samples the canvas from noise in fused tiles;
+# an int K enlarges the native sample and re-runs the last K steps of the grid in tiles (0: enlarge only).
+ANYSIZE = (("teacher", "mnist", SamplingSpec("dpmpp2m", 8, "flow"), ("tiles", 0, 1, 2, 3)),
+           ("phased_dmd", "runs/bench/phased_nfe4_1200", None, ("tiles", 0, 1)),
+           ("dmd2", None, None, ("tiles", 0)))
+
+
+def canvases(den, spec, mode, n: int, labels, seed: int):
+    """(n, 1, 56, 56) canvases of ``den`` in one any-size mode, and their NFE in native-size evaluations."""
+    if mode == "tiles":
+        tiled = Tiled(den, (28, 28))
+        big, nfe = generate(tiled, n, spec, (1, 56, 56), labels, seed=seed, return_nfe=True)
+        return big, nfe * len(tiled.layout(56, 56)[0])
+    return generate_enlarged(den, n, spec, (1, 28, 28), (56, 56), labels, seed=seed, refine_steps=mode, return_nfe=True)
+
+
+def anysize_rows(student: Path, test, feats, ref_feats, n_canvas: int, seeds: int, out_png: Path) -> list[dict]:
+    """Per model and mode: FD of the canvases' 28x28 quadrant crops against the same crops of real test digits
+    enlarged 2x (a quarter of a 2x digit is not a digit, so whole digits are no reference for crops), FD of the
+    canvases shrunk back to 28x28 against real digits (does the canvas compose one digit?), and the model's native
+    FD, each over ``seeds`` seeds."""
+    ref_crops = feats.features(quadrants(enlarge(test.x, (56, 56)), 28))
     rows = []
-    for name, path, spec in (("teacher", "mnist", SamplingSpec("dpmpp2m", 8, "flow")),
-                             ("dmd2", str(student), None)):
+    for name, path, spec, modes in ANYSIZE:
+        path = str(student) if path is None else path if path == "mnist" else str(ROOT / path)
+        if path != "mnist" and not Path(path).exists():
+            print(f"skipping {name}: {path} is not trained (benchmarks/dmd_4step_mnist.sh trains it)", flush=True)
+            continue
         den, cfg = load_denoiser(path)
         spec = spec or SamplingSpec(**cfg["sampling"])
-        tiled = Tiled(den, (28, 28))
-        labels = test.class_balanced_labels(canvases)
-        big = generate(tiled, canvases, spec, (1, 56, 56), labels, seed=0)
-        crops = quadrants(big, 28)
-        crop_labels = labels.repeat(4)
-        native = generate(den, 4 * canvases, spec, test.shape, test.class_balanced_labels(4 * canvases), seed=0)
-        m_native = measure(native, test.class_balanced_labels(4 * canvases), test.x, feats, ref_feats)
-        m_tiled = measure(crops, crop_labels, test.x, feats, ref_feats)
-        row = {"method": name, "sampler": spec.sampler, "grid": spec.grid, "steps": spec.steps, "nfe": spec.steps,
-               "cfg": spec.cfg, "seeds": 1, "dtype": "fp32", "canvas": [56, 56], "tile": [28, 28], "overlap": tiled.overlap,
-               "fd": m_tiled["fd"], "fd_std": 0.0, "class_acc": m_tiled.get("class_acc"), "recall": m_tiled.get("recall"),
-               "precision": m_tiled.get("precision"), "native_fd": m_native["fd"],
-               "tiled_over_native": m_tiled["fd"] / m_native["fd"], "seam_score": seam_score(big, 28, tiled.overlap),
-               "run": shown(path), "command": cfg.get("training", {}).get("command") or "fewstep train-teacher --data mnist",
-               "images_per_s": None}
-        rows.append(row)
-        save_grid(big[:20], out_png.with_name(f"{out_png.stem}_{name}.png"), nrow=10)
-        print({k: row[k] for k in ("method", "fd", "native_fd", "tiled_over_native", "seam_score")}, flush=True)
+        labels = test.class_balanced_labels(n_canvas)
+        native = [measure(generate(den, 4 * n_canvas, spec, test.shape, test.class_balanced_labels(4 * n_canvas), seed=s),
+                          test.class_balanced_labels(4 * n_canvas), test.x, feats, ref_feats)["fd"] for s in range(seeds)]
+        for mode in modes:
+            per_seed = []
+            for s in range(seeds):
+                big, nfe = canvases(den, spec, mode, n_canvas, labels, s)
+                crops = measure(quadrants(big, 28), None, None, feats, ref_crops)
+                small = measure(F.interpolate(big.clamp(-1, 1), size=(28, 28), mode="area"), labels, test.x, feats, ref_feats)
+                per_seed.append({"fd": crops["fd"], "canvas_fd": small["fd"], "canvas_class_acc": small["class_acc"],
+                                 "seam_score": seam_score(big, 28, 14), "nfe": nfe})
+            m = mean_std(per_seed) | mean_std([{"native_fd": v} for v in native])
+            row = {"method": name, "mode": "tiles from noise" if mode == "tiles" else
+                   ("enlarge" if mode == 0 else f"enlarge + refine {mode}"), "refine_steps": None if mode == "tiles" else mode,
+                   "sampler": spec.sampler, "grid": spec.grid if spec.sigmas is None else "student", "steps": spec.steps,
+                   "cfg": spec.cfg, "seeds": seeds, "dtype": "fp32", "canvas": [56, 56], "tile": [28, 28], "overlap": 14,
+                   **{k: m[k] for k in ("fd", "fd_std", "canvas_fd", "canvas_fd_std", "canvas_class_acc", "seam_score",
+                                        "nfe", "native_fd", "native_fd_std")},
+                   "crop_over_native": m["fd"] / m["native_fd"], "run": shown(path),
+                   "command": cfg.get("training", {}).get("command") or "fewstep train-teacher --data mnist",
+                   "images_per_s": None}
+            rows.append(row)
+            tag = "tiles" if mode == "tiles" else f"enlarge{mode}"
+            save_grid(big[:20], out_png.with_name(f"{out_png.stem}_{name}_{tag}.png"), nrow=10)
+            print({k: row[k] for k in ("method", "mode", "nfe", "fd", "canvas_fd", "native_fd", "crop_over_native",
+                                       "seam_score")}, flush=True)
     return rows
 
 
@@ -142,7 +179,7 @@ def main(argv=None) -> None:
         results["rows"] += watermark_rows(run, student, test, feats, ref_feats, a.n, a.seeds)
         write_results(out, results)
     if "anysize" in parts:
-        results["rows"] += anysize_rows(student, test, feats, ref_feats, a.n // 4, out.with_suffix(".png"))
+        results["rows"] += anysize_rows(student, test, feats, ref_feats, a.n // 4, a.seeds, out.with_suffix(".png"))
     results["complete"] = True
     write_results(out, results)
     write_text_atomic(out.with_suffix(".md"), watermark_anysize_table(results))

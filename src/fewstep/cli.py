@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling(s)
     s.add_argument("--width", type=_int_at_least(1), help="canvas width, at least the model's own: larger is sampled in tiles")
     s.add_argument("--height", type=_int_at_least(1), help="canvas height, at least the model's own")
+    s.add_argument("--enlarge", type=_int_at_least(0), metavar="K",
+                   help="with --width/--height: compose at the model's own size, enlarge, then re-run the last K steps "
+                        "of its grid on the canvas in tiles (Any-Size-Diffusion; 0 = enlarge only). Without it the "
+                        "canvas is sampled from noise in tiles")
     s.add_argument("--images", action="store_true",
                    help="also write each sample as its own PNG (sample_0000.png, ...) beside the grid, e.g. for fewstep detect")
     _add_common(s, data=False)

@@ -14,7 +14,7 @@ def run(a):
     from ..model_io import load_denoiser
     from ..report import save_grid, save_images
     from ..samplers.generate import generate
-    from ..samplers.tiled import Tiled
+    from ..samplers.tiled import Tiled, generate_enlarged, tail_spec
 
     den, mcfg = load_denoiser(a.model)
     den = cached(den, a.cache)
@@ -29,8 +29,21 @@ def run(a):
         canvas = (shape[0], a.height or shape[1], a.width or shape[2])
         if canvas[1] < shape[1] or canvas[2] < shape[2]:
             raise FewstepError(f"--width/--height must be at least the model's own {shape[2]}x{shape[1]}")
-        den, shape = Tiled(den, shape[1:]), canvas
-    samples, nfe = generate(den, n, spec, shape, labels_for(mcfg, n), seed=a.seed, bf16=a.bf16, return_nfe=True)
+    if a.enlarge is not None and not (a.width or a.height):
+        raise FewstepError("--enlarge needs --width or --height: the canvas to enlarge to")
+    if a.enlarge:  # checked before any sampling: no more refine steps than the grid has
+        try:
+            tail_spec(den, spec, a.enlarge)
+        except ValueError as e:
+            raise FewstepError(f"--enlarge: {e}") from None
+    if a.enlarge is not None:  # Any-Size-Diffusion: compose at the model's size, enlarge, refine in tiles
+        samples, nfe = generate_enlarged(den, n, spec, shape, canvas[1:], labels_for(mcfg, n), seed=a.seed,
+                                         refine_steps=a.enlarge, bf16=a.bf16, return_nfe=True)
+        shape = canvas
+    else:
+        if a.width or a.height:
+            den, shape = Tiled(den, shape[1:]), canvas
+        samples, nfe = generate(den, n, spec, shape, labels_for(mcfg, n), seed=a.seed, bf16=a.bf16, return_nfe=True)
     out = Path(a.out or "samples.png")
     if out.suffix.lower() != ".png":
         out = out / "samples.png"

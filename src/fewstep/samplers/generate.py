@@ -11,7 +11,7 @@ from ..hardware import use_bf16
 from ..nets.cond import Cond, index_cond, stack_conds
 from ..noise.guidance import guided
 from .grids import make_grid
-from .ode import initial_noise
+from .ode import coeffs, initial_noise
 from .registry import sample
 
 
@@ -80,16 +80,27 @@ def _setup(den, spec: SamplingSpec, bf16: bool):
     return CountNFE(guided(den, spec.cfg)), sigmas_for(den, spec), device, ctx
 
 
+def noised_start(process, sigmas, clean: torch.Tensor, generator=None, device=None) -> torch.Tensor:
+    """``clean`` images noised to the grid's first level, x = alpha x0 + sigma z (SDEdit, Meng et al. 2022):
+    sampling from there re-runs only the grid's remaining steps on them."""
+    _, a, s = coeffs(process, float(sigmas[0]))
+    return (a * clean + s * torch.randn(clean.shape, generator=generator)).to(device or "cpu")
+
+
 def generate(den, n: int, spec: SamplingSpec, shape, labels=None, seed: int = 0, batch: int = 500,
-             bf16: bool = False, return_nfe: bool = False):
-    """n samples (in [-1, 1] data units, not clamped) from noise seeded by ``seed``."""
+             bf16: bool = False, return_nfe: bool = False, start: torch.Tensor | None = None):
+    """n samples (in [-1, 1] data units, not clamped) from noise seeded by ``seed``, or, with ``start``
+    ((n, *shape) clean images), from those images noised to the grid's first level."""
     g = torch.Generator().manual_seed(seed)
     model, sigmas, device, ctx = _setup(den, spec, bf16)
+    if start is not None and tuple(start.shape) != (n, *shape):
+        raise ValueError(f"start images have shape {tuple(start.shape)}, expected {(n, *shape)}")
     out = []
     with torch.no_grad(), ctx:
         for i in range(0, n, batch):
             m = min(batch, n - i)
-            x = initial_noise(den.process, sigmas, (m, *shape), generator=g, device=device)
+            x = initial_noise(den.process, sigmas, (m, *shape), generator=g, device=device) if start is None \
+                else noised_start(den.process, sigmas, start[i:i + m].float(), generator=g, device=device)
             cond = None if labels is None else index_cond(labels, slice(i, i + m)).to(device)  # labels or a Cond
             out.append(sample(model, x, sigmas, spec.sampler, cond=cond, generator=g).float().cpu())
     samples = torch.cat(out)
@@ -97,15 +108,21 @@ def generate(den, n: int, spec: SamplingSpec, shape, labels=None, seed: int = 0,
     return (samples, nfe) if return_nfe else samples
 
 
-def generate_requests(den, spec: SamplingSpec, shape, requests: list[tuple[int, object, int]], bf16: bool = False):
+def generate_requests(den, spec: SamplingSpec, shape, requests: list[tuple[int, object, int]], bf16: bool = False,
+                      start: list[torch.Tensor] | None = None):
     """Several requests' samples in one batch: each request (n, labels, a ``Cond`` or None, seed) gets the noise
     ``generate(den, n, spec, shape, labels, seed)`` would draw, so batching does not change an image
     (up to the float rounding of a different batch size). Stochastic samplers draw their per-step noise
-    from the first request's generator: batch only one request at a time for them."""
+    from the first request's generator: batch only one request at a time for them. ``start``: per request,
+    clean images to noise to the grid's first level instead of pure noise (as ``generate``'s)."""
     gens = [torch.Generator().manual_seed(seed) for _, _, seed in requests]
     model, sigmas, device, ctx = _setup(den, spec, bf16)
-    x = torch.cat([initial_noise(den.process, sigmas, (n, *shape), generator=g, device=device)
-                   for (n, _, _), g in zip(requests, gens)])
+    if start is None:
+        x = torch.cat([initial_noise(den.process, sigmas, (n, *shape), generator=g, device=device)
+                       for (n, _, _), g in zip(requests, gens)])
+    else:
+        x = torch.cat([noised_start(den.process, sigmas, x0.float(), generator=g, device=device)
+                       for x0, g in zip(start, gens)])
     labels = [lab for _, lab, _ in requests]
     if all(lab is None for lab in labels):
         cond = None

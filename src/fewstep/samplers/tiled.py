@@ -7,15 +7,24 @@ builds on. Because it wraps the denoiser (``raw(x, t, cond) -> (x0, eps)``), eve
 few-step student samples a large canvas unchanged. Weights ramp up over the overlap (a raised cosine,
 as Mixture-of-Diffusers' smooth masks) so a tile's edge, where it sees least context, counts least;
 they never reach zero, so a canvas border covered by one tile keeps that tile's prediction.
+
+Sampled from noise, every tile composes its own picture: a canvas of centred subjects (digits) does not
+compose from tiles. Any-Size-Diffusion (Zheng et al. 2023) therefore composes at the training size
+first and only then enlarges, refining the enlarged image with tiled diffusion (its FSTD stage):
+``generate_enlarged`` samples at the model's own size, enlarges, noises the result to a late level of
+the model's own grid and re-runs that grid's last steps on the canvas in fused tiles. FSTD's random
+tile shifts ("implicit overlap", its speed-up over explicit overlap) are not implemented here.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..nets.cond import index_cond
+from .generate import SamplingSpec, generate, generate_requests, sigmas_for
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -86,3 +95,46 @@ class Tiled(nn.Module):
 
     def forward(self, x, t, cond=None):
         return self.raw(x, t, cond)[0]
+
+
+def enlarge(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Images resized to ``size`` = (H, W) by bicubic interpolation, kept in the data range [-1, 1]."""
+    return F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def tail_spec(den, spec: SamplingSpec, steps: int) -> SamplingSpec:
+    """The last ``steps`` steps of ``spec``'s grid as an explicit grid (its final 0 included)."""
+    sigmas = sigmas_for(den, spec)
+    if not 1 <= steps < len(sigmas) - 1:
+        raise ValueError(f"refine steps must be between 1 and {len(sigmas) - 2} for a {len(sigmas) - 1}-step grid, "
+                         f"got {steps}")
+    return SamplingSpec(spec.sampler, steps, spec.grid, spec.cfg, [float(v) for v in sigmas[-(steps + 1):]])
+
+
+def generate_enlarged(den, n: int, spec: SamplingSpec, shape, canvas: tuple[int, int], labels=None, seed: int = 0,
+                      refine_steps: int = 0, overlap: int | None = None, bf16: bool = False, return_nfe: bool = False):
+    """Any-Size-Diffusion's two stages: n samples composed at the model's own ``shape`` (C, h, w), enlarged
+    to ``canvas`` (H, W), then (``refine_steps`` > 0) noised to the level ``refine_steps`` steps before the
+    end of ``spec``'s grid and denoised over those steps in overlapping native-size tiles. NFE is in
+    native-size evaluations: the native sampling's, plus each refinement call times the tiles per canvas."""
+    native, nfe = generate(den, n, spec, shape, labels, seed=seed, bf16=bf16, return_nfe=True)
+    big = enlarge(native, canvas)
+    if refine_steps:
+        tiled = Tiled(den, tuple(shape[1:]), overlap)
+        big, nfe_refine = generate(tiled, n, tail_spec(den, spec, refine_steps), (shape[0], *canvas), labels,
+                                   seed=seed + 1, bf16=bf16, return_nfe=True, start=big)
+        nfe += nfe_refine * len(tiled.layout(*canvas)[0])
+    return (big, nfe) if return_nfe else big
+
+
+def enlarge_requests(den, spec: SamplingSpec, shape, canvas: tuple[int, int], requests: list[tuple[int, object, int]],
+                     refine_steps: int = 0, bf16: bool = False) -> list[torch.Tensor]:
+    """``generate_enlarged`` for several requests in one batch (``generate_requests``'s (n, labels, seed) each):
+    every request gets the canvases ``generate_enlarged`` would draw for it alone."""
+    native = generate_requests(den, spec, shape, requests, bf16=bf16)
+    big = [enlarge(x, canvas) for x in native]
+    if not refine_steps:
+        return big
+    refine = [(n, labels, seed + 1) for n, labels, seed in requests]
+    return generate_requests(Tiled(den, tuple(shape[1:])), tail_spec(den, spec, refine_steps), (shape[0], *canvas),
+                             refine, bf16=bf16, start=big)

@@ -56,6 +56,7 @@ class GenerateRequest(BaseModel):
     n: int = 1
     width: int | None = None
     height: int | None = None
+    enlarge: int | None = None  # a larger canvas composed at native size, enlarged, its last K steps re-run in tiles
 
 
 class BadRequest(Exception):
@@ -74,6 +75,8 @@ def check_limits(req: GenerateRequest, model: ServedModel, cfg: ServeConfig) -> 
         raise BadRequest("n", f"n must be between 1 and {cfg.max_n}")
     if req.steps is not None and not 1 <= req.steps <= cfg.max_steps:
         raise BadRequest("steps", f"steps must be between 1 and {cfg.max_steps}")
+    if req.enlarge is not None and req.enlarge < 0:
+        raise BadRequest("enlarge", "enlarge (refine steps) must be 0 or more")
     if req.seed is not None and not 0 <= req.seed < 2**63:
         raise BadRequest("seed", "seed must be between 0 and 2**63 - 1")
     for name in ("prompt", "negative"):
@@ -103,8 +106,12 @@ def check_limits(req: GenerateRequest, model: ServedModel, cfg: ServeConfig) -> 
             if side is not None and not native <= side <= cfg.max_side_factor * native:
                 raise BadRequest(name, f"{name} must be between the model's own {native} and {cfg.max_side_factor * native} "
                                        "(larger canvases are sampled in overlapping tiles)")
+        if req.enlarge is not None and (req.width or native_w) == native_w and (req.height or native_h) == native_h:
+            raise BadRequest("enlarge", f"enlarge needs a width or height larger than the model's own {native_w}x{native_h}")
     elif req.width is not None or req.height is not None:
         raise BadRequest("width" if req.width is not None else "height", f"model {model.name!r} makes points, not images")
+    elif req.enlarge is not None:
+        raise BadRequest("enlarge", f"model {model.name!r} makes points, not images")
 
 
 def check_text_limits(req: GenerateRequest, model: ServedModel) -> None:
@@ -116,6 +123,8 @@ def check_text_limits(req: GenerateRequest, model: ServedModel) -> None:
         side = getattr(req, name)
         if side is not None and side != native:
             raise BadRequest(name, f"{name} must be the model's own {native} (tiled canvases are for pixel-space models)")
+    if req.enlarge is not None:
+        raise BadRequest("enlarge", "enlarged canvases are for pixel-space models")
 
 
 def to_png_b64(x) -> str:
@@ -137,14 +146,17 @@ def create_app(pool: ModelPool, cfg: ServeConfig | None = None) -> Starlette:
     def run_batch(jobs: list[Job]) -> list:
         """On the worker thread: switch to the batch's model and sample every job of the batch at once."""
         from ..samplers.generate import generate_requests
-        from ..samplers.tiled import Tiled
+        from ..samplers.tiled import Tiled, enlarge_requests
 
-        model, spec, shape = (jobs[0].payload[k] for k in ("model", "spec", "shape"))
+        model, spec, shape, refine = (jobs[0].payload[k] for k in ("model", "spec", "shape", "enlarge"))
         den = pool.activate(model)
-        if tuple(shape) != tuple(model.shape):  # any-size: the canvas in overlapping native tiles
-            den = Tiled(den, tuple(model.shape[1:]))
+        requests = [(j.n, j.payload["labels"], j.payload["seed"]) for j in jobs]
         t0 = time.perf_counter()
-        outs = generate_requests(den, spec, shape, [(j.n, j.payload["labels"], j.payload["seed"]) for j in jobs])
+        if refine is not None:  # any-size, Any-Size-Diffusion's way: compose natively, enlarge, refine in tiles
+            outs = enlarge_requests(den, spec, model.shape, shape[1:], requests, refine)
+        else:  # any-size from noise: the canvas in overlapping native tiles
+            den = Tiled(den, tuple(model.shape[1:])) if tuple(shape) != tuple(model.shape) else den
+            outs = generate_requests(den, spec, shape, requests)
         if model.text is not None:  # latents -> images through the pipeline's VAE
             outs = [model.text.decode(o) for o in outs]
         dt = time.perf_counter() - t0
@@ -195,6 +207,13 @@ def create_app(pool: ModelPool, cfg: ServeConfig | None = None) -> Starlette:
             spec = model.spec_for(req.steps, req.cfg)
         except ValueError as e:
             raise BadRequest("steps", str(e)) from None
+        if req.enlarge:
+            from ..samplers.tiled import tail_spec
+
+            try:
+                tail_spec(model.den, spec, req.enlarge)  # the grid only: no adapter switch here
+            except ValueError as e:
+                raise BadRequest("enlarge", str(e)) from None
         return req, model, spec
 
     async def generate(request: Request) -> Response:
@@ -220,10 +239,11 @@ def create_app(pool: ModelPool, cfg: ServeConfig | None = None) -> Starlette:
         shape = model.shape
         if len(shape) == 3 and model.text is None:
             shape = (shape[0], req.height or shape[1], req.width or shape[2])
-        key = (model.name, spec.sampler, spec.grid, spec.steps, spec.cfg, tuple(spec.sigmas or ()), shape,
+        key = (model.name, spec.sampler, spec.grid, spec.steps, spec.cfg, tuple(spec.sigmas or ()), shape, req.enlarge,
                id(request) if alone else None)
         try:
-            fut = batcher.submit(Job(key, req.n, {"model": model, "spec": spec, "labels": labels, "seed": seed, "shape": shape}))
+            fut = batcher.submit(Job(key, req.n, {"model": model, "spec": spec, "labels": labels, "seed": seed, "shape": shape,
+                                                  "enlarge": req.enlarge}))
         except QueueFull as e:
             return error(429, None, str(e), headers={"Retry-After": "1"})
         while not fut.done():  # a client that leaves takes its queued work with it
