@@ -12,8 +12,9 @@ Any-size, 56x56 canvases of 28x28 models (samplers/tiled.py), each mode 3 seeds 
 (MultiDiffusion); "enlarge (+ refine K)" composes at 28x28, enlarges 2x and re-runs the last K steps of the grid
 in tiles (Any-Size-Diffusion). Measured: FD of the four 28x28 quadrant crops against the same crops of real
 test digits enlarged 2x, FD of the canvas shrunk back to 28x28 against real digits (with its class accuracy),
-the native FD (1,000 samples per seed), and a seam score: the mean |horizontal step| on the columns where tiles
-end over the mean on every column (1.0 = no seam); PNGs of canvases beside the results file.
+the native FD (1,000 samples per seed), each with its real-vs-real floor (the crops' FD scale is not the whole
+digits'), and a seam score: the mean |horizontal step| on the columns where tiles end over the mean on every
+column, over the same for enlarged real digits (1.0 = as real); PNGs of canvases beside the results file.
     .venv/bin/python benchmarks/watermark_anysize_mnist.py                    # both
     .venv/bin/python benchmarks/watermark_anysize_mnist.py --student runs/gpu/dmd2_A_long
     .venv/bin/python benchmarks/watermark_anysize_mnist.py --parts anysize    # results/anysize_mnist.json
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from fewstep.data import load_dataset
 from fewstep.io import write_text_atomic
 from fewstep.methods.provenance.watermark import detection, load_decoder
-from fewstep.metrics.benchmark import bench_row, machine, measure, provenance, write_results
+from fewstep.metrics.benchmark import balanced_subset, bench_row, machine, measure, provenance, real_floor, write_results
 from fewstep.metrics.evaluate import mean_std
 from fewstep.metrics.features import load_features
 from fewstep.model_io import load_denoiser
@@ -106,12 +107,26 @@ def canvases(den, spec, mode, n: int, labels, seed: int):
     return generate_enlarged(den, n, spec, (1, 28, 28), (56, 56), labels, seed=seed, refine_steps=mode, return_nfe=True)
 
 
-def anysize_rows(student: Path, test, feats, ref_feats, n_canvas: int, seeds: int, out_png: Path) -> list[dict]:
-    """Per model and mode: FD of the canvases' 28x28 quadrant crops against the same crops of real test digits
-    enlarged 2x (a quarter of a 2x digit is not a digit, so whole digits are no reference for crops), FD of the
-    canvases shrunk back to 28x28 against real digits (does the canvas compose one digit?), and the model's native
-    FD, each over ``seeds`` seeds."""
-    ref_crops = feats.features(quadrants(enlarge(test.x, (56, 56)), 28))
+def shrink(x: torch.Tensor) -> torch.Tensor:
+    """A canvas back at the native 28x28 (area averaging)."""
+    return F.interpolate(x.clamp(-1, 1), size=(28, 28), mode="area")
+
+
+def anysize_rows(student: Path, train, test, feats, ref_feats, n_canvas: int, seeds: int, out_png: Path) -> tuple[dict, list]:
+    """Per model and mode, over ``seeds`` seeds: FD of the canvases' 28x28 quadrant crops against the same crops of
+    real test digits enlarged 2x (a quarter of a 2x digit is not a digit, so whole digits are no reference for
+    crops); FD of the canvases shrunk back to 28x28 against real digits enlarged and shrunk alike (does the canvas
+    compose one digit?); the model's native FD; a seam score over the enlarged real digits' at the same columns.
+    Each FD has its real-vs-real floor with the same sample counts (training digits against the test digits),
+    because crops of 2x digits and whole digits sit at different scales of the feature space."""
+    big_real = enlarge(test.x, (56, 56))
+    ref_crops, ref_small = feats.features(quadrants(big_real, 28)), feats.features(shrink(big_real))
+    train_big = enlarge(balanced_subset(train, n_canvas), (56, 56))
+    floors = {"crops": measure(quadrants(train_big, 28), None, None, feats, ref_crops)["fd"],
+              "canvas": measure(shrink(train_big), None, None, feats, ref_small)["fd"],
+              "native": real_floor(train, test, feats)}
+    real_seams = seam_score(big_real, 28, 14)
+    print({"floors": floors, "real_seam_score": real_seams}, flush=True)
     rows = []
     for name, path, spec, modes in ANYSIZE:
         path = str(student) if path is None else path if path == "mnist" else str(ROOT / path)
@@ -128,9 +143,9 @@ def anysize_rows(student: Path, test, feats, ref_feats, n_canvas: int, seeds: in
             for s in range(seeds):
                 big, nfe = canvases(den, spec, mode, n_canvas, labels, s)
                 crops = measure(quadrants(big, 28), None, None, feats, ref_crops)
-                small = measure(F.interpolate(big.clamp(-1, 1), size=(28, 28), mode="area"), labels, test.x, feats, ref_feats)
+                small = measure(shrink(big), labels, None, feats, ref_small)
                 per_seed.append({"fd": crops["fd"], "canvas_fd": small["fd"], "canvas_class_acc": small["class_acc"],
-                                 "seam_score": seam_score(big, 28, 14), "nfe": nfe})
+                                 "seam_score": seam_score(big, 28, 14) / real_seams, "nfe": nfe})
             m = mean_std(per_seed) | mean_std([{"native_fd": v} for v in native])
             row = {"method": name, "mode": "tiles from noise" if mode == "tiles" else
                    ("enlarge" if mode == 0 else f"enlarge + refine {mode}"), "refine_steps": None if mode == "tiles" else mode,
@@ -138,15 +153,16 @@ def anysize_rows(student: Path, test, feats, ref_feats, n_canvas: int, seeds: in
                    "cfg": spec.cfg, "seeds": seeds, "dtype": "fp32", "canvas": [56, 56], "tile": [28, 28], "overlap": 14,
                    **{k: m[k] for k in ("fd", "fd_std", "canvas_fd", "canvas_fd_std", "canvas_class_acc", "seam_score",
                                         "nfe", "native_fd", "native_fd_std")},
-                   "crop_over_native": m["fd"] / m["native_fd"], "run": shown(path),
-                   "command": cfg.get("training", {}).get("command") or "fewstep train-teacher --data mnist",
+                   "crop_over_native": m["fd"] / m["native_fd"],
+                   "crops_over_floor": m["fd"] / floors["crops"], "native_over_floor": m["native_fd"] / floors["native"],
+                   "run": shown(path), "command": cfg.get("training", {}).get("command") or "fewstep train-teacher --data mnist",
                    "images_per_s": None}
             rows.append(row)
             tag = "tiles" if mode == "tiles" else f"enlarge{mode}"
             save_grid(big[:20], out_png.with_name(f"{out_png.stem}_{name}_{tag}.png"), nrow=10)
-            print({k: row[k] for k in ("method", "mode", "nfe", "fd", "canvas_fd", "native_fd", "crop_over_native",
-                                       "seam_score")}, flush=True)
-    return rows
+            print({k: row[k] for k in ("method", "mode", "nfe", "fd", "canvas_fd", "native_fd", "crops_over_floor",
+                                       "native_over_floor", "seam_score")}, flush=True)
+    return floors, rows
 
 
 def main(argv=None) -> None:
@@ -179,7 +195,10 @@ def main(argv=None) -> None:
         results["rows"] += watermark_rows(run, student, test, feats, ref_feats, a.n, a.seeds)
         write_results(out, results)
     if "anysize" in parts:
-        results["rows"] += anysize_rows(student, test, feats, ref_feats, a.n // 4, a.seeds, out.with_suffix(".png"))
+        floors, rows = anysize_rows(student, load_dataset("mnist", "train"), test, feats, ref_feats, a.n // 4, a.seeds,
+                                    out.with_suffix(".png"))
+        results["rows"] += rows
+        results["anysize_floors"] = floors
     results["complete"] = True
     write_results(out, results)
     write_text_atomic(out.with_suffix(".md"), watermark_anysize_table(results))
