@@ -227,12 +227,20 @@ def save_grid(samples, path, nrow: int = 10) -> Path:
 
 
 def resolution_table(results: dict) -> str:
-    """benchmarks/linfusion_resolution.py's table: seconds per call of softmax and linear self-attention
-    networks as the image grows."""
+    """benchmarks/linfusion_resolution.py's table: seconds per call and peak memory of softmax and linear
+    self-attention networks as the image grows."""
+    def soft(r, key, fmt):
+        return "not run" if r.get(key) is None else format(r[key], fmt)
+
     lines = ["| image size | attention tokens | softmax attention matrix (MB/image, computed) | softmax s/call | "
-             "linear s/call | linear speed-up |", "|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['size']} | {r['attention_tokens']} | {r['softmax_matrix_mb']:.1f} | {r['softmax_s']:.3f} | "
-              f"{r['linear_s']:.3f} | {r['softmax_s'] / r['linear_s']:.2f}x |" for r in results["rows"]]
+             "softmax peak memory (MB) | linear s/call | linear peak memory (MB) | linear speed-up |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['size']} | {r['attention_tokens']} | {r['softmax_matrix_mb']:.1f} | {soft(r, 'softmax_s', '.3f')} | "
+              f"{soft(r, 'softmax_peak_mb', '.0f')} | {r['linear_s']:.3f} | {soft(r, 'linear_peak_mb', '.0f')} | "
+              f"{'-' if r.get('softmax_s') is None else format(r['softmax_s'] / r['linear_s'], '.2f') + 'x'} |"
+              for r in results["rows"]]
+    if any(r.get("softmax_s") is None for r in results["rows"]):
+        lines += ["", f"\"not run\": the softmax attention matrix alone exceeds {results.get('max_softmax_gb', 8):g} GB per image."]
     return "\n".join(lines) + "\n"
 
 
