@@ -9,7 +9,8 @@
 #   32 NFE, beside both files' rows; disca_x0_mnist.json: the same with the loss on the denoised sample;
 # - cache_student_mnist.json: the composition, DMD2's 4-step student (benchmarks/dmd2_runs.sh) with
 #   DeepCache, and with a DisCa predictor trained on the student's own 4-step trajectories.
-# Each command resumes; the whole script takes ~1 h on 2 CPU threads.
+# - cache4_mnist.json, disca4_mnist.json: DeepCache and DisCa with a full call every 4th.
+# Each command resumes; the whole script takes ~1.5 h on 2 CPU threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
@@ -31,5 +32,14 @@ $F distill --teacher $S --method disca --out runs/cache/dmd2_disca --threads 2 -
   --resume --no-progress --max-iters 600 --set nfe=4 --set 'more_nfe=[]' --set sampler=multistep \
   --set "sigmas=$(.venv/bin/python -c "import json; print(json.load(open('$S/model/config.json'))['sampling']['sigmas'])")"
 $F bench --model $S --name cache_student_mnist --cache none --cache deepcache:2 --cache disca:runs/cache/dmd2_disca \
+  --threads 2
+# a full call every 4th instead of every 2nd (more reuse, more room for a learned predictor): DeepCache's rows
+# (cache4_mnist.json) and DisCa trained for that interval (disca4_mnist.json), beside the uncached teacher's rows
+$F bench --model mnist --name cache4_mnist --samplers euler --nfe 16,32 --seeds 3 --seeds-max-nfe 32 \
+  --cache deepcache:4 --threads 2
+$F distill --teacher mnist --method disca --out runs/cache/disca4 --set interval=4 --threads 2 --eval-every 500 \
+  --ckpt-every 100 --resume --no-progress
+$F bench --model runs/cache/disca4 --name disca4_mnist \
+  --baseline benchmarks/results/cache_mnist.json,benchmarks/results/cache32_mnist.json,benchmarks/results/cache4_mnist.json \
   --threads 2
 .venv/bin/python benchmarks/make_tables.py
