@@ -65,3 +65,20 @@ def test_train_sample_eval_on_toy2d(tmp_path, capsys):
     assert main(["eval", "--model", str(out), "--steps", "3", "--sampler", "euler", "--n", "200"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["nfe"] == 3 and res["fd"] > 0 and res["images_per_s"] > 0
+
+
+def test_a_run_records_a_shipped_teacher_by_name_not_by_the_installed_folder(tmp_path, capsys):
+    """The package's folder moves (a new virtual environment, another clone): a run from ``mnist`` must still find
+    its teacher, and a run recorded by an old install's folder resolves to the shipped teacher of the same name."""
+    from fewstep.model_io import SHIPPED_TEACHERS, model_ref, resolve_model_dir
+
+    out = tmp_path / "dmd2"
+    assert main(["distill", "--teacher", "mnist", "--method", "dmd2", "--out", str(out), "--max-iters", "1",
+                 "--eval-every", "0", "--no-progress"]) == 0
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    assert cfg["teacher"] == "mnist" and cfg["training"]["teacher"] == "mnist"
+    assert model_ref(str(SHIPPED_TEACHERS / "mnist")) == "mnist" and model_ref(str(out)) == str(out / "model")
+    moved = "/an/old/clone/src/fewstep/assets/teachers/mnist"
+    assert resolve_model_dir(moved) == SHIPPED_TEACHERS / "mnist"
+    with pytest.raises(Exception, match="neither a folder nor a shipped teacher"):
+        resolve_model_dir("/an/old/clone/src/fewstep/assets/teachers/cifar")

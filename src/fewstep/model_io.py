@@ -52,8 +52,17 @@ def resolve_model_dir(spec: str) -> Path:
     shipped = SHIPPED_TEACHERS / spec
     if "/" not in spec and shipped.is_dir():
         return shipped
+    if p.parent.name == "teachers" and p.parent.parent.name == "assets" and (SHIPPED_TEACHERS / p.name).is_dir():
+        return SHIPPED_TEACHERS / p.name  # a shipped teacher recorded by the folder of another install (older runs)
     names = sorted(d.name for d in SHIPPED_TEACHERS.iterdir()) if SHIPPED_TEACHERS.is_dir() else []
     raise FewstepError(f"model {spec!r} is neither a folder nor a shipped teacher (shipped: {', '.join(names) or 'none'})")
+
+
+def model_ref(spec: str) -> str:
+    """How a run records the model it started from: a shipped teacher by its name, since its folder moves
+    with the installed package; any other model by its folder."""
+    d = resolve_model_dir(spec)
+    return d.name if d.resolve().parent == SHIPPED_TEACHERS.resolve() else str(d)
 
 
 def pipeline_spec(spec: str) -> str:

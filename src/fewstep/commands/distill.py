@@ -88,7 +88,7 @@ def build_distillation(r: DistillRequest):
     """(method, train set, test set, DistillConfig, teacher dir, teacher info) for a request."""
     from ..data import load_dataset
     from ..methods.registry import get_method
-    from ..model_io import load_denoiser, pipeline_spec, resolve_model_dir
+    from ..model_io import load_denoiser, model_ref, pipeline_spec
 
     info = None
     cls = get_method(r.method)
@@ -103,7 +103,7 @@ def build_distillation(r: DistillRequest):
             raise FewstepError("--data is required (the teacher does not record its dataset)")
         test = load_dataset(data, "test", *data_format(tcfg))
         train = load_dataset(data, "train", *data_format(tcfg)) if cls.uses_images else image_free_source(data, tcfg, test)
-        teacher_dir = resolve_model_dir(r.teacher)
+        teacher_dir = model_ref(r.teacher)  # a shipped teacher by name: its folder moves with the package
     if cls.uses_images and train.meta.get("image_free"):
         raise FewstepError(f"method {cls.name} trains on images, and {data} holds none (prompts only): "
                            "give --data folder:DIR with images and captions")
