@@ -327,6 +327,7 @@ def test_an_enlarged_canvas_is_what_generate_enlarged_draws_for_that_seed(client
     want = generate_enlarged(den, 1, spec, (1, 28, 28), (42, 56), torch.tensor([6]), seed=3, refine_steps=1)
     want = ((want[0, 0].clamp(-1, 1) + 1) * 127.5).round().numpy()
     assert got.shape == (42, 56) and np.abs(got - want).max() <= 1  # equal up to a PNG rounding
+    assert r.json()["nfe"] == 5 + 1 * 6  # Heun's 5 at 28x28, then one call on 3 x 2 tiles of the canvas
 
 
 def test_heun_below_its_minimum_is_a_clear_error(client):
