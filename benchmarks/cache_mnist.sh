@@ -9,7 +9,7 @@
 #   32 NFE, beside both files' rows; disca_x0_mnist.json: the same with the loss on the denoised sample;
 # - cache_student_mnist.json: the composition, DMD2's 4-step student (benchmarks/dmd2_runs.sh) with
 #   DeepCache, and with a DisCa predictor trained on the student's own 4-step trajectories.
-# - cache4_mnist.json, disca4_mnist.json: DeepCache and DisCa with a full call every 4th.
+# - cache3_mnist.json, cache4_mnist.json, disca4_mnist.json: DeepCache every 3rd and 4th call, DisCa every 4th.
 # Each command resumes; the whole script takes ~1.5 h on 2 CPU threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,8 @@ $F bench --model $S --name cache_student_mnist --cache none --cache deepcache:2 
 # (cache4_mnist.json) and DisCa trained for that interval (disca4_mnist.json), beside the uncached teacher's rows
 $F bench --model mnist --name cache4_mnist --samplers euler --nfe 16,32 --seeds 3 --seeds-max-nfe 32 \
   --cache deepcache:4 --threads 2
+$F bench --model mnist --name cache3_mnist --samplers euler --nfe 16,32 --seeds 3 --seeds-max-nfe 32 \
+  --cache none --cache deepcache:3 --threads 2  # every 3rd, timed beside the uncached rows of the same run
 $F distill --teacher mnist --method disca --out runs/cache/disca4 --set interval=4 --threads 2 --eval-every 500 \
   --ckpt-every 100 --resume --no-progress
 $F bench --model runs/cache/disca4 --name disca4_mnist \
