@@ -103,7 +103,7 @@ def canvases(den, spec, mode, n: int, labels, seed: int):
     if mode == "tiles":
         tiled = Tiled(den, (28, 28))
         big, nfe = generate(tiled, n, spec, (1, 56, 56), labels, seed=seed, return_nfe=True)
-        return big, nfe * len(tiled.layout(56, 56)[0])
+        return big, nfe * tiled.tiles(56, 56)
     return generate_enlarged(den, n, spec, (1, 28, 28), (56, 56), labels, seed=seed, refine_steps=mode, return_nfe=True)
 
 

@@ -23,27 +23,27 @@ def run(a):
     shape = sample_shape(mcfg)
     if a.images and len(shape) != 3:
         raise FewstepError("--images needs an image model (this one makes 2-D points)")
+    canvas = shape
     if a.width or a.height:  # any-size: a larger canvas in overlapping native-size tiles (samplers/tiled.py)
         if len(shape) != 3:
             raise FewstepError("--width/--height need an image model")
         canvas = (shape[0], a.height or shape[1], a.width or shape[2])
         if canvas[1] < shape[1] or canvas[2] < shape[2]:
             raise FewstepError(f"--width/--height must be at least the model's own {shape[2]}x{shape[1]}")
-    if a.enlarge is not None and not (a.width or a.height):
-        raise FewstepError("--enlarge needs --width or --height: the canvas to enlarge to")
-    if a.enlarge:  # checked before any sampling: no more refine steps than the grid has
-        try:
-            tail_spec(den, spec, a.enlarge)
-        except ValueError as e:
-            raise FewstepError(f"--enlarge: {e}") from None
     if a.enlarge is not None:  # Any-Size-Diffusion: compose at the model's size, enlarge, refine in tiles
+        if canvas == shape:
+            raise FewstepError("--enlarge needs --width or --height larger than the model's own: the canvas to enlarge to")
+        if a.enlarge:  # checked before any sampling: no more refine steps than the grid has
+            try:
+                tail_spec(den, spec, a.enlarge)
+            except ValueError as e:
+                raise FewstepError(f"--enlarge: {e}") from None
         samples, nfe = generate_enlarged(den, n, spec, shape, canvas[1:], labels_for(mcfg, n), seed=a.seed,
                                          refine_steps=a.enlarge, bf16=a.bf16, return_nfe=True)
-        shape = canvas
     else:
-        if a.width or a.height:
-            den, shape = Tiled(den, shape[1:]), canvas
-        samples, nfe = generate(den, n, spec, shape, labels_for(mcfg, n), seed=a.seed, bf16=a.bf16, return_nfe=True)
+        model = Tiled(den, shape[1:]) if canvas != shape else den
+        samples, nfe = generate(model, n, spec, canvas, labels_for(mcfg, n), seed=a.seed, bf16=a.bf16, return_nfe=True)
+    shape = canvas
     out = Path(a.out or "samples.png")
     if out.suffix.lower() != ".png":
         out = out / "samples.png"

@@ -70,6 +70,10 @@ class Tiled(nn.Module):
         corners = [(y, x) for y in tile_starts(H, h, self.overlap) for x in tile_starts(W, w, self.overlap)]
         return corners, ramp(h, self.overlap)[:, None] * ramp(w, self.overlap)[None, :]
 
+    def tiles(self, H: int, W: int) -> int:
+        """Native-size evaluations one call on an H x W canvas costs."""
+        return len(tile_starts(H, self.tile[0], self.overlap)) * len(tile_starts(W, self.tile[1], self.overlap))
+
     def raw(self, x, t, cond=None):
         B, _, H, W = x.shape
         h, w = self.tile
@@ -123,7 +127,7 @@ def generate_enlarged(den, n: int, spec: SamplingSpec, shape, canvas: tuple[int,
         tiled = Tiled(den, tuple(shape[1:]), overlap)
         big, nfe_refine = generate(tiled, n, tail_spec(den, spec, refine_steps), (shape[0], *canvas), labels,
                                    seed=seed + 1, bf16=bf16, return_nfe=True, start=big)
-        nfe += nfe_refine * len(tiled.layout(*canvas)[0])
+        nfe += nfe_refine * tiled.tiles(*canvas)
     return (big, nfe) if return_nfe else big
 
 

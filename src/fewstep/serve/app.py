@@ -261,7 +261,7 @@ def create_app(pool: ModelPool, cfg: ServeConfig | None = None) -> Starlette:
         if req.enlarge:  # the refinement's calls, one per native-size tile of the canvas
             from ..samplers.tiled import Tiled
 
-            calls += nfe_of(spec.sampler, req.enlarge) * len(Tiled(model.den, tuple(model.shape[1:])).layout(*shape[1:])[0])
+            calls += nfe_of(spec.sampler, req.enlarge) * Tiled(model.den, tuple(model.shape[1:])).tiles(*shape[1:])
         body = {"model": model.name, "steps": steps, "nfe": calls * (1 if spec.cfg == 1.0 else 2),
                 "seed": seed, "latency_ms": round(1000 * (time.perf_counter() - t0), 2),
                 "batch_ms": round(1000 * batch_s, 2), "batched_with": batch_jobs - 1, "images": images}
