@@ -47,11 +47,18 @@ def write_digits(root: Path) -> Path:
     return root
 
 
-def shape_mask(kind: str, size: int, rng) -> np.ndarray:
-    """A filled shape of random size and position on a size x size canvas."""
+def shape_mask(kind: str, size: int, rng, supersample: int = 4) -> np.ndarray:
+    """The fraction of each pixel a filled shape of random size and position covers on a size x size
+    canvas, from a ``supersample``-times finer rendering (anti-aliased edges, as any renderer or camera
+    gives; 1: hard 0/1 edges)."""
     r = rng.uniform(0.22, 0.38) * size
     cy, cx = rng.uniform(r, size - r, 2)
-    y, x = np.mgrid[:size, :size] + 0.5
+    k = supersample
+    y, x = (np.mgrid[:size * k, :size * k] + 0.5) / k
+    return _inside(kind, y, x, cy, cx, r).reshape(size, k, size, k).mean(axis=(1, 3))
+
+
+def _inside(kind: str, y: np.ndarray, x: np.ndarray, cy: float, cx: float, r: float) -> np.ndarray:
     if kind == "disc":
         return (y - cy) ** 2 + (x - cx) ** 2 <= r * r
     if kind == "square":
@@ -73,7 +80,8 @@ def write_shapes(root: Path, per_class: int = 500, size: int = 16, seed: int = 0
         for i in range(per_class):
             bg = rng.uniform(0, 0.35, 3)
             fg = rng.uniform(0.45, 1.0, 3)
-            img = np.where(shape_mask(kind, size, rng)[..., None], fg, bg)
+            alpha = shape_mask(kind, size, rng)[..., None]
+            img = alpha * fg + (1 - alpha) * bg
             Image.fromarray((img * 255).round().astype("uint8"), mode="RGB").save(root / kind / f"{i:04d}.png")
     return root
 

@@ -16,10 +16,10 @@ from ..errors import FewstepError
 
 # shares of the budget: feature net, teacher, student; the rest measures (teacher curve, student, grids)
 SHARES = {"features": 0.08, "teacher": 0.42, "student": 0.38}
-LIMITS = {"features": (30, 1500), "teacher": (30, 4000), "student": (10, 2000)}  # iterations (min, max) per stage
+LIMITS = {"features": (30, 1500), "teacher": (30, 8000), "student": (10, 2000)}  # iterations (min, max) per stage
 # a distribution-matching iteration (mostly critic updates: DMD2 updates the student every 5th) costs
-# ~1.4x a teacher iteration on 8x8 folder images and ~2-3x on the 28x28 MNIST UNet (docs/notes.md)
-STUDENT_COST = 2.0
+# ~2.5x a teacher iteration at the same batch (64) on 8x8 and 16x16 folder images (docs/notes.md)
+STUDENT_COST = 2.5
 
 
 @dataclass

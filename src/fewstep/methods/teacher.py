@@ -130,8 +130,10 @@ TEACHER_PRESETS: dict[str, TeacherConfig] = {
                    num_classes=10, time_scale=1000.0),
         train=_train(max_iters=2000)),
     # Your own image folder (folder:PATH): the UNet is sized from the images (unet_for) at their own
-    # resolution and colour mode unless --resolution/--channels say otherwise.
-    "folder": TeacherConfig(data="folder", arch=_unet(), sized_from_data=True, train=_train(max_iters=2000)),
+    # resolution and colour mode unless --resolution/--channels say otherwise. Batch 64: on a CPU time
+    # budget twice the updates at half the batch reach a lower FD sooner (docs/notes.md, the folder demo).
+    "folder": TeacherConfig(data="folder", arch=_unet(), sized_from_data=True,
+                            train=_train(max_iters=2000, batch_size=64)),
     # 2-D mixtures: residual MLP, seconds per hundred iterations.
     "toy2d": TeacherConfig(
         data="toy2d",
