@@ -3,7 +3,8 @@ on two folders this script writes, each a plain folder of PNGs in class sub-fold
 
 * ``digits``: scikit-learn's handwritten digits (1,797 grey 8x8 images, 10 classes), as shipped;
 * ``shapes``: synthetic 16x16 colour images, 4 classes (disc, square, triangle, cross) of random size,
-  position and colour on a random dark background, 500 per class.
+  position and colour on a random dark background, drawn anti-aliased, 500 per class (with hard 0/1
+  edges the feature network's FD measures aliasing more than shape: docs/notes.md, the folder demo).
 
 Each demo trains the folder's feature network, a teacher sized from the images (the ``folder`` preset) and
 a 1-step DMD2 student within ``--budget-min`` minutes on this machine, then measures the teacher's sampler
