@@ -137,3 +137,21 @@ def test_demo_on_your_own_folder_trains_features_teacher_and_student(tmp_path, c
     capsys.readouterr()
     assert main(["demo", "--data", f"folder:{unconditional}", "--out", str(tmp_path / "d2")]) == 1
     assert "needs class sub-folders" in capsys.readouterr().err
+
+
+def test_folder_demo_replans_the_student_from_the_teachers_measured_step_time(tmp_path):
+    """The student's iterations come from the teacher run's recorded step time (so the budget the startup
+    estimate over-states is not left unused), and from the startup plan when the run has no record."""
+    from fewstep.commands.folder_demo import SHARES, STUDENT_COST, Plan, replan_student
+
+    plan = Plan(features=100, teacher=1000, student=777, seconds={})
+    run = tmp_path / "teacher"
+    assert replan_student(run, plan, 30, print) == 777
+    (run / "latest").mkdir(parents=True)
+    (run / "latest" / "trainer_state.json").write_text(json.dumps({"iteration": 1000, "train_s": 250.0}))
+    logged = []
+    n = replan_student(run, plan, 30, logged.append)
+    assert n == int(SHARES["student"] * 30 * 60 / (STUDENT_COST * 0.25))
+    assert "re-planned" in logged[0] and "0.250 s/iteration" in logged[0]
+    (run / "latest" / "trainer_state.json").write_text(json.dumps({"iteration": 10, "train_s": 0.01}))
+    assert replan_student(run, plan, 30, print) == 2000  # capped like the startup plan

@@ -28,6 +28,12 @@ def iterations_done(run_dir: Path) -> int:
     return json.loads(p.read_text())["iteration"] if p.is_file() else 0
 
 
+def train_seconds(run_dir: Path) -> float | None:
+    """Seconds a training output folder spent in training steps (evals and checkpoints excluded), or None."""
+    p = Path(run_dir) / "latest" / "trainer_state.json"
+    return json.loads(p.read_text()).get("train_s") if p.is_file() else None
+
+
 def data_format(mcfg: dict) -> tuple[int | None, int | None]:
     """(resolution, channels) the model was trained at, so folder data loads as it did then (None, None
     when the model does not record an image shape: the folder's own)."""

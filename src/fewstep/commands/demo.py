@@ -34,7 +34,7 @@ def run(a) -> Path:
     from ..report import fd_vs_nfe_plot, file_b64, html_report, save_grid
     from ..samplers import steps_for_nfe
     from ..samplers.generate import SamplingSpec, generate
-    from .common import data_format, iterations_done
+    from .common import data_format, iterations_done, train_seconds
     from .distill import DistillRequest, distill
 
     out = Path(a.out)
@@ -89,7 +89,7 @@ def run(a) -> Path:
         matched = matched_row(curve["rows"], row["fd"])
         return {"student": row, "teacher_best_images_per_s": time_row(teacher, spec_of(best), test, True),
                 "matched": matched and {**matched, "images_per_s": time_row(teacher, spec_of(matched), test, True)},
-                "train_s": _train_s(student_dir), "iterations": iterations_done(student_dir)}
+                "train_s": train_seconds(student_dir), "iterations": iterations_done(student_dir)}
 
     ev = _cached(out / "student_eval.json", student_eval)
 
@@ -142,8 +142,3 @@ def run(a) -> Path:
     print(json.dumps(summary))
     log(f"done: open {report.resolve()}")
     return report
-
-
-def _train_s(run_dir: Path):
-    p = run_dir / "latest" / "trainer_state.json"
-    return json.loads(p.read_text()).get("train_s") if p.is_file() else None

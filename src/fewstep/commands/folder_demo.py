@@ -20,8 +20,10 @@ from ..errors import FewstepError
 SHARES = {"features": 0.06, "teacher": 0.30, "student": 0.52}
 LIMITS = {"features": (30, 1500), "teacher": (30, 8000), "student": (10, 2000)}  # iterations (min, max) per stage
 # a distribution-matching iteration (mostly critic updates: DMD2 updates the student every 5th) costs
-# ~2.5x a teacher iteration at the same batch (64) on 8x8 and 16x16 folder images (docs/notes.md)
-STUDENT_COST = 2.5
+# 2.2-2.4x a teacher iteration at the same batch (64) on 8x8 and 16x16 folder images (docs/notes.md). The
+# student's iterations are re-planned from the teacher stage's measured step time (student_iterations),
+# since a few startup iterations over-estimate it (a cold allocator, a busy machine for a moment).
+STUDENT_COST = 2.4
 
 
 @dataclass
@@ -49,7 +51,7 @@ def check_folder(train) -> None:
                            "in a classifier's features, and a folder without classes has nothing to train it on")
 
 
-def _seconds_per_iter(step, warmup: int = 1, n: int = 3) -> float:
+def _seconds_per_iter(step, warmup: int = 3, n: int = 5) -> float:
     for _ in range(warmup):
         step()
     t0 = time.perf_counter()
@@ -99,6 +101,12 @@ def measure_plan(train, budget_min: float, teacher_batch: int, feature_batch: in
         iters[stage] = int(min(hi, max(lo, share * budget_min * 60 / per_it[stage])))
         seconds[stage] = iters[stage] * per_it[stage]
     return Plan(iters["features"], iters["teacher"], iters["student"], seconds)
+
+
+def student_iterations(budget_min: float, teacher_step_s: float) -> int:
+    """The student's iterations for its share of the budget, from the teacher's step time on this data."""
+    lo, hi = LIMITS["student"]
+    return int(min(hi, max(lo, SHARES["student"] * budget_min * 60 / (STUDENT_COST * teacher_step_s))))
 
 
 def feature_stage(data: str, iters: int, seed: int, progress: bool, log) -> float:
@@ -152,4 +160,21 @@ def folder_stages(a, out: Path, log) -> int:
         f"{train.num_classes} classes, {len(train)} training images)")
     feature_stage(a.data, plan.features, a.seed, not a.no_progress, log)
     a.teacher = teacher_stage(a.data, out, plan.teacher, a)
-    return a.max_iters or plan.student
+    if a.max_iters:
+        return a.max_iters
+    return replan_student(out / "teacher", plan, a.budget_min, log)
+
+
+def replan_student(teacher_run: Path, plan: Plan, budget_min: float, log) -> int:
+    """The student's iterations from the teacher run's measured step time (its record survives re-runs,
+    so a resumed demo plans the same student); the startup plan's figure when there is no record."""
+    from .common import iterations_done, train_seconds
+
+    seconds, done = train_seconds(teacher_run), iterations_done(teacher_run)
+    if not seconds or not done:
+        return plan.student
+    n = student_iterations(budget_min, seconds / done)
+    if n != plan.student:
+        log(f"student: {n} iterations (re-planned from the teacher's measured {seconds / done:.3f} s/iteration; "
+            f"~{n * STUDENT_COST * seconds / done / 60:.1f} min)")
+    return n
