@@ -112,3 +112,20 @@ def test_two_segment_student_learns_on_toy2d(toy_teacher, blob_fd, tmp_path):
     untrained = toy_fd(m.generator(), m.default_sampling())
     student = train_student(m, tmp_path, 600, ema_decay=0.95)
     assert_learns(toy_fd(student, m.default_sampling()), 0.5 * blob_fd, untrained=untrained, gaussian=blob_fd)
+
+
+def test_the_score_distillation_stage_starts_from_the_tscd_model_and_matches_the_teachers_scores(tmp_path):
+    """Hyper-SD's last stage is distribution matching from its 1-segment model (``init`` on the DMD family):
+    the student starts from that model, the real score stays the teacher and the fake score starts from it."""
+    from fewstep.methods.distribution_matching.dmd import DMD, DMDConfig
+    from fewstep.model_io import save_denoiser
+
+    teacher, tscd = _perturbed(1), _perturbed(2)
+    save_denoiser(tscd, tmp_path / "hyper_sd1")
+    m = DMD(teacher, config(DMDConfig, init=str(tmp_path / "hyper_sd1"), regression_weight=0.0), shape=(2,), num_classes=8)
+    assert all(torch.equal(a, b) for a, b in zip(m.student.net.parameters(), tscd.net.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(m.fake.net.parameters(), teacher.net.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(m.teacher.net.parameters(), teacher.net.parameters()))
+    save_denoiser(toy_denoiser(0, arch=dict(TOY_ARCH, hidden=16)), tmp_path / "other")
+    with pytest.raises(ValueError, match="differ from the teacher"):
+        DMD(teacher, config(DMDConfig, init=str(tmp_path / "other")), shape=(2,), num_classes=8)

@@ -129,6 +129,21 @@ def _with_embeddings(net: nn.Module, dims: dict[str, int]) -> nn.Module:
     return new
 
 
+def initial_weights(teacher: Denoiser, init: str = "") -> Denoiser:
+    """The weights a student starts from: the teacher, or the ``init`` model (a folder, run or shipped name)
+    when it has the teacher's network, noise process and parameterisation: a later stage that starts from
+    the previous stage's student while the teacher stays the one it distils (Hyper-SD's stages)."""
+    if not init:
+        return teacher
+    from ..model_io import denoiser_config, load_denoiser
+
+    start, _ = load_denoiser(init)
+    mine, theirs = denoiser_config(teacher), denoiser_config(start)
+    if mine["arch"] != theirs["arch"] or mine["process"] != theirs["process"] or mine["param"] != theirs["param"]:
+        raise ValueError(f"init={init!r}: its network, noise process or parameterisation differ from the teacher's")
+    return start.to(next(teacher.net.parameters()).device)
+
+
 def frozen_copy(den: Denoiser) -> Denoiser:
     """A gradient-free copy (a consistency target network, a progressive stage's teacher). Weights that
     do not train (a LoRA student's base) are shared with ``den``, not copied (nets/sharing.py)."""

@@ -25,8 +25,10 @@ paper is silent). ``--teacher mnist --set init=RUN_DIR`` instead starts from the
 and keeps the original teacher's ODE: on MNIST the chained ODE teachers made the 2- and 1-segment stages
 worse than their predecessors at the same NFE, the original teacher's ODE at a 5x lower LR did not
 (docs/notes.md). The model also samples with TCD's stochastic sampler (samplers/few_step.py ``tcd``,
-gamma 0.3), which Hyper-SD's models use; DDIM is TCD at gamma 0. Not here: Hyper-SD's human-feedback and 1-step
-score-distillation stages.
+gamma 0.3), which Hyper-SD's models use; DDIM is TCD at gamma 0. Hyper-SD's 1-step score-distillation stage
+is distribution matching started from the 1-segment model: ``fewstep distill --teacher mnist --method dmd2
+--nfe 1 --set init=RUN_DIR`` (the DMD family's ``init``; benchmarks/hyper_sd_score_mnist.sh). Not here: its
+human-feedback stage.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from ...noise.precond import Denoiser
 from ...samplers import make_grid
 from ...samplers.generate import SamplingSpec
 from ...samplers.ode import ddim_to, noised
-from ..base import LoRAConfig, OptimConfig, StudentMethod, adam, cond_of, frozen_copy, trainable_copy
+from ..base import LoRAConfig, OptimConfig, StudentMethod, adam, cond_of, frozen_copy, initial_weights, trainable_copy
 from ..losses import CONSISTENCY_LOSSES, consistency_distance
 
 
@@ -99,23 +101,11 @@ class HyperSD(StudentMethod):
         super().__init__(teacher, cfg, shape, num_classes)
         c = self.cfg
         self.teacher = frozen_copy(teacher)
-        self.student = trainable_copy(self.initial_weights(teacher), c.lora)
+        self.student = trainable_copy(initial_weights(teacher, c.init), c.lora)
         self.target = frozen_copy(self.student) if c.target == "ema" else None
         self.levels = make_grid(c.grid, self.process, c.num_scales).flip(0)  # ascending: levels[0] = 0, levels[N] = top
         self.starts = segment_starts(c.num_scales, c.nfe)
         self.opt = c.optim.build(self.student.net.parameters())
-
-    def initial_weights(self, teacher: Denoiser) -> Denoiser:
-        """The teacher, or the ``init`` model when it has the teacher's architecture and process."""
-        if not self.cfg.init:
-            return teacher
-        from ...model_io import denoiser_config, load_denoiser
-
-        start, _ = load_denoiser(self.cfg.init)
-        mine, theirs = denoiser_config(teacher), denoiser_config(start)
-        if mine["arch"] != theirs["arch"] or mine["process"] != theirs["process"] or mine["param"] != theirs["param"]:
-            raise ValueError(f"init={self.cfg.init!r}: its network, noise process or parameterisation differ from the teacher's")
-        return start
 
     def networks(self):
         return {"student": self.student.net, **({"target": self.target.net} if self.target is not None else {})}

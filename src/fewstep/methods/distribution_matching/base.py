@@ -23,7 +23,7 @@ from ...samplers import make_grid, multistep
 from ...samplers.generate import SamplingSpec
 from ...samplers.grids import student_levels
 from ...samplers.ode import coeffs, initial_noise, level_coeffs
-from ..base import LoRAConfig, OptimConfig, StudentMethod, cond_of, trainable_copy
+from ..base import LoRAConfig, OptimConfig, StudentMethod, cond_of, initial_weights, trainable_copy
 from ..losses import denoising_loss, pair_regression
 
 
@@ -62,6 +62,10 @@ class DMDConfig:
     regression_warmup: int = 0  # iterations of regression-only student training first (DMD2 SDXL)
     regression_batch: int = 64
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # LoRA student (DMD2 SDXL LoRA)
+    # a model (folder, run or shipped name) the student starts from instead of the teacher, which stays the
+    # real score and the fake score's start: Hyper-SD's last, score-distillation stage from its 1-segment
+    # TSCD model (methods/consistency/hyper_sd.py). "" = the teacher (DMD, DMD2)
+    init: str = ""
 
     def __post_init__(self):
         self.dm_index_range = tuple(self.dm_index_range)
@@ -139,7 +143,7 @@ class DistributionMatchingBase(StudentMethod):
     def build_student(self, teacher: Denoiser) -> Denoiser:
         """The trained generator: a copy of the teacher (LoRA adapters with ``cfg.lora``); members with
         another student (e.g. one expert per phase) override this."""
-        return trainable_copy(teacher, self.cfg.lora)
+        return trainable_copy(initial_weights(teacher, self.cfg.init), self.cfg.lora)
 
     def build_fake(self, teacher: Denoiser) -> Denoiser:
         """The fake score: a full trainable copy of the teacher (VSD instead puts LoRA adapters on the

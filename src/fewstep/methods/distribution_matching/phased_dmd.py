@@ -34,7 +34,7 @@ from ...nets.experts import PhaseExperts
 from ...noise.base import bcast
 from ...noise.precond import Denoiser
 from ...samplers.ode import coeffs
-from ..base import trainable_copy
+from ..base import initial_weights, trainable_copy
 from .dmd import cpu_optim
 from .dmd2 import DMD2, DMD2Config, dm_presets
 
@@ -71,6 +71,7 @@ class PhasedDMD(DMD2):
     def build_student(self, teacher: Denoiser) -> Denoiser:
         """K teacher copies routed by level: expert k serves the phase starting at the student's level k."""
         K = self.cfg.nfe
+        teacher = initial_weights(teacher, self.cfg.init)  # every expert starts from it
         times = self.process.t_from_sigma_hat(self.student_sigmas[:K].to(torch.float64)).float()
         experts = PhaseExperts([trainable_copy(teacher).net for _ in range(K)], self.process.c_noise(times).tolist())
         return teacher.like(experts).train().requires_grad_(True)
