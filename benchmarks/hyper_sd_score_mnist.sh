@@ -4,7 +4,8 @@
 # previous stage's weights with the original teacher's ODE at LR 2e-5 (the 1-segment stage with an EMA target;
 # hyper_sd_init_mnist.sh), then DMD2 at 1 step started from the 1-segment model (`--set init=`), the teacher
 # staying the real score and the fake score's start. The 1-segment model and its score-distilled successor are
-# benchmarked at 1 NFE against the teacher's rows on both grids. On 2 CPU threads (fp32) each TSCD stage takes
+# benchmarked at 1 NFE against the teacher's rows on both grids, beside the same
+# DMD2 stage started from the teacher (the control). On 2 CPU threads (fp32) each TSCD stage takes
 # ~13 min (600 it), the DMD2 stage ~2.9 s/it; every run resumes if interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ h $R/hyper_sd1i_ema --teacher mnist --nfe 1 --set init=$R/hyper_sd2i_lr2e-5 --lr
 # the score-distillation stage: the 1-step DMD2 recipe of dmd2_runs.sh (real CFG 1.25, GAN on the cleaner 40%)
 d $R/hyper_sd1_dmd2 --teacher mnist --method dmd2 --nfe 1 --set init=$R/hyper_sd1i_ema --set real_cfg=1.25 \
   --set gan_index_max=0.4 --max-iters 400 --ema-decay 0.99 --eval-every 100 --ckpt-every 100
-$F bench --model $R/hyper_sd1i_ema,$R/hyper_sd1_dmd2 --name hyper_sd_score_mnist \
+# the control: the same DMD2 stage from the teacher itself, same budget (does the TSCD start carry anything?)
+d $R/dmd2_400 --teacher mnist --method dmd2 --nfe 1 --set real_cfg=1.25 --set gan_index_max=0.4 --max-iters 400 \
+  --ema-decay 0.99 --eval-every 100 --ckpt-every 100
+$F bench --model $R/hyper_sd1i_ema,$R/hyper_sd1_dmd2,$R/dmd2_400 --name hyper_sd_score_mnist \
   --baseline benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json --threads 2
 .venv/bin/python benchmarks/make_tables.py
