@@ -6,6 +6,7 @@ and only rank 0 writes checkpoints, logs and the final model. gloo on CPU, nccl 
 """
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -20,7 +21,17 @@ def rank_world() -> tuple[int, int]:
         return 0, 1
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        atexit.register(_destroy_process_group)
     return dist.get_rank(), dist.get_world_size()
+
+
+def _destroy_process_group() -> None:
+    """Tear the group down before the interpreter exits: a gloo group left to the process's own teardown
+    can abort a rank ("terminate called without an active exception") after its work is done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
