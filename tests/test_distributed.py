@@ -24,6 +24,10 @@ def _torchrun(nproc, *args, launcher="torchrun"):
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     cmd += [str(HERE / "support" / "ddp_worker.py"), *map(str, args)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    if r.returncode != 0 and "terminate called without an active exception" in r.stderr:
+        # a known, unexplained abort of one gloo rank on 2-core CPUs (about one full-suite run in three, never
+        # alone): one fresh launch; the same abort twice, or any other failure, still fails the test
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
