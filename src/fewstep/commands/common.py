@@ -22,16 +22,19 @@ def need_out(a) -> Path:
     return Path(a.out)
 
 
+def _trainer_state(run_dir: Path) -> dict:
+    p = Path(run_dir) / "latest" / "trainer_state.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
 def iterations_done(run_dir: Path) -> int:
     """Iterations a training output folder has finished (0 when it has no checkpoint yet)."""
-    p = Path(run_dir) / "latest" / "trainer_state.json"
-    return json.loads(p.read_text())["iteration"] if p.is_file() else 0
+    return _trainer_state(run_dir).get("iteration", 0)
 
 
 def train_seconds(run_dir: Path) -> float | None:
     """Seconds a training output folder spent in training steps (evals and checkpoints excluded), or None."""
-    p = Path(run_dir) / "latest" / "trainer_state.json"
-    return json.loads(p.read_text()).get("train_s") if p.is_file() else None
+    return _trainer_state(run_dir).get("train_s")
 
 
 def data_format(mcfg: dict) -> tuple[int | None, int | None]:

@@ -21,7 +21,7 @@ SHARES = {"features": 0.06, "teacher": 0.30, "student": 0.52}
 LIMITS = {"features": (30, 1500), "teacher": (30, 8000), "student": (10, 2000)}  # iterations (min, max) per stage
 # a distribution-matching iteration (mostly critic updates: DMD2 updates the student every 5th) costs
 # 2.2-2.4x a teacher iteration at the same batch (64) on 8x8 and 16x16 folder images (docs/notes.md). The
-# student's iterations are re-planned from the teacher stage's measured step time (student_iterations),
+# student's iterations are re-planned from the teacher stage's measured step time (replan_student),
 # since a few startup iterations over-estimate it (a cold allocator, a busy machine for a moment).
 STUDENT_COST = 2.4
 
@@ -95,18 +95,15 @@ def measure_plan(train, budget_min: float, teacher_batch: int, feature_batch: in
 
     per_it = {"features": _seconds_per_iter(feature_step), "teacher": _seconds_per_iter(teacher_step)}
     per_it["student"] = STUDENT_COST * per_it["teacher"]
-    iters, seconds = {}, {}
-    for stage, share in SHARES.items():
-        lo, hi = LIMITS[stage]
-        iters[stage] = int(min(hi, max(lo, share * budget_min * 60 / per_it[stage])))
-        seconds[stage] = iters[stage] * per_it[stage]
+    iters = {stage: stage_iterations(stage, budget_min, per_it[stage]) for stage in SHARES}
+    seconds = {stage: iters[stage] * per_it[stage] for stage in SHARES}
     return Plan(iters["features"], iters["teacher"], iters["student"], seconds)
 
 
-def student_iterations(budget_min: float, teacher_step_s: float) -> int:
-    """The student's iterations for its share of the budget, from the teacher's step time on this data."""
-    lo, hi = LIMITS["student"]
-    return int(min(hi, max(lo, SHARES["student"] * budget_min * 60 / (STUDENT_COST * teacher_step_s))))
+def stage_iterations(stage: str, budget_min: float, step_s: float) -> int:
+    """A stage's iterations for its share of the budget at ``step_s`` seconds each, within its limits."""
+    lo, hi = LIMITS[stage]
+    return int(min(hi, max(lo, SHARES[stage] * budget_min * 60 / step_s)))
 
 
 def feature_stage(data: str, iters: int, seed: int, progress: bool, log) -> float:
@@ -173,7 +170,7 @@ def replan_student(teacher_run: Path, plan: Plan, budget_min: float, log) -> int
     seconds, done = train_seconds(teacher_run), iterations_done(teacher_run)
     if not seconds or not done:
         return plan.student
-    n = student_iterations(budget_min, seconds / done)
+    n = stage_iterations("student", budget_min, STUDENT_COST * seconds / done)
     if n != plan.student:
         log(f"student: {n} iterations (re-planned from the teacher's measured {seconds / done:.3f} s/iteration; "
             f"~{n * STUDENT_COST * seconds / done / 60:.1f} min)")

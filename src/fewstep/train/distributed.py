@@ -26,8 +26,8 @@ def rank_world() -> tuple[int, int]:
 
 
 def _destroy_process_group() -> None:
-    """Tear the group down before the interpreter exits: a gloo group left to the process's own teardown
-    can abort a rank ("terminate called without an active exception") after its work is done."""
+    """Tear the group down before the interpreter exits, as torch.distributed asks of every process (a group
+    left to interpreter teardown may leak its backend's threads and resources)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
