@@ -53,15 +53,16 @@ def _scaled(v, unit):
 
 
 def _training(row: dict) -> str:
-    """A student's cost: iterations (student updates where the schedule skips some), whether it saw no
-    real image, and wall time."""
+    """A student's cost: iterations (student updates where the schedule skips some), the real training
+    images it could read (0 for an image-free run), and wall time."""
     it, secs = row.get("iterations"), row.get("train_s")
     if row["method"] == "teacher" or it is None:
         return ""
     upd = row.get("student_updates")
     updates = f" ({upd} student updates)" if upd is not None and upd != it else ""
-    if row.get("real_images") == 0:
-        updates += ", 0 real images"
+    n_real = row.get("real_images")
+    if n_real is not None:  # what the run could read, not what its losses used
+        updates += ", 0 real images" if n_real == 0 else f", {n_real:,}-image dataset"
     return f"{it} it{updates}, {secs:.0f} s" if secs is not None else f"{it} it{updates}"
 
 
