@@ -14,6 +14,7 @@
 # written by this script with RUNS="sid vsd" (fp32 training), and trains the rest with
 #   RUNS="snoopi sida vsd_1.5 snoopi_1.5 vsd_3 snoopi_3 vsd_5 snoopi_5" \
 #   BASE=benchmarks/results/score_family_sid_vsd_mnist.json benchmarks/score_family_mnist.sh
+# sid_cfgS trains SiD with the teacher's score guided at scale S in the generator loss (SiD-LSG's kappa4).
 # Iteration cost on 2 CPU threads: fp32 ~2.5 s (SiD), ~1.5-2 s (VSD/SNOOPI); bf16 autocast on a CPU with
 # native bf16 ~1.2-1.6 s.
 set -euo pipefail
@@ -28,6 +29,7 @@ d() { local out=$R/$1; shift; [ -f "$out/model/config.json" ] || $F distill --te
 for run in $RUNS; do
   case $run in
     sid|sida|vsd|snoopi) d "$run" --method "$run" ;;
+    sid_cfg*) d "$run" --method sid --set "real_cfg=${run#sid_cfg}" ;;  # SiD-LSG's kappa4: CFG on the teacher only
     vsd_*) d "$run" --method vsd --max-iters "$SWEEP_ITERS" --set "guidance_range=[${run#vsd_},${run#vsd_}]" ;;
     snoopi_*) d "$run" --method snoopi --max-iters "$SWEEP_ITERS" --set "guidance_range=[1,${run#snoopi_}]" ;;
     *) echo "unknown run $run" >&2; exit 2 ;;
