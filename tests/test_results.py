@@ -37,6 +37,11 @@ def test_a_student_row_states_its_training_cost():
     assert "| 1200 it (240 student updates), 3477 s |" in table
     one_to_one = dict(row, student_updates=1200)
     assert "| 1200 it, 3477 s |" in results_table({"floor": {"fd": 5.88}, "rows": [one_to_one]})
+    # the real images a run could read: none for an image-free method, the dataset's size otherwise
+    image_free = results_table({"floor": {"fd": 5.88}, "rows": [dict(one_to_one, real_images=0)]})
+    assert "| 1200 it, 0 real images, 3477 s |" in image_free
+    with_data = results_table({"floor": {"fd": 5.88}, "rows": [dict(one_to_one, real_images=4000)]})
+    assert "| 1200 it, 4,000-image dataset, 3477 s |" in with_data
 
 
 def test_provenance_ignores_only_the_results_file_being_written(monkeypatch, tmp_path):
