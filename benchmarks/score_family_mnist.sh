@@ -11,7 +11,8 @@
 # exist, so RUNS="sid vsd" benchmarks/score_family_mnist.sh trains and measures those two only. BASE names
 # the results files whose floor and rows are carried (default: the two teacher sweeps); the published
 # score_family_mnist.json carries SiD's and VSD's rows from score_family_sid_vsd_mnist.json, which was
-# written by this script with RUNS="sid vsd" (fp32 training), and trains the rest with
+# written by this script with RUNS="sid vsd" (fp32 training; its recorded command names score_family_mnist, the
+# file it was written as before the rename), and trains the rest with
 #   RUNS="snoopi sida vsd_1.5 snoopi_1.5 vsd_3 snoopi_3 vsd_5 snoopi_5" \
 #   BASE=benchmarks/results/score_family_sid_vsd_mnist.json benchmarks/score_family_mnist.sh
 # sid_cfgS trains SiD with the teacher's score guided at scale S in the generator loss (SiD-LSG's kappa4).
