@@ -1,10 +1,14 @@
 """Captions for the embedded MNIST digits, so a text-to-image teacher can be trained and measured on them.
 
-Each caption names the digit in one of several phrasings ("a handwritten 7", "the digit seven",
-"number 7, thick strokes"); about half also state the stroke width when the image's ink is in the
-thinnest or thickest third of the training set. Two disjoint phrasing sets: ``TRAIN_PHRASINGS`` are the
-only ones a teacher or a text encoder sees; ``HELD_OUT_PHRASINGS`` measure prompt adherence on wording
-the models never saw (the same digit words, new sentences).
+Each caption names the digit ("a handwritten 7", "the digit seven", "number 7, thick strokes"); about
+half also state the stroke width when the image's ink is in the thinnest or thickest third of the
+training set. Training captions come from a small grammar (``training_phrasing``): a quarter are the
+fixed ``TRAIN_PHRASINGS``, the rest are composed from a frame, a determiner, an adjective and a noun
+around the digit, so the digit sits at many positions among many other words and a model learns to find
+it rather than memorise a dozen sentences (with the twelve sentences alone the mini SD's UNet drew the
+prompted digit for 1.00 of training wordings and 0.68 of new ones). ``HELD_OUT_PHRASINGS`` measure
+prompt adherence on wording the models never saw: the grammar never produces them, nor their new words
+("picture", "scanned", "by hand", "one" as a count).
 
 The digit a caption asks for is known by construction, so "prompt adherence" is the shipped MNIST
 classifier's accuracy against it (docs/benchmarks.md).
@@ -25,6 +29,16 @@ TRAIN_PHRASINGS = (
     "a handwritten {w}", "an image of a {d}", "{w}", "{d}", "a drawing of the digit {d}", "the numeral {w}",
 )
 HELD_OUT_PHRASINGS = ("a picture of the number {d}", "the handwritten digit {w}", "a scanned {w}", "one {d}, by hand")
+# The grammar of composed training captions: FRAME around (DETERMINER ADJECTIVE NOUN DIGIT). No word here
+# contains a digit word or a stroke word ("thin"/"thick"), or a word only the held-out phrasings use.
+FRAMES = ("{np}", "{np}", "{np}", "an image of {np}", "a photo of {np}", "a drawing of {np}", "a sketch of {np}",
+          "here is {np}", "this is {np}", "draw {np}", "write {np}", "{np} on paper", "{np} in ink",
+          "{np} on a dark background", "{np}, centred", "{np}, mnist style")
+DETERMINERS = ("", "", "a", "the", "this", "my", "another", "a single", "some")
+ADJECTIVES = ("", "", "", "handwritten", "small", "large", "neat", "messy", "bold", "faint", "tilted", "slanted",
+              "careful", "quick", "grey", "white", "written", "drawn", "inked", "pencil", "sketched", "tiny")
+NOUNS = ("", "", "digit", "number", "numeral", "figure", "character", "symbol", "glyph")
+P_FIXED = 0.25  # share of training captions in the fixed TRAIN_PHRASINGS (the wording adherence reports as "training")
 STROKES = {0: "thin strokes", 2: "thick strokes"}  # ink tertile -> what a caption may say about it
 MAX_CAPTION_CHARS = 46
 
@@ -42,24 +56,53 @@ def ink_bins(x: torch.Tensor, tertiles: torch.Tensor) -> torch.Tensor:
     return torch.bucketize(ink, tertiles)
 
 
+def _pick(options: tuple[str, ...], g: torch.Generator) -> str:
+    return options[int(torch.randint(len(options), (1,), generator=g))]
+
+
+def _article(words: list[str]) -> list[str]:
+    """'a' -> 'an' before a vowel (an inked 7)."""
+    return [("an" if w == "a" and i + 1 < len(words) and words[i + 1][0] in "aeiou" else w) for i, w in enumerate(words)]
+
+
+def composed_phrasing(g: torch.Generator) -> str:
+    """One composed template ({d} or {w} marks the digit) that fits MAX_CAPTION_CHARS with any digit and a
+    stroke phrase and is not a held-out phrasing (drawn again until it is neither)."""
+    while True:
+        digit = "{d}" if torch.rand(1, generator=g) < 0.5 else "{w}"
+        words = [w for w in (_pick(DETERMINERS, g), _pick(ADJECTIVES, g), _pick(NOUNS, g)) if w] + [digit]
+        text = _pick(FRAMES, g).replace("{np}", " ".join(_article(" ".join(words).split())))
+        longest = len(caption(7, text, STROKES[2]))  # "seven" is the longest digit word
+        if longest <= MAX_CAPTION_CHARS and text not in HELD_OUT_PHRASINGS:
+            return text
+
+
+def training_phrasing(g: torch.Generator) -> str:
+    """A training caption's template: one of TRAIN_PHRASINGS with probability P_FIXED, else composed."""
+    if torch.rand(1, generator=g) < P_FIXED:
+        return _pick(TRAIN_PHRASINGS, g)
+    return composed_phrasing(g)
+
+
 def caption(label: int, phrasing: str, strokes: str | None = None) -> str:
     text = phrasing.format(d=label, w=DIGIT_WORDS[label])
     return f"{text}, {strokes}" if strokes else text
 
 
 def captions_for(labels: torch.Tensor, bins: torch.Tensor, generator: torch.Generator,
-                 phrasings: tuple[str, ...] = TRAIN_PHRASINGS, p_strokes: float = 0.5) -> tuple[list[str], torch.Tensor]:
-    """One caption per image, phrasing drawn uniformly; a thin or thick image's caption says so with
-    probability ``p_strokes``. Returns the captions and which of them state a stroke width (the
-    stated bin, -1 where none is stated), which the text encoder's contrastive targets need."""
-    pick = torch.randint(len(phrasings), (len(labels),), generator=generator)
+                 phrasings: tuple[str, ...] | None = None, p_strokes: float = 0.5) -> tuple[list[str], torch.Tensor]:
+    """One caption per image, its template from the training grammar (``training_phrasing``), or drawn
+    uniformly from ``phrasings`` when given; a thin or thick image's caption says so with probability
+    ``p_strokes``. Returns the captions and which of them state a stroke width (the stated bin, -1 where
+    none is stated), which the text encoder's contrastive targets need."""
     say = torch.rand(len(labels), generator=generator) < p_strokes
     out, stated = [], torch.full((len(labels),), -1, dtype=torch.long)
     for i, (y, b) in enumerate(zip(labels.tolist(), bins.tolist())):
         strokes = STROKES.get(b) if say[i] else None
         if strokes:
             stated[i] = b
-        out.append(caption(y, phrasings[int(pick[i])], strokes))
+        template = _pick(phrasings, generator) if phrasings else training_phrasing(generator)
+        out.append(caption(y, template, strokes))
     return out, stated
 
 
@@ -84,8 +127,8 @@ def to_pipeline_images(x: torch.Tensor) -> torch.Tensor:
 
 
 def mnist_captions(resolution: int | None = None, copies: int = 1, seed: int = 0):
-    """The embedded training digits as the mini SD's images, each ``copies`` times with a caption drawn from
-    TRAIN_PHRASINGS (seeded): the data its UNet trains on and ``--data mnist-captions``."""
+    """The embedded training digits as the mini SD's images, each ``copies`` times with a caption from the
+    training grammar (seeded): the data its UNet trains on and ``--data mnist-captions``."""
     from .base import ArrayDataset
     from .embedded import mnist
 
