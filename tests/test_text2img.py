@@ -18,6 +18,8 @@ from fewstep.data.captions import (  # noqa: E402
     TRAIN_PHRASINGS,
     caption,
     captions_for,
+    composed_phrasing,
+    training_phrasing,
     evaluation_prompts,
     ink_bins,
     ink_tertiles,
@@ -36,6 +38,27 @@ def test_captions_name_their_digit_and_the_held_out_phrasings_are_new_sentences(
             assert str(d) in text or DIGIT_WORDS[d] in text.split(", ")[0].split()
             assert len(text) <= MAX_CAPTION_CHARS
     assert prompts_for([3, 8]) == [caption(3, HELD_OUT_PHRASINGS[0]), caption(8, HELD_OUT_PHRASINGS[1])]
+
+
+def test_the_training_grammar_names_exactly_one_digit_and_never_writes_held_out_wording():
+    """Composed captions put the digit among many words (else the UNet memorises a dozen sentences), but a
+    caption naming a second digit would teach the wrong image, and a held-out sentence or word in training
+    would make held-out adherence a training number."""
+    import re
+
+    g = torch.Generator().manual_seed(0)
+    composed = {composed_phrasing(g) for _ in range(3000)}
+    assert len(composed) > 1000 and not composed & set(HELD_OUT_PHRASINGS)
+    held_only = {"picture", "scanned", "by hand"}
+    for template in composed:
+        for d in range(10):
+            text = caption(d, template, STROKES[2])
+            assert len(text) <= MAX_CAPTION_CHARS
+            named = [w for w in DIGIT_WORDS if re.search(w, text)] + re.findall(r"\d", text)
+            assert named in ([DIGIT_WORDS[d]], [str(d)]), (text, named)
+            assert not any(w in text for w in held_only) and "thin" not in text
+    fixed = sum(training_phrasing(g) in TRAIN_PHRASINGS for _ in range(2000)) / 2000
+    assert 0.2 < fixed < 0.35  # a quarter of training captions keep the fixed sentences adherence reports on
 
 
 def test_adherence_prompts_split_evenly_between_held_out_and_training_wording_for_every_digit():

@@ -157,11 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(s2, data=False)
     s2.add_argument("--vae-iters", type=_int_at_least(1), default=1500, help="autoencoder iterations (default 1500)")
     s2.add_argument("--text-iters", type=_int_at_least(1), default=1500, help="text encoder iterations (default 1500)")
-    s2.add_argument("--unet-iters", type=_int_at_least(1), default=6000, help="UNet iterations (default 6000)")
+    s2.add_argument("--unet-iters", type=_int_at_least(1), default=4000, help="UNet iterations (default 4000)")
     s2.add_argument("--batch-size", type=_int_at_least(1), default=128, help="UNet batch size (default 128)")
     s2.add_argument("--lr", type=_float_range(0, lo_open=True), default=5e-4, help="UNet learning rate (default 5e-4)")
-    s2.add_argument("--caption-copies", type=_int_at_least(1), default=2,
-                    help="captions drawn per training digit for the UNet stage (default 2)")
+    s2.add_argument("--caption-copies", type=_int_at_least(1), default=12,
+                    help="captions drawn per training digit for the UNet stage (default 12; each copy is 12 KB of text "
+                         "embedding per digit in memory)")
     s2.add_argument("--eval-every", type=_int_at_least(0), default=1000, help="UNet evaluation every N iterations (0 = none)")
     s2.add_argument("--eval-n", type=_int_at_least(0), default=500, help="prompts per evaluation (0 = no final evaluation)")
     s2.add_argument("--no-progress", action="store_true", help="no progress bars")
