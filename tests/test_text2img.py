@@ -204,16 +204,19 @@ def test_the_shipped_mini_sd_loads_by_name_through_the_diffusers_route():
 @pytest.mark.slow
 def test_the_shipped_mini_sd_draws_the_prompted_digit_in_diffusers():
     """The shipped pipeline loads in diffusers offline and, with its own DDIM scheduler, draws the digit each
-    prompt names: the shipped classifier agrees on nearly all of a small batch (an untrained UNet scores
-    ~0.1; held-out wording, which adheres less, is measured in benchmarks/results/text2img_mnist.json)."""
+    prompt names, in training wording and in held-out wording alike: the shipped classifier agrees on nearly
+    all of a small batch (an untrained UNet scores ~0.1; the teacher trained on twelve fixed sentences scored
+    0.68 on held-out wording; benchmarks/results/text2img_mnist.json has the full measurement)."""
     from fewstep.metrics.features import load_features
     from fewstep.nets.adapters.diffusers import resolve_pipeline
 
     pipe = diffusers.StableDiffusionPipeline.from_pretrained(resolve_pipeline("mnist-t2i"), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
-    labels = list(range(10)) * 3
-    images = pipe(prompts_for(labels, TRAIN_PHRASINGS), num_inference_steps=20, guidance_scale=2.0, output_type="pt",
+    labels = sorted(list(range(10)) * 4)
+    prompts, held_out = evaluation_prompts(labels)
+    images = pipe(prompts, num_inference_steps=20, guidance_scale=2.0, output_type="pt",
                   generator=torch.Generator().manual_seed(0)).images
     with torch.no_grad():
         digits = load_features("mnist")(mini_sd.to_mnist_images(images * 2 - 1)).argmax(1)
-    assert (digits == torch.tensor(labels)).float().mean() >= 0.9
+    right = (digits == torch.tensor(labels)).float()
+    assert right[~held_out].mean() >= 0.9 and right[held_out].mean() >= 0.85
