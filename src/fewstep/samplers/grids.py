@@ -93,16 +93,17 @@ def student_levels(process: NoiseProcess, nfe: int, sh_min: float, explicit=None
     DMD2 backward simulation), then 0: the process's top level alone for one step, else ``nfe``
     levels from the top: Karras-spaced down to ``sh_min`` (``grid="karras"``) or uniform in
     rectified-flow time (``grid="flow"``: 80, 2.86, 0.98, 0.33 for 4 steps from EDM's top, close to DMD2
-    SDXL's timesteps 999/749/499/249, which are uniform in VP time); ``explicit`` overrides."""
+    SDXL's timesteps 999/749/499/249, which are uniform in VP time), or those VP times themselves
+    (``grid="trailing"``: for 2 steps 999/499, LCMScheduler's timesteps); ``explicit`` overrides."""
     if explicit is not None:
         sh = torch.tensor([float(v) for v in explicit], dtype=torch.float64)
         if len(sh) != nfe or (sh <= 0).any() or (sh[1:] >= sh[:-1]).any():
             raise ValueError(f"student levels must be {nfe} positive descending values, got {list(explicit)}")
         return _finish(sh, True)
-    if grid == "flow":
-        return flow(process, nfe)
+    if grid in ("flow", "trailing"):
+        return make_grid(grid, process, nfe)
     if grid != "karras":
-        raise ValueError(f"student levels come from the 'karras' or 'flow' grid, got {grid!r}")
+        raise ValueError(f"student levels come from the 'karras', 'flow' or 'trailing' grid, got {grid!r}")
     _, top = _range(process, None, None)
     return karras(process, nfe, sh_min=sh_min, sh_max=top)
 

@@ -30,7 +30,9 @@ from ..losses import CONSISTENCY_LOSSES, consistency_distance
 class CDConfig:
     nfe: int = 1  # sampling steps of the student (multistep consistency sampling)
     student_sigmas: list | None = None  # explicit sigma_hat levels of those steps (overrides student_sigma_min)
-    student_sigma_min: float = 0.5  # multi-step: last level, Karras-spaced from the top
+    student_sigma_min: float = 0.5  # multi-step, student_grid "karras": last level, Karras-spaced from the top
+    student_grid: str = "karras"  # multi-step levels: "karras" (to student_sigma_min) | "flow" | "trailing"
+    #                               (VP: 999/499 for 2 steps, LCMScheduler's timesteps; samplers/grids.py)
     num_scales: int = 40  # N, the Karras discretisation of the teacher ODE (CM ImageNet-64: 40)
     rho: float = 7.0
     target_ema: float = 0.95  # mu of the target network (CM CD)
@@ -46,6 +48,8 @@ class CDConfig:
             raise ValueError("nfe must be >= 1 and num_scales >= 2")
         if not 0 <= self.target_ema < 1:
             raise ValueError(f"target_ema must be in [0, 1), got {self.target_ema}")
+        if self.student_grid not in ("karras", "flow", "trailing"):
+            raise ValueError(f"student_grid must be 'karras', 'flow' or 'trailing', got {self.student_grid!r}")
         if self.loss not in CONSISTENCY_LOSSES:
             raise ValueError(f"loss must be one of {CONSISTENCY_LOSSES}, got {self.loss!r}")
         if self.teacher_cfg < 0 or self.huber_c <= 0 or not self.eval_nfes or min(self.eval_nfes) < 1:
@@ -66,7 +70,7 @@ class ConsistencyBase(StudentMethod):
         self.levels = make_grid("karras", self.process, self.solver_levels(), rho=self.cfg.rho,
                                 final_zero=False).flip(0)  # ascending s_1 < ... < s_N
         self.student_sigmas = student_levels(self.process, self.cfg.nfe, self.cfg.student_sigma_min,
-                                             self.cfg.student_sigmas)
+                                             self.cfg.student_sigmas, self.cfg.student_grid)
         self.opt = self.cfg.optim.build(self.student.net.parameters())
 
     def w_dim(self) -> int:
@@ -87,7 +91,7 @@ class ConsistencyBase(StudentMethod):
         opts = [self.default_sampling()]
         for k in self.cfg.eval_nfes:
             if k != self.cfg.nfe:
-                sig = student_levels(self.process, k, self.cfg.student_sigma_min)
+                sig = student_levels(self.process, k, self.cfg.student_sigma_min, grid=self.cfg.student_grid)
                 opts.append(SamplingSpec("multistep", k, "karras", self.eval_cfg(), [float(s) for s in sig]))
         return opts
 
