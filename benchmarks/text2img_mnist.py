@@ -18,6 +18,8 @@
 
     .venv/bin/python benchmarks/text2img_mnist.py                      # train what is missing, then bench
     .venv/bin/python benchmarks/text2img_mnist.py --students lcm:2     # one student
+    .venv/bin/python benchmarks/text2img_mnist.py --students lcm:2 --carry benchmarks/results/text2img_mnist.json
+        # re-measure one student; the teacher's rows and the other students' come from the file (same teacher only)
 """
 from __future__ import annotations
 
@@ -135,15 +137,29 @@ def export_row(ev: TextEvaluator, pipe_dir: Path, export: Path, seeds: int, cfg:
             "cfg": cfg, "seeds": seeds, **row, "images_per_s": ips, "images_per_s_timed": True}
 
 
+def carried_rows(path: Path, teacher: dict, students: list[tuple[str, int]]) -> tuple[list[dict], list[dict]]:
+    """(teacher rows, rows of students not re-measured) of an earlier results file, each marked ``carried``;
+    refused unless that file measured this very teacher."""
+    old = json.loads(path.read_text())
+    if old.get("teacher") != teacher:
+        raise SystemExit(f"{path} measured another teacher ({old.get('teacher', {}).get('command')}); re-measure the teacher")
+    mark = lambda r: {**r, "carried": str(path)}  # noqa: E731
+    again = {m for m, _ in students}
+    return ([mark(r) for r in old["rows"] if r["model"] == "teacher"],
+            [mark(r) for r in old["rows"] if r["model"] != "teacher" and r["method"] not in again])
+
+
 def bench(pipe_dir: Path, students: list[tuple[str, int]], seeds: int, teacher_nfes: list[int],
-          teacher_samplings: list[tuple[str, str]]) -> dict:
+          teacher_samplings: list[tuple[str, str]], carry: Path | None = None) -> dict:
     from fewstep.model_io import load_denoiser
 
     info = json.loads((pipe_dir / "fewstep_training.json").read_text())
+    about = {"pipeline": _shown(pipe_dir), "vae": info["vae"]["report"], "text": info["text"]["report"],
+             "unet": info["unet"], "command": info["command"]}
     ev = TextEvaluator(pipe_dir, n=1000)
     teacher, _ = load_pipeline_teacher(pipe_dir)
-    rows = []
-    for sampler, grid in teacher_samplings:  # every sampler and grid: students face the teacher's best row
+    rows, others = carried_rows(carry, about, students) if carry else ([], [])
+    for sampler, grid in [] if carry else teacher_samplings:  # every sampler and grid: students face the teacher's best row
         for cfg in (1.0, 2.0):
             for nfe in teacher_nfes:
                 steps = nfe if cfg == 1 else nfe // 2
@@ -164,8 +180,7 @@ def bench(pipe_dir: Path, students: list[tuple[str, int]], seeds: int, teacher_n
         print(json.dumps(rows[-1]), flush=True)
         rows.append({**common, "exported": True, **export_row(ev, pipe_dir, RUNS / f"{method}_{nfe}_export", seeds, spec.cfg)})
         print(json.dumps(rows[-1]), flush=True)
-    return {"teacher": {"pipeline": _shown(pipe_dir), "vae": info["vae"]["report"], "text": info["text"]["report"],
-                        "unet": info["unet"], "command": info["command"]}, "rows": rows}
+    return {"teacher": about, "rows": rows + others}
 
 
 def _shown(path: Path) -> str:
@@ -187,6 +202,8 @@ def main() -> None:
                    help="sampler/grid pairs of the teacher rows (on this teacher the trailing and flow grids beat Karras at <= 4 NFE)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--stage", choices=("train", "bench", "all"), default="all")
+    p.add_argument("--carry", type=Path, help="an earlier results file of the same teacher: its teacher rows and the rows "
+                                              "of students not in --students are carried, not re-measured")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     quiet_hf()
@@ -201,7 +218,7 @@ def main() -> None:
            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
            **provenance(exclude=OUT), "complete": False, "rows": []}
     samplings = [tuple(sg.split("/", 1)) for sg in a.teacher_samplings.split(",")]
-    res.update(bench(pipe, students, a.seeds, [int(n) for n in a.teacher_nfe.split(",")], samplings))
+    res.update(bench(pipe, students, a.seeds, [int(n) for n in a.teacher_nfe.split(",")], samplings, a.carry))
     res["complete"], res["bench_s"] = True, round(time.time() - t0, 1)
     write_results(OUT, res)
     write_text_atomic(OUT.with_suffix(".md"), text2img_table(res))

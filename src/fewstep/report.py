@@ -338,13 +338,16 @@ def text2img_table(results: dict) -> str:
 
     lines = ["| model | sampling | NFE | CFG | FD | prompt adherence (held-out / training phrasings) | precision | recall | "
              "images/s | teacher best FD, <= this NFE |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    carried = sorted({r["carried"] for r in rows if r.get("carried")})
     for r in rows:
-        name = r["method"] + (" (export, diffusers)" if r.get("exported") else "")
+        name = r["method"] + (" (export, diffusers)" if r.get("exported") else "") + (" *" if r.get("carried") else "")
         b = best_at(r["nfe"])
         ref = f"{b['fd']:.2f} ({b['nfe']:g} NFE, CFG {b['cfg']:g})" if b is not None else "-"
         lines.append(f"| {name} | {r['sampler']}/{r['grid']}, {r['steps']} steps | {r['nfe']:g} | {r['cfg']:g} | "
                      f"{r['fd']:.2f} ± {r['fd_std']:.2f} | {_adherence(r)} | {r['precision']:.2f} | {r['recall']:.2f} | "
                      f"{r['images_per_s']:.0f} | {ref} |")
+    if carried:
+        lines += ["", f"\\* carried from {', '.join(f'`{c}`' for c in carried)} (the same teacher), not re-measured."]
     return "\n".join(lines) + "\n"
 
 

@@ -84,7 +84,7 @@ class ConsistencyBase(StudentMethod):
         return {"student": self.student.net, "target": self.target.net}
 
     def default_sampling(self):
-        return SamplingSpec("multistep", self.cfg.nfe, "karras", self.eval_cfg(),
+        return SamplingSpec("multistep", self.cfg.nfe, self.cfg.student_grid, self.eval_cfg(),
                             [float(s) for s in self.student_sigmas])
 
     def sampling_options(self):
@@ -92,7 +92,7 @@ class ConsistencyBase(StudentMethod):
         for k in self.cfg.eval_nfes:
             if k != self.cfg.nfe:
                 sig = student_levels(self.process, k, self.cfg.student_sigma_min, grid=self.cfg.student_grid)
-                opts.append(SamplingSpec("multistep", k, "karras", self.eval_cfg(), [float(s) for s in sig]))
+                opts.append(SamplingSpec("multistep", k, self.cfg.student_grid, self.eval_cfg(), [float(s) for s in sig]))
         return opts
 
     def eval_cfg(self) -> float:
