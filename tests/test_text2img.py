@@ -220,3 +220,20 @@ def test_the_shipped_mini_sd_draws_the_prompted_digit_in_diffusers():
         digits = load_features("mnist")(mini_sd.to_mnist_images(images * 2 - 1)).argmax(1)
     right = (digits == torch.tensor(labels)).float()
     assert right[~held_out].mean() >= 0.9 and right[held_out].mean() >= 0.85
+
+
+def test_the_text2img_results_table_is_its_json_and_marks_carried_rows():
+    """benchmarks/results/text2img_mnist.md is text2img_table of the JSON beside it; rows carried from an
+    earlier file of the same teacher (the benchmark's --carry) say so, in the row and below the table."""
+    from pathlib import Path
+
+    from fewstep.report import text2img_table
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    res = json.loads((results / "text2img_mnist.json").read_text())
+    assert (results / "text2img_mnist.md").read_text() == text2img_table(res)
+    row = {"model": "teacher", "method": "teacher", "sampler": "euler", "grid": "trailing", "steps": 2, "nfe": 2, "cfg": 1.0,
+           "fd": 20.0, "fd_std": 1.0, "prompt_acc": 0.95, "precision": 0.9, "recall": 0.8, "images_per_s": 100}
+    fresh = text2img_table({"rows": [row]})
+    carried = text2img_table({"rows": [{**row, "carried": "old.json"}]})
+    assert "*" not in fresh and "| teacher * |" in carried and "carried from `old.json`" in carried

@@ -343,3 +343,24 @@ def test_guidance_distilled_student_matches_the_guided_teacher_at_half_the_nfe(t
     teacher_4nfe = toy_fd(toy_teacher_cond, SamplingSpec("euler", 2, "karras", 1.5), labels=True)
     assert_learns(toy_fd(student, m.default_sampling(), labels=True), 1.25 * teacher_8nfe, untrained=untrained,
                   teacher_at_equal_nfe=teacher_4nfe, gaussian=gaussian_fd())
+
+
+def test_trailing_student_levels_are_lcm_schedulers_timesteps():
+    """student_grid="trailing" on SD's VP schedule samples a 2-step consistency student at t = 999, 499 (what
+    diffusers' LCMScheduler picks), then 0; its sampling is labelled with that grid; a bad name is refused."""
+    diffusers = pytest.importorskip("diffusers")
+    from fewstep.noise import VPDiscrete
+    from fewstep.samplers.grids import student_levels
+
+    sched = diffusers.LCMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    sched.set_timesteps(2)
+    vp = VPDiscrete()
+    levels = student_levels(vp, 2, 0.5, grid="trailing")
+    assert sched.timesteps.tolist() == [999, 499] and levels[-1] == 0
+    assert torch.allclose(levels[:-1], vp.sigma_hat(sched.timesteps.to(torch.float64)))
+    assert not torch.allclose(levels, student_levels(vp, 2, 0.5))  # the Karras levels end at 0.5, not ~1.6
+    m = LatentConsistency(toy_denoiser(0), config(LCMConfig, nfe=2, student_grid="trailing"), shape=(2,), num_classes=8)
+    spec = m.default_sampling()
+    assert spec.grid == "trailing" and spec.sigmas == [float(s) for s in student_levels(m.process, 2, 0.5, grid="trailing")]
+    with pytest.raises(ValueError, match="student_grid"):
+        CDConfig(student_grid="nested")
