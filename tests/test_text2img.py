@@ -19,13 +19,13 @@ from fewstep.data.captions import (  # noqa: E402
     caption,
     captions_for,
     composed_phrasing,
-    training_phrasing,
     evaluation_prompts,
     ink_bins,
     ink_tertiles,
     mnist_captions,
     prompts_for,
     to_pipeline_images,
+    training_phrasing,
 )
 from fewstep.pipelines import mini_sd  # noqa: E402
 
