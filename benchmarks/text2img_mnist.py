@@ -143,7 +143,8 @@ def carried_rows(path: Path, teacher: dict, students: list[tuple[str, int]]) -> 
     old = json.loads(path.read_text())
     if old.get("teacher") != teacher:
         raise SystemExit(f"{path} measured another teacher ({old.get('teacher', {}).get('command')}); re-measure the teacher")
-    mark = lambda r: {**r, "carried": str(path)}  # noqa: E731
+    source = f"{path} as {old['command'].strip()} wrote it at commit {old.get('git_commit', '?')[:10]}"
+    mark = lambda r: {**r, "carried": source}  # noqa: E731
     again = {m for m, _ in students}
     return ([mark(r) for r in old["rows"] if r["model"] == "teacher"],
             [mark(r) for r in old["rows"] if r["model"] != "teacher" and r["method"] not in again])
@@ -159,7 +160,8 @@ def bench(pipe_dir: Path, students: list[tuple[str, int]], seeds: int, teacher_n
     ev = TextEvaluator(pipe_dir, n=1000)
     teacher, _ = load_pipeline_teacher(pipe_dir)
     rows, others = carried_rows(carry, about, students) if carry else ([], [])
-    for sampler, grid in [] if carry else teacher_samplings:  # every sampler and grid: students face the teacher's best row
+    measured = [] if carry else teacher_samplings
+    for sampler, grid in measured:  # every sampler and grid: students face the teacher's best row
         for cfg in (1.0, 2.0):
             for nfe in teacher_nfes:
                 steps = nfe if cfg == 1 else nfe // 2

@@ -88,6 +88,9 @@ def flow(process: NoiseProcess, n: int, final_zero=True):
     return _finish(tau / (1 - tau), final_zero)
 
 
+STUDENT_GRIDS = ("karras", "flow", "trailing")  # what student_levels spaces a few-step student's levels on
+
+
 def student_levels(process: NoiseProcess, nfe: int, sh_min: float, explicit=None, grid: str = "karras") -> torch.Tensor:
     """Levels of a few-step student that re-noises between steps (consistency multistep sampling,
     DMD2 backward simulation), then 0: the process's top level alone for one step, else ``nfe``
@@ -102,8 +105,8 @@ def student_levels(process: NoiseProcess, nfe: int, sh_min: float, explicit=None
         return _finish(sh, True)
     if grid in ("flow", "trailing"):
         return make_grid(grid, process, nfe)
-    if grid != "karras":
-        raise ValueError(f"student levels come from the 'karras', 'flow' or 'trailing' grid, got {grid!r}")
+    if grid not in STUDENT_GRIDS:
+        raise ValueError(f"student levels come from one of the grids {STUDENT_GRIDS}, got {grid!r}")
     _, top = _range(process, None, None)
     return karras(process, nfe, sh_min=sh_min, sh_max=top)
 

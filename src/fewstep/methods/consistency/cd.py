@@ -20,7 +20,7 @@ from ...noise.guidance import guided
 from ...noise.precond import Denoiser
 from ...samplers import make_grid
 from ...samplers.generate import SamplingSpec
-from ...samplers.grids import student_levels
+from ...samplers.grids import STUDENT_GRIDS, student_levels
 from ...samplers.ode import heun_to, level_coeffs, noised
 from ..base import LoRAConfig, OptimConfig, StudentMethod, adam, cond_of, frozen_copy, trainable_copy
 from ..losses import CONSISTENCY_LOSSES, consistency_distance
@@ -48,8 +48,8 @@ class CDConfig:
             raise ValueError("nfe must be >= 1 and num_scales >= 2")
         if not 0 <= self.target_ema < 1:
             raise ValueError(f"target_ema must be in [0, 1), got {self.target_ema}")
-        if self.student_grid not in ("karras", "flow", "trailing"):
-            raise ValueError(f"student_grid must be 'karras', 'flow' or 'trailing', got {self.student_grid!r}")
+        if self.student_grid not in STUDENT_GRIDS:
+            raise ValueError(f"student_grid must be one of {STUDENT_GRIDS}, got {self.student_grid!r}")
         if self.loss not in CONSISTENCY_LOSSES:
             raise ValueError(f"loss must be one of {CONSISTENCY_LOSSES}, got {self.loss!r}")
         if self.teacher_cfg < 0 or self.huber_c <= 0 or not self.eval_nfes or min(self.eval_nfes) < 1:
