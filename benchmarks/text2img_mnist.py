@@ -144,7 +144,7 @@ def carried_rows(path: Path, teacher: dict, students: list[tuple[str, int]]) -> 
     if old.get("teacher") != teacher:
         raise SystemExit(f"{path} measured another teacher ({old.get('teacher', {}).get('command')}); re-measure the teacher")
     source = f"{path} as {old['command'].strip()} wrote it at commit {old.get('git_commit', '?')[:10]}"
-    mark = lambda r: {**r, "carried": source}  # noqa: E731
+    mark = lambda r: r if r.get("carried") else {**r, "carried": source}  # noqa: E731  (a row keeps its first source)
     again = {m for m, _ in students}
     return ([mark(r) for r in old["rows"] if r["model"] == "teacher"],
             [mark(r) for r in old["rows"] if r["model"] != "teacher" and r["method"] not in again])
