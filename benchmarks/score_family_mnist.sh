@@ -18,6 +18,8 @@
 # sid_cfgS trains SiD with the teacher's score guided at scale S in the generator loss (SiD-LSG's kappa4);
 # sid_lsgS guides every score at S (kappa1 = kappa2 = kappa3 = kappa4, SiD-LSG's setting; 1.5 is its low-FID one);
 # score_family_lsg_mnist.json: RUNS=sid_lsg1.5 NAME=score_family_lsg_mnist BASE=benchmarks/results/score_family_mnist.json
+# vsd_1 is VSD without guidance (SNOOPI at scale 1 is the same method); score_family_vsd1_mnist.json:
+#   RUNS=vsd_1 SWEEP_ITERS=600 NAME=score_family_vsd1_mnist BASE=benchmarks/results/score_family_mnist.json benchmarks/score_family_mnist.sh
 # Iteration cost on 2 CPU threads: fp32 ~2.5 s (SiD), ~1.5-2 s (VSD/SNOOPI); bf16 autocast on a CPU with
 # native bf16 ~1.2-1.6 s.
 set -euo pipefail

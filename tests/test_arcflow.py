@@ -13,6 +13,7 @@ from fewstep.nets.arc import ArcNet, ArcPolicy, phi
 from fewstep.samplers import generate
 from fewstep.samplers.generate import SamplingSpec
 from fewstep.samplers.ode import flow_native
+from fewstep.train.guards import StepContext
 
 from helpers import assert_learns, config, gaussian_fd, toy_denoiser, toy_fd, train_student
 
@@ -114,9 +115,33 @@ def test_imitation_loss_by_hand():
     assert u0.grad.abs().sum() > 0  # the prediction carries the gradient, the path does not
 
 
+def test_rollout_start_is_the_samplers_state_and_reads_no_image():
+    """start="rollout": step j starts where the arc sampler is after j steps from the same noise (pure noise
+    at the top for j = 0), and the loss does not read the batch's images (NaN images give a finite loss)."""
+    m = ArcFlow(toy_denoiser(0), ArcFlowConfig(nfe=3, start="rollout"), shape=(2,), num_classes=8)
+    ctx = StepContext(m.optimizers(), torch.Generator().manual_seed(0), 0.0, 0, False)
+    g = torch.Generator().manual_seed(3)
+    z, labels = torch.randn(6, 2, generator=g), torch.arange(6) % 8
+    j = torch.tensor([0, 1, 2, 0, 1, 2])
+    got = m.rollout_start(z, j, labels, ctx)
+    seg = m.tau_top / 3
+    want, y = [], z * m.tau_top
+    with torch.no_grad():
+        states = [y]
+        for k in range(2):  # the arc sampler's first two steps on the uniform flow grid, by hand
+            tau0 = torch.full((6,), m.tau_top - k * seg)
+            y = y - m.student.policy(*flow_native(m.process, y, tau0), labels).displacement(tau0, tau0 - seg)
+            states.append(y)
+    want = torch.stack([states[int(k)][i] for i, k in enumerate(j)])
+    assert torch.allclose(got, want, atol=1e-5)
+    assert (states[1] - states[0]).abs().max() > 1e-2  # the rollout moves: the check can fail
+    logs = m.step({"x": torch.full((6, 2), float("nan")), "labels": labels}, 0, ctx)
+    assert math.isfinite(float(logs["loss"].detach())) and ctx.skipped == []
+
+
 def test_config_is_validated():
     for bad, match in [(dict(components=0), "components"), (dict(momenta=(1.0,)), "momenta"),
-                       (dict(nfe=0), "positive")]:
+                       (dict(nfe=0), "positive"), (dict(start="noise"), "start")]:
         with pytest.raises(ValueError, match=match):
             ArcFlowConfig(**bad)
     m = ArcFlow(toy_denoiser(0), ArcFlowConfig(nfe=2), shape=(2,), num_classes=8)

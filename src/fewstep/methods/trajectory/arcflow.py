@@ -13,8 +13,10 @@ averaged over the intermediate states.
 
 Steps are the uniform rectified-flow grid from the process's top level (timestep_ratio 1 in the public
 code). The student starts from the teacher: each component's output layer is the teacher's, so the
-policy's velocity at a step's start is the teacher's. The public code also has a data-free variant that
-rolls the policy out from pure noise step by step; this file trains on noised data (``ArcFlowImitation``).
+policy's velocity at a step's start is the teacher's. Where a step starts (``start``): at noised data, as
+``ArcFlowImitation`` does (the default), or, as the public data-free variant (``PiFlowImitationDataFree``)
+does, at the state the detached policy's own earlier arcs reach from pure noise, which is the state the
+sampler will hand that step; the rollout start reads no image.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import torch
 
 from ...config import DistillConfig, TrainSettings
 from ...nets.arc import ArcNet, ArcPolicy
+from ...nets.cond import index_cond
 from ...noise.base import bcast
 from ...noise.guidance import guided
 from ...noise.precond import Denoiser
@@ -31,6 +34,9 @@ from ...samplers.generate import SamplingSpec
 from ...samplers.grids import flow_range
 from ...samplers.ode import flow_native, flow_velocity
 from ..base import OptimConfig, StudentMethod, adam, cond_of, frozen_copy
+
+
+STARTS = ("data", "rollout")
 
 
 @dataclass
@@ -43,6 +49,8 @@ class ArcFlowConfig:
     teacher_mix_iters: int = 0  # num_decay_iters: the teacher's share of the path decays 1 -> 0 over these
     min_step: float = 2 / 128  # intervals shorter than two of 128 substeps use the local velocity
     teacher_cfg: float = 1.0  # CFG scale of the teacher's velocity (1 = none)
+    start: str = "data"  # where a step starts: "data" = noised data at its start (ArcFlowImitation) |
+    #                      "rollout" = the detached policy's own arcs from pure noise (the data-free variant)
     optim: OptimConfig = field(default_factory=lambda: adam(1e-4, grad_clip=1.0))
 
     def __post_init__(self):
@@ -54,6 +62,8 @@ class ArcFlowConfig:
             raise ValueError("components and states must be >= 1 and teacher_mix_iters >= 0")
         if len(self.momenta) != 2 or self.min_step <= 0 or self.teacher_cfg < 0:
             raise ValueError("momenta must be (lo, hi), min_step > 0 and teacher_cfg >= 0")
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got {self.start!r}")
 
 
 def segment_times(tau_src, seg, states: int, teacher_ratio: float, rng):
@@ -132,6 +142,21 @@ class ArcFlow(StudentMethod):
             return flow_velocity(teacher, y, tau.clamp_min(self.tau_min), cond)[0]
         return velocity
 
+    @torch.no_grad()
+    def rollout_start(self, z, j, cond, ctx) -> torch.Tensor:
+        """Flow states at the start of step j per sample: pure noise at the top level (tau_top z, where the
+        sampler starts), moved by the detached policy's closed-form arcs through steps 0 .. j - 1."""
+        seg = self.tau_top / self.cfg.nfe
+        y = z * self.tau_top
+        for k in range(int(j.max()) if j.numel() else 0):
+            go = j > k
+            tau0 = torch.full((int(go.sum()),), self.tau_top - k * seg, device=z.device)
+            with ctx.autocast():
+                xs, ts = flow_native(self.process, y[go], tau0)
+                pol = self.student.policy(xs, ts, index_cond(cond, go))
+            y[go] = y[go] - pol.displacement(tau0, tau0 - seg).to(y.dtype)
+        return y
+
     def step(self, batch, it, ctx):
         c = self.cfg
         x = batch["x"].float()
@@ -142,7 +167,10 @@ class ArcFlow(StudentMethod):
         tau_a, tau_b = segment_times(tau_src, seg, c.states, self.teacher_ratio(it), ctx.rng)
         dev = x.device
         tau_src, tau_a, tau_b = tau_src.to(dev), tau_a.to(dev), tau_b.to(dev)
-        y_src = bcast(1 - tau_src, x) * x + bcast(tau_src, x) * ctx.randn(x.shape)
+        if c.start == "rollout":
+            y_src = self.rollout_start(ctx.randn(x.shape), j.to(dev), cond, ctx)
+        else:
+            y_src = bcast(1 - tau_src, x) * x + bcast(tau_src, x) * ctx.randn(x.shape)
         with ctx.autocast():
             xs, ts = flow_native(self.process, y_src, tau_src)
             pol = self.student.policy(xs, ts, cond)
