@@ -35,7 +35,6 @@ from ...samplers.grids import flow_range
 from ...samplers.ode import flow_native, flow_velocity
 from ..base import OptimConfig, StudentMethod, adam, cond_of, frozen_copy
 
-
 STARTS = ("data", "rollout")
 
 
