@@ -139,9 +139,25 @@ def test_rollout_start_is_the_samplers_state_and_reads_no_image():
     assert math.isfinite(float(logs["loss"].detach())) and ctx.skipped == []
 
 
+def test_final_step_scale_sets_the_training_steps_and_the_samplers_grid():
+    """final_step = 3 with M = 2 (pi-Flow's final_step_size_scale): a first step of top / 4 and a last one
+    of 3 top / 4; the model's own sampling is the arc sampler on exactly those starts (as sigma_hat levels)."""
+    m = ArcFlow(toy_denoiser(0), ArcFlowConfig(nfe=2, final_step=3.0), shape=(2,), num_classes=8)
+    start, length = m.steps()
+    top = m.tau_top
+    assert start.tolist() == pytest.approx([top, 0.75 * top]) and length.tolist() == pytest.approx([0.25 * top, 0.75 * top])
+    spec = m.default_sampling()
+    assert spec.sampler == "arc" and spec.steps == 2
+    sh = torch.tensor(spec.sigmas[:-1], dtype=torch.float64)
+    assert spec.sigmas[-1] == 0.0 and (sh / (1 + sh)).tolist() == pytest.approx(start.tolist(), rel=1e-6)
+    plain = ArcFlow(toy_denoiser(0), ArcFlowConfig(nfe=4), shape=(2,), num_classes=8)
+    assert plain.steps()[1].tolist() == pytest.approx([top / 4] * 4) and plain.default_sampling().sigmas is None
+
+
 def test_config_is_validated():
     for bad, match in [(dict(components=0), "components"), (dict(momenta=(1.0,)), "momenta"),
-                       (dict(nfe=0), "positive"), (dict(start="noise"), "start")]:
+                       (dict(nfe=0), "positive"), (dict(start="noise"), "start"),
+                       (dict(final_step=0.0), "final_step")]:
         with pytest.raises(ValueError, match=match):
             ArcFlowConfig(**bad)
     m = ArcFlow(toy_denoiser(0), ArcFlowConfig(nfe=2), shape=(2,), num_classes=8)

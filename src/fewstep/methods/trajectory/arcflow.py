@@ -48,6 +48,8 @@ class ArcFlowConfig:
     teacher_mix_iters: int = 0  # num_decay_iters: the teacher's share of the path decays 1 -> 0 over these
     min_step: float = 2 / 128  # intervals shorter than two of 128 substeps use the local velocity
     teacher_cfg: float = 1.0  # CFG scale of the teacher's velocity (1 = none)
+    final_step: float = 1.0  # final_step_size_scale: the last step's length over the others' (pi-Flow); > 1
+    #                          shortens the earlier steps, whose small errors the teacher's ODE amplifies below
     start: str = "data"  # where a step starts: "data" = noised data at its start (ArcFlowImitation) |
     #                      "rollout" = the detached policy's own arcs from pure noise (the data-free variant)
     optim: OptimConfig = field(default_factory=lambda: adam(1e-4, grad_clip=1.0))
@@ -61,6 +63,8 @@ class ArcFlowConfig:
             raise ValueError("components and states must be >= 1 and teacher_mix_iters >= 0")
         if len(self.momenta) != 2 or self.min_step <= 0 or self.teacher_cfg < 0:
             raise ValueError("momenta must be (lo, hi), min_step > 0 and teacher_cfg >= 0")
+        if self.final_step <= 0:
+            raise ValueError(f"final_step must be > 0, got {self.final_step}")
         if self.start not in STARTS:
             raise ValueError(f"start must be one of {STARTS}, got {self.start!r}")
 
@@ -120,8 +124,21 @@ class ArcFlow(StudentMethod):
         self.opt = c.optim.build(self.student.net.parameters())
         self.tau_min, self.tau_top = flow_range(self.process)  # the flow grid's span: training steps = sampling steps
 
+    def steps(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(start, length) of the M training steps in flow time: equal steps from the top level down to 0,
+        the last one ``final_step`` times the others (pi-Flow's ``final_step_size_scale``)."""
+        c = self.cfg
+        base = self.tau_top / (c.nfe - 1 + c.final_step)
+        length = torch.full((c.nfe,), base, dtype=torch.float64)
+        length[-1] = base * c.final_step
+        start = self.tau_top - torch.cat([torch.zeros(1, dtype=torch.float64), length.cumsum(0)[:-1]])
+        return start.float(), length.float()
+
     def default_sampling(self):
-        return SamplingSpec("arc", self.cfg.nfe, "flow")
+        if self.cfg.final_step == 1.0:
+            return SamplingSpec("arc", self.cfg.nfe, "flow")
+        tau = self.steps()[0].double()  # the training steps' starts as a sigma_hat grid, then 0
+        return SamplingSpec("arc", self.cfg.nfe, "flow", sigmas=(tau / (1 - tau)).tolist() + [0.0])
 
     def sampling_options(self):
         """The arc sampler at every step count, and Euler on the policy's initial velocity at M steps
@@ -145,24 +162,24 @@ class ArcFlow(StudentMethod):
     def rollout_start(self, z, j, cond, ctx) -> torch.Tensor:
         """Flow states at the start of step j per sample: pure noise at the top level (tau_top z, where the
         sampler starts), moved by the detached policy's closed-form arcs through steps 0 .. j - 1."""
-        seg = self.tau_top / self.cfg.nfe
+        start, length = self.steps()
         y = z * self.tau_top
         for k in range(int(j.max()) if j.numel() else 0):
             go = j > k
-            tau0 = torch.full((int(go.sum()),), self.tau_top - k * seg, device=z.device)
+            tau0 = torch.full((int(go.sum()),), float(start[k]), device=z.device)
             with ctx.autocast():
                 xs, ts = flow_native(self.process, y[go], tau0)
                 pol = self.student.policy(xs, ts, index_cond(cond, go))
-            y[go] = y[go] - pol.displacement(tau0, tau0 - seg).to(y.dtype)
+            y[go] = y[go] - pol.displacement(tau0, tau0 - float(length[k])).to(y.dtype)
         return y
 
     def step(self, batch, it, ctx):
         c = self.cfg
         x = batch["x"].float()
         n, cond = x.shape[0], cond_of(batch)
-        seg = torch.full((n,), self.tau_top / c.nfe)
+        start, length = self.steps()
         j = torch.randint(0, c.nfe, (n,), generator=ctx.rng)
-        tau_src = self.tau_top - j * seg  # a step's start on the uniform flow grid
+        tau_src, seg = start[j], length[j]  # a step's start and length on the flow grid
         tau_a, tau_b = segment_times(tau_src, seg, c.states, self.teacher_ratio(it), ctx.rng)
         dev = x.device
         tau_src, tau_a, tau_b = tau_src.to(dev), tau_a.to(dev), tau_b.to(dev)
