@@ -1,6 +1,7 @@
 """Where an ArcFlow student's 2-step sample leaves the teacher's path (docs/notes.md, "Why ArcFlow's 2-step
 sample is worse than its 1-step one"). From one noise draw (class-conditional, labels 0-9 in turn) it compares,
-as RMS per pixel, the student's arcs with the teacher's own ODE (Heun in flow time, 64 steps per leg):
+as RMS per pixel, the student's arcs with the teacher's own ODE (the Heun sampler, 64 steps per leg, uniform
+in flow time):
 
 * ``first_arc_at_boundary``: the student's first arc against the teacher's state at the boundary;
 * ``two_step_end``: the student's 2-step end against the teacher's end;
@@ -22,31 +23,27 @@ import json
 import torch
 
 from fewstep.model_io import load_denoiser
+from fewstep.samplers.arc import arc_flow_step, to_flow
 from fewstep.samplers.grids import flow_range
-from fewstep.samplers.ode import flow_native, flow_velocity
+from fewstep.samplers.ode import flow_native, heun, level_coeffs
 
 
 def teacher_ode(teacher, y, tau0: float, tau1: float, labels, steps: int = 64):
-    """Heun in flow time from tau0 to tau1 (Euler on the last step when it reaches the bottom of the range)."""
-    lo = flow_range(teacher.process)[0]
-    taus = torch.linspace(tau0, tau1, steps + 1).tolist()
-    n = y.shape[0]
-    for a, b in zip(taus[:-1], taus[1:]):
-        b = max(b, 0.0)
-        v1 = flow_velocity(teacher, y, torch.full((n,), max(a, lo)), labels)[0]
-        if b <= lo:
-            y = y - (a - b) * v1
-            continue
-        v2 = flow_velocity(teacher, y - (a - b) * v1, torch.full((n,), b), labels)[0]
-        y = y - (a - b) * 0.5 * (v1 + v2)
-    return y
+    """The teacher's ODE from the flow point y at tau0 to tau1: the shared Heun sampler on ``steps`` levels
+    uniform in flow time (its last step to 0 is Euler), in the teacher's own coordinates and back."""
+    taus = torch.linspace(tau0, tau1, steps + 1, dtype=torch.float64)
+    sigmas = taus / (1 - taus)
+    x, _ = flow_native(teacher.process, y, torch.full((y.shape[0],), tau0))
+    x = heun(teacher, x, sigmas, labels)
+    if tau1 == 0:
+        return x  # x_0 is the same in both coordinates
+    _, a1, _ = level_coeffs(teacher.process, sigmas[-1:])
+    return to_flow(x, float(a1), tau1)
 
 
 def arc(student, y, tau0: float, tau1: float, labels):
     n = y.shape[0]
-    t0 = torch.full((n,), tau0)
-    pol = student.policy(*flow_native(student.process, y, t0), labels)
-    return y - pol.displacement(t0, torch.full((n,), tau1))
+    return arc_flow_step(student, y, torch.full((n,), tau0), torch.full((n,), tau1), labels)
 
 
 def main(argv=None):

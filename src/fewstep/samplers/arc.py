@@ -28,6 +28,13 @@ def policy_of(denoiser, x, t, cond):
     return denoiser.policy(x, t, cond)
 
 
+def arc_flow_step(denoiser, y, tau0, tau1, cond=None) -> torch.Tensor:
+    """One arc in flow coordinates: the policy predicted at the flow point y (per-sample time tau0),
+    integrated in closed form down to tau1. Training-time rollouts and diagnostics take their steps here."""
+    pol = policy_of(denoiser, *flow_native(denoiser.process, y, tau0), cond)
+    return y - pol.displacement(tau0, tau1).to(y.dtype)
+
+
 def to_flow(x, a, tau):
     """Native x at a level (alpha a, flow time tau) -> x_tau = (1 - tau) x / a (``flow_native`` inverts it)."""
     return x * ((1 - tau) / a)

@@ -30,6 +30,7 @@ from ...nets.cond import index_cond
 from ...noise.base import bcast
 from ...noise.guidance import guided
 from ...noise.precond import Denoiser
+from ...samplers.arc import arc_flow_step
 from ...samplers.generate import SamplingSpec
 from ...samplers.grids import flow_range
 from ...samplers.ode import flow_native, flow_velocity
@@ -164,13 +165,11 @@ class ArcFlow(StudentMethod):
         sampler starts), moved by the detached policy's closed-form arcs through steps 0 .. j - 1."""
         start, length = self.steps()
         y = z * self.tau_top
-        for k in range(int(j.max()) if j.numel() else 0):
+        for k in range(int(j.max())):
             go = j > k
             tau0 = torch.full((int(go.sum()),), float(start[k]), device=z.device)
             with ctx.autocast():
-                xs, ts = flow_native(self.process, y[go], tau0)
-                pol = self.student.policy(xs, ts, index_cond(cond, go))
-            y[go] = y[go] - pol.displacement(tau0, tau0 - float(length[k])).to(y.dtype)
+                y[go] = arc_flow_step(self.student, y[go], tau0, tau0 - float(length[k]), index_cond(cond, go))
         return y
 
     def step(self, batch, it, ctx):
