@@ -214,6 +214,21 @@ def test_disback_records_a_path_away_from_the_teacher_and_caches_it(tmp_path):
     assert all(torch.equal(a[k], b[k]) for a, b in zip(m.path, again.path) for k in a)
 
 
+def test_disback_record_lr_sets_how_far_the_path_drifts(tmp_path):
+    def path_end_distance(record_lr, cache):
+        m = DisBack(toy_denoiser(0), config(DisBackConfig, lr=2e-3, record_iters=20, path_points=2, record_batch=32,
+                                            record_lr=record_lr), shape=(2,), num_classes=8)
+        m.prepare(cache)
+        teacher = m.teacher.net.state_dict()
+        return sum(float(((m.path[-1][k] - teacher[k]) ** 2).sum()) for k in teacher) ** 0.5
+
+    near = path_end_distance(2e-5, tmp_path / "a")
+    far = path_end_distance(0.0, tmp_path / "b")  # 0: the critic's LR, 2e-3
+    assert 0 < near < far / 20  # Adam's steps scale with the LR
+    with pytest.raises(ValueError, match="record_lr"):
+        DisBackConfig(record_lr=-1.0)
+
+
 def test_disback_backtracks_the_path_then_uses_the_teacher(tmp_path):
     m = DisBack(toy_denoiser(0), config(DisBackConfig, lr=2e-3, record_iters=8, path_points=2, record_batch=8,
                                         backtrack_fraction=0.5, gen_every=1), shape=(2,), num_classes=8)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -41,6 +41,7 @@ class DisBackConfig(DMD2Config):
     backtrack_fraction: float = 0.5  # share of the run spent on the path points (in reverse); the rest uses the teacher
     fake_from_path_end: bool = True  # start the fake score at theta_N (DisBack) instead of the teacher
     record_seed: int = 0  # the recording is deterministic for a seed (and cached)
+    record_lr: float = 0.0  # LR of the recording fine-tune; 0: the critic's (the official SDXL recording: 5e-7)
 
     def __post_init__(self):
         super().__post_init__()
@@ -48,6 +49,8 @@ class DisBackConfig(DMD2Config):
             raise ValueError("record_iters >= 1, 1 <= path_points <= record_iters and record_batch >= 1 are needed")
         if not 0 <= self.backtrack_fraction <= 1:
             raise ValueError(f"backtrack_fraction must be in [0, 1], got {self.backtrack_fraction}")
+        if self.record_lr < 0:
+            raise ValueError(f"record_lr must be >= 0 (0: the critic's LR), got {self.record_lr}")
 
 
 class DisBack(DMD2):
@@ -66,13 +69,19 @@ class DisBack(DMD2):
         self.loaded_point: int | None = None
         self.point = -1  # -1: the teacher; j >= 0: path point theta_{j+1}
 
+    def record_optim(self):
+        """The recording's optimiser: the critic's, at ``record_lr`` when set. The step size sets how far
+        each path point drifts from the teacher, so it is part of the path's cache key."""
+        c = self.cfg
+        return replace(c.critic_optim, lr=c.record_lr) if c.record_lr else c.critic_optim
+
     # -- stage 1: degradation recording ------------------------------------------------------------
     def record_path(self) -> list[dict]:
         """theta_1..theta_N: snapshots of a teacher copy fine-tuned on the initial student's samples."""
         c = self.cfg
         g = torch.Generator().manual_seed(c.record_seed)
         net = trainable_copy(self.teacher)
-        opt = c.critic_optim.build(net.net.parameters())
+        opt = self.record_optim().build(net.net.parameters())
         every = c.record_iters // c.path_points
         points = []
         for i in range(1, c.record_iters + 1):
@@ -92,7 +101,7 @@ class DisBack(DMD2):
         super().prepare(cache_dir)
         c = self.cfg
         key = hashlib.sha1(json.dumps({"record": [c.record_iters, c.path_points, c.record_batch, c.record_seed],
-                                       "optim": asdict(c.critic_optim), "nfe": c.nfe,
+                                       "optim": asdict(self.record_optim()), "nfe": c.nfe,
                                        "levels": [c.num_levels, c.level_grid]}, sort_keys=True).encode()).hexdigest()[:12]
         path = Path(cache_dir) / f"disback-path-{key}.safetensors"
         if path.is_file():
