@@ -12,8 +12,8 @@ student's outputs. DisBack gives the student intermediate targets between the tw
    itself for the rest. The fake score starts from theta_N (it already describes the initial student),
    not from the teacher.
 Left open (our choices): equal shares per path point, the recording length and LR (the critic's
-optimiser, or ``record_lr``: how far the snapshots drift), the GAN of DMD2 kept throughout. Text-conditioned teachers need prompts for the recording,
-which ``prepare`` does not have: they are refused.
+optimiser, or ``record_lr``: how far the snapshots drift), the GAN of DMD2 kept throughout.
+Text-conditioned teachers need prompts for the recording, which ``prepare`` does not have: they are refused.
 """
 from __future__ import annotations
 
