@@ -27,7 +27,6 @@ d $R/disback_nfe1_rlr --method disback --set record_lr=1e-5
 d $R/flash_nfe1_rw01 --method flash_dmd --set reward_weight=0.01
 $F bench --model $R/decoupled_nfe1,$R/disback_nfe1,$R/flash_nfe1,$R/disback_nfe1_rlr,$R/flash_nfe1_rw01 --name dmd_variants_1step_mnist --no-bf16 \
   --baseline benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json --threads 2
-.venv/bin/python benchmarks/make_tables.py
 # Decoupled DMD trained in fp32 (--no-bf16), against dmd2_precision_mnist.json's fp32 DMD2 (10.00 +- 0.37)
 d $R/decoupled_nfe1_fp32 --method decoupled_dmd --no-bf16
 $F bench --model $R/decoupled_nfe1_fp32 --name dmd_variants_1step_fp32_mnist --no-bf16 \

@@ -196,17 +196,18 @@ def test_flash_classifier_reward_reads_the_shipped_classifier():
 
 
 # -- DisBack ---------------------------------------------------------------------------------------
+def _distance_from_teacher(m, state) -> float:
+    """L2 distance of a path point's weights from the teacher's."""
+    teacher = m.teacher.net.state_dict()
+    return sum(float(((state[k] - teacher[k]) ** 2).sum()) for k in teacher) ** 0.5
+
+
 def test_disback_records_a_path_away_from_the_teacher_and_caches_it(tmp_path):
     m = DisBack(toy_denoiser(0), config(DisBackConfig, lr=2e-3, record_iters=40, path_points=4, record_batch=64),
                 shape=(2,), num_classes=8)
     m.prepare(tmp_path)
     assert len(m.path) == 4 and len(list(tmp_path.glob("disback-path-*.safetensors"))) == 1
-    teacher = m.teacher.net.state_dict()
-
-    def dist(p):
-        return sum(float(((p[k] - teacher[k]) ** 2).sum()) for k in teacher) ** 0.5
-
-    d = [dist(p) for p in m.path]
+    d = [_distance_from_teacher(m, p) for p in m.path]
     assert d[0] > 0 and all(b > a for a, b in zip(d, d[1:]))  # drifting steadily away from theta_0
     assert all(torch.equal(v, m.path[-1][k]) for k, v in m.fake.net.state_dict().items())  # fake starts at theta_N
     again = DisBack(toy_denoiser(0), m.cfg, shape=(2,), num_classes=8)
@@ -219,8 +220,7 @@ def test_disback_record_lr_sets_how_far_the_path_drifts(tmp_path):
         m = DisBack(toy_denoiser(0), config(DisBackConfig, lr=2e-3, record_iters=20, path_points=2, record_batch=32,
                                             record_lr=record_lr), shape=(2,), num_classes=8)
         m.prepare(cache)
-        teacher = m.teacher.net.state_dict()
-        return sum(float(((m.path[-1][k] - teacher[k]) ** 2).sum()) for k in teacher) ** 0.5
+        return _distance_from_teacher(m, m.path[-1])
 
     near = path_end_distance(2e-5, tmp_path / "a")
     far = path_end_distance(0.0, tmp_path / "b")  # 0: the critic's LR, 2e-3
