@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DMD2 from the shipped MNIST teacher at 1 step (its MNIST preset) and 4 steps (with and without real-score
+# DMD2 from the shipped MNIST teacher at 1 step (the MNIST recipe at real-score CFG 1.25) and 4 steps (with and without real-score
 # CFG), measured against the teacher's rows over every sampler and grid (Karras grid: teacher_mnist.json;
 # rectified-flow grid, where DPM-Solver++ is strongest: teacher_mnist_flow.json) ->
 # benchmarks/results/dmd2_mnist.json. The same three runs (benchmarks/dmd2_runs.sh) are rows of
