@@ -8,9 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
 R=${R:-runs/seeds}
-[ -f $R/cfg115_fp32/model/config.json ] || $F distill --teacher mnist --method dmd2 --nfe 1 --no-bf16 \
-  --set real_cfg=1.15 --set gan_index_max=0.4 --max-iters 1200 --ema-decay 0.99 --eval-every 200 \
-  --out $R/cfg115_fp32 --threads 2 --ckpt-every 100 --resume --no-progress
+source benchmarks/dm_1step.sh
+dm_1step $R/cfg115_fp32 --method dmd2 --no-bf16 --set real_cfg=1.15
 $F bench --model $R/cfg115_fp32 --name dmd2_cfg115_fp32_mnist --no-bf16 \
   --baseline benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json --threads 2
 .venv/bin/python benchmarks/make_tables.py

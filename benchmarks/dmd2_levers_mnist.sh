@@ -17,17 +17,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
 R=${R:-runs/lev}
-d() { local out=$1; shift; [ -f "$out/model/config.json" ] || $F distill --teacher mnist --method dmd2 --nfe 1 \
-        --set real_cfg=1.25 --set gan_index_max=0.4 --max-iters 1200 --ema-decay 0.99 --eval-every 200 "$@" \
-        --out "$out" --threads 2 --ckpt-every 100 --resume --no-progress; }
+source benchmarks/dm_1step.sh
 p() { local out=$1; shift; [ -f "$out/model/config.json" ] || $F distill --teacher mnist --method phased_dmd --nfe 4 \
         --set real_cfg=1.25 --set gan_index_max=0.1 --max-iters 600 --ema-decay 0.99 --eval-every 150 "$@" \
         --out "$out" --threads 2 --ckpt-every 75 --resume --no-progress; }
-d $R/cfg115_gen1e2 --set real_cfg=1.15 --set gan_gen_weight=1e-2
-d $R/cfg115 --set real_cfg=1.15
+dm_1step $R/cfg115_gen1e2 --method dmd2 --set real_cfg=1.15 --set gan_gen_weight=1e-2
+dm_1step $R/cfg115 --method dmd2 --set real_cfg=1.15
 p $R/phased
 p $R/phased_lev --set real_cfg=1.15 --set gan_gen_weight=1e-2
-d $R/gen1e2 --set gan_gen_weight=1e-2
+dm_1step $R/gen1e2 --method dmd2 --set gan_gen_weight=1e-2
 $F bench --model $R/cfg115,$R/gen1e2,$R/cfg115_gen1e2,$R/phased,$R/phased_lev --name dmd2_levers_mnist --no-bf16 \
   --baseline benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json --threads 2
 .venv/bin/python benchmarks/make_tables.py

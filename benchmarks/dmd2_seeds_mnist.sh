@@ -9,12 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
 R=${R:-runs/seeds}
-d() { local out=$1; shift; [ -f "$out/model/config.json" ] || $F distill --teacher mnist --method dmd2 --nfe 1 \
-        --set gan_index_max=0.4 --max-iters 1200 --ema-decay 0.99 --eval-every 200 "$@" \
-        --out "$out" --threads 2 --ckpt-every 100 --resume --no-progress; }
+source benchmarks/dm_1step.sh
 for s in 1 2; do
-  d $R/cfg125_s$s --set real_cfg=1.25 --seed $s
-  d $R/cfg115_s$s --set real_cfg=1.15 --seed $s
+  dm_1step $R/cfg125_s$s --method dmd2 --set real_cfg=1.25 --seed $s
+  dm_1step $R/cfg115_s$s --method dmd2 --set real_cfg=1.15 --seed $s
 done
 $F bench --model $R/cfg125_s1,$R/cfg115_s1,$R/cfg125_s2,$R/cfg115_s2 --name dmd2_seeds_mnist --no-bf16 \
   --baseline benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json --threads 2

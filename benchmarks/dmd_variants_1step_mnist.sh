@@ -17,18 +17,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
 R=${R:-runs/variants1}
-d() { local out=$1; shift; [ -f "$out/model/config.json" ] || $F distill --teacher mnist --nfe 1 \
-        --set real_cfg=1.25 --set gan_index_max=0.4 --max-iters 1200 --ema-decay 0.99 --eval-every 200 "$@" \
-        --out "$out" --threads 2 --ckpt-every 100 --resume --no-progress; }
-d $R/decoupled_nfe1 --method decoupled_dmd
-d $R/disback_nfe1 --method disback
-d $R/flash_nfe1 --method flash_dmd
-d $R/disback_nfe1_rlr --method disback --set record_lr=1e-5
-d $R/flash_nfe1_rw01 --method flash_dmd --set reward_weight=0.01
+source benchmarks/dm_1step.sh
+dm_1step $R/decoupled_nfe1 --method decoupled_dmd
+dm_1step $R/disback_nfe1 --method disback
+dm_1step $R/flash_nfe1 --method flash_dmd
+dm_1step $R/disback_nfe1_rlr --method disback --set record_lr=1e-5
+dm_1step $R/flash_nfe1_rw01 --method flash_dmd --set reward_weight=0.01
 $F bench --model $R/decoupled_nfe1,$R/disback_nfe1,$R/flash_nfe1,$R/disback_nfe1_rlr,$R/flash_nfe1_rw01 --name dmd_variants_1step_mnist --no-bf16 \
   --baseline benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json --threads 2
 # Decoupled DMD trained in fp32 (--no-bf16), against dmd2_precision_mnist.json's fp32 DMD2 (10.00 +- 0.37)
-d $R/decoupled_nfe1_fp32 --method decoupled_dmd --no-bf16
+dm_1step $R/decoupled_nfe1_fp32 --method decoupled_dmd --no-bf16
 $F bench --model $R/decoupled_nfe1_fp32 --name dmd_variants_1step_fp32_mnist --no-bf16 \
   --baseline benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json --threads 2
 .venv/bin/python benchmarks/make_tables.py
