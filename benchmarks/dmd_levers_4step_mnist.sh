@@ -6,8 +6,9 @@
 # - dmd2 at 4 steps (13.56 +- 0.69 with CFG 1.25, dmd_family_mnist.json)  -> dmd2_nfe4_levers_mnist.json
 # - sc_dmd, one model for 4 / 2 / 1 steps (13.11 at 1 step, sc_dmd_mnist.json) -> sc_dmd_levers_mnist.json
 # - asd, one model for 1 / 2 / 4 steps (14.40 at 1 step, dmd_variants_mnist.json) -> asd_levers_mnist.json
-# Every run resumes if interrupted and is skipped once its model exists; on 2 CPU threads without native bf16
-# (fp32 training) ~2-5 s/it, 20-50 min per run; each benchmark ~2-5 min.
+# Then the levers apart: real-score CFG 1.15 alone (GAN weight 3e-3) on dmd2 and sc_dmd -> *_cfg115_mnist.json.
+# Every run resumes if interrupted and is skipped once its model exists, every benchmark once its results exist;
+# ~1-2 s/it with bf16 autocast on 2 CPU threads (2-5 s/it where training falls back to fp32); each benchmark ~2-5 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
@@ -16,10 +17,15 @@ BASE=benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow
 d() { local out=$1; shift; [ -f "$out/model/config.json" ] || $F distill --teacher mnist --nfe 4 --set real_cfg=1.15 \
         --set gan_gen_weight=3e-2 --set gan_index_max=0.1 --max-iters 600 --ema-decay 0.99 --eval-every 200 "$@" \
         --out "$out" --threads 2 --ckpt-every 100 --resume --no-progress; }
+b() { [ -f "benchmarks/results/$2.json" ] || $F bench --model "$1" --name "$2" --no-bf16 --baseline $BASE --threads 2; }
 d $R/dmd2_nfe4 --method dmd2
-$F bench --model $R/dmd2_nfe4 --name dmd2_nfe4_levers_mnist --no-bf16 --baseline $BASE --threads 2
+b $R/dmd2_nfe4 dmd2_nfe4_levers_mnist
 d $R/sc_dmd --method sc_dmd
-$F bench --model $R/sc_dmd --name sc_dmd_levers_mnist --no-bf16 --baseline $BASE --threads 2
+b $R/sc_dmd sc_dmd_levers_mnist
 d $R/asd --method asd
-$F bench --model $R/asd --name asd_levers_mnist --no-bf16 --baseline $BASE --threads 2
+b $R/asd asd_levers_mnist
+d $R/dmd2_nfe4_cfg115 --method dmd2 --set gan_gen_weight=3e-3
+b $R/dmd2_nfe4_cfg115 dmd2_nfe4_cfg115_mnist
+d $R/sc_dmd_cfg115 --method sc_dmd --set gan_gen_weight=3e-3
+b $R/sc_dmd_cfg115 sc_dmd_cfg115_mnist
 .venv/bin/python benchmarks/make_tables.py
