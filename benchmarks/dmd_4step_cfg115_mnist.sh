@@ -29,27 +29,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
 R=${R:-runs/cfg115_4step}
-BASE=benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json
-d() { local out=$1; shift; [ -f "$out/model/config.json" ] || $F distill --teacher mnist --nfe 4 --set real_cfg=1.15 \
-        --set gan_gen_weight=3e-3 --set gan_index_max=0.1 --max-iters 600 --ema-decay 0.99 "$@" \
-        --out "$out" --threads 2 --resume --no-progress; }
-b() { [ -f "benchmarks/results/$2.json" ] || $F bench --model "$1" --name "$2" --no-bf16 --baseline $BASE --threads 2; }
+source benchmarks/dm_4step.sh
 # r NAME DIR FLAGS...: train DIR and benchmark it as NAME, unless NAME's results already exist
-r() { local name=$1 out=$2; shift 2; [ -f "benchmarks/results/$name.json" ] && return 0; d "$out" "$@"; b "$out" "$name"; }
+r() { local name=$1 out=$2; shift 2; [ -f "benchmarks/results/$name.json" ] && return 0
+      dm_4step "$out" --set gan_gen_weight=3e-3 "$@"; dm_bench "$out" "$name"; }
 r phased_cfg115_mnist $R/phased --method phased_dmd --eval-every 150 --ckpt-every 75
-r dmd2_nfe4_cfg115_gan40_mnist $R/dmd2_gan40 --method dmd2 --set gan_index_max=0.4 --eval-every 200 --ckpt-every 100
-r dmd2_nfe4_cfg115_gan40_g1e2_mnist $R/dmd2_gan40_g1e2 --method dmd2 --set gan_index_max=0.4 --set gan_gen_weight=1e-2 --eval-every 200 --ckpt-every 100
-r dmd2_nfe4_cfg115_gan40_1200_mnist $R/dmd2_gan40_1200 --method dmd2 --set gan_index_max=0.4 --max-iters 1200 --eval-every 300 --ckpt-every 100
-r dmd2_nfe4_cfg115_gan70_mnist $R/dmd2_gan70 --method dmd2 --set gan_index_max=0.7 --eval-every 200 --ckpt-every 100
-r dmd2_nfe4_cfg115_gan40_g1e3_mnist $R/dmd2_gan40_g1e3 --method dmd2 --set gan_index_max=0.4 --set gan_gen_weight=1e-3 --eval-every 200 --ckpt-every 100
+r dmd2_nfe4_cfg115_gan40_mnist $R/dmd2_gan40 --method dmd2 --set gan_index_max=0.4
+r dmd2_nfe4_cfg115_gan40_g1e2_mnist $R/dmd2_gan40_g1e2 --method dmd2 --set gan_index_max=0.4 --set gan_gen_weight=1e-2
+r dmd2_nfe4_cfg115_gan40_1200_mnist $R/dmd2_gan40_1200 --method dmd2 --set gan_index_max=0.4 --max-iters 1200 --eval-every 300
+r dmd2_nfe4_cfg115_gan70_mnist $R/dmd2_gan70 --method dmd2 --set gan_index_max=0.7
+r dmd2_nfe4_cfg115_gan40_g1e3_mnist $R/dmd2_gan40_g1e3 --method dmd2 --set gan_index_max=0.4 --set gan_gen_weight=1e-3
 for s in 1 2; do
-  r dmd2_nfe4_cfg115_gan40_seed${s}_mnist $R/dmd2_gan40_seed$s --method dmd2 --set gan_index_max=0.4 --seed $s --eval-every 200 --ckpt-every 100
+  r dmd2_nfe4_cfg115_gan40_seed${s}_mnist $R/dmd2_gan40_seed$s --method dmd2 --set gan_index_max=0.4 --seed $s
 done
-r dmd2_nfe4_cfg115_gan40_lr1e4_seed0_mnist $R/dmd2_gan40_lr1e4_seed0 --method dmd2 --set gan_index_max=0.4 --set optim.lr=1e-4 \
-  --eval-every 200 --ckpt-every 100
+r dmd2_nfe4_cfg115_gan40_lr1e4_seed0_mnist $R/dmd2_gan40_lr1e4_seed0 --method dmd2 --set gan_index_max=0.4 --set optim.lr=1e-4
 for s in 1 2; do
   r phased_cfg115_seed${s}_mnist $R/phased_seed$s --method phased_dmd --seed $s --eval-every 150 --ckpt-every 75
 done
-r sc_dmd_cfg115_gan40_mnist $R/sc_dmd_gan40 --method sc_dmd --set gan_index_max=0.4 --eval-every 200 --ckpt-every 100
-r asd_cfg115_gan40_mnist $R/asd_gan40 --method asd --set gan_index_max=0.4 --eval-every 200 --ckpt-every 100
+r sc_dmd_cfg115_gan40_mnist $R/sc_dmd_gan40 --method sc_dmd --set gan_index_max=0.4
+r asd_cfg115_gan40_mnist $R/asd_gan40 --method asd --set gan_index_max=0.4
 .venv/bin/python benchmarks/make_tables.py

@@ -13,11 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
 R=${R:-runs/levers4}
-BASE=benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json
-d() { local out=$1; shift; [ -f "$out/model/config.json" ] || $F distill --teacher mnist --nfe 4 --set real_cfg=1.15 \
-        --set gan_gen_weight=3e-2 --set gan_index_max=0.1 --max-iters 600 --ema-decay 0.99 --eval-every 200 "$@" \
-        --out "$out" --threads 2 --ckpt-every 100 --resume --no-progress; }
-b() { [ -f "benchmarks/results/$2.json" ] || $F bench --model "$1" --name "$2" --no-bf16 --baseline $BASE --threads 2; }
+source benchmarks/dm_4step.sh
+d() { dm_4step "$1" --set gan_gen_weight=3e-2 "${@:2}"; }
+b() { dm_bench "$@"; }
 d $R/dmd2_nfe4 --method dmd2
 b $R/dmd2_nfe4 dmd2_nfe4_levers_mnist
 d $R/sc_dmd --method sc_dmd
