@@ -120,3 +120,31 @@ def test_shipped_mnist_teacher_draws_the_digits_it_is_asked_for():
     feats = load_features("mnist")
     acc = (feats.head(feats.features(x.clamp(-1, 1))).argmax(1) == labels).float().mean().item()
     assert acc > 0.8, acc
+
+
+def test_weight_average_probe_writes_the_mean_of_a_windows_student_checkpoints(tmp_path):
+    """benchmarks/weight_average_probe.py: the model folder holds the mean of the raw student weights of the
+    checkpoints inside the window (integer tensors from the last), the run's config, and nothing when no checkpoint
+    lies in the window."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "weight_average_probe.py"
+    spec = importlib.util.spec_from_file_location("weight_average_probe", script)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "config.json").write_text('{"kind": "test"}')
+    weights = {it: {"w": torch.full((3,), float(it)), "n": torch.tensor([it])} for it in (100, 200, 300)}
+    for it, state in weights.items():
+        (run / "checkpoints" / f"{it:08d}").mkdir(parents=True)
+        save_tensors(state, run / "checkpoints" / f"{it:08d}" / "student.safetensors")
+    probe.main(["--run", str(run), "--window", "150:300", "--out", str(tmp_path / "avg")])
+    out = tmp_path / "avg" / "avg150-300"
+    avg = load_tensors(out / "model.safetensors")
+    assert torch.allclose(avg["w"], torch.full((3,), 250.0)) and int(avg["n"]) == 300
+    assert (out / "config.json").read_text() == '{"kind": "test"}'
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        probe.main(["--run", str(run), "--window", "10:20", "--out", str(tmp_path / "avg")])
+    assert not (tmp_path / "avg" / "avg10-20").exists()

@@ -188,6 +188,42 @@ def test_level_following_members_refuse_per_sample_stages():
         DMD2Config(stage_draw="per_batch")
 
 
+def test_critic_per_stage_trains_only_the_drawn_stages_critic():
+    """critic_per_stage: one fake score + GAN head per backward-simulation stage, all saved and frozen during
+    student updates; an iteration draws one stage, samples from it, and moves that stage's critic only."""
+    m = DMD2(toy_denoiser(0), config(DMD2Config, nfe=3, critic_per_stage=True, lr=1e-2, gen_every=2), shape=(2,),
+             num_classes=8)
+    nets = m.networks()
+    assert set(nets) == {"student", "fake", "disc", "fake1", "disc1", "fake2", "disc2"}
+    assert len({id(v) for v in nets.values()}) == len(nets)  # separate networks, not one shared
+    n_critic = sum(p.numel() for k, v in nets.items() if k != "student" for p in v.parameters())
+    assert sum(p.numel() for p in m.critic_parameters()) == n_critic  # the critic optimiser holds every stage
+    assert len(m.critic_networks()) == 6
+    ctx = StepContext(m.optimizers(), torch.Generator().manual_seed(0), shared_rng=torch.Generator().manual_seed(1))
+    seen = set()
+    for it in range(8):
+        before = {k: state(v) for k, v in nets.items()}
+        ctx.begin(it)
+        logs = m.step(_batch(seed=it), it, ctx)
+        s = int(logs["stage"])
+        seen.add(s)
+        moved = {k for k in nets if any(not torch.equal(before[k][p], v) for p, v in state(nets[k]).items())}
+        names = ("fake", "disc") if s == 0 else (f"fake{s}", f"disc{s}")
+        assert moved == set(names) | ({"student"} if it % 2 == 0 else set()), (it, s, moved)
+        assert m.fake.net is nets[names[0]] and m.head is nets[names[1]]
+        assert m.input_level == float(m.student_sigmas[s])  # the student sampled from the drawn stage
+    assert len(seen) > 1
+    for bad in ({"nfe": 1}, {"nfe": 4, "stage_draw": "sample"}):
+        with pytest.raises(ValueError, match="critic_per_stage"):
+            DMD2Config(critic_per_stage=True, **bad)
+    from fewstep.methods.distribution_matching.phased_dmd import PhasedDMDConfig
+    from fewstep.methods.distribution_matching.sc_dmd import SCDMDConfig
+
+    for cls in (PhasedDMDConfig, SCDMDConfig):
+        with pytest.raises(ValueError, match="critic_per_stage is not supported"):
+            cls(critic_per_stage=True)
+
+
 def test_flow_student_levels_are_uniform_in_flow_time():
     """student_grid="flow": 4 levels at rectified-flow times tau_max * (1, 3/4, 1/2, 1/4), then 0; a bad
     grid name is refused; SC-DMD's flow grids nest like its Karras ones."""

@@ -35,6 +35,7 @@ from .dmd2 import DMD2, DMD2Config, dm_presets
 
 @dataclass
 class DisBackConfig(DMD2Config):
+    stage_critics_ok = False  # its fake score walks the degradation path
     record_iters: int = 200  # degradation recording: fine-tuning steps of a teacher copy on initial-student samples
     path_points: int = 4  # snapshots kept along the degradation path (evenly spaced)
     record_batch: int = 64  # batch of the recording fine-tune

@@ -8,12 +8,17 @@ On top of DMD (base.py, dmd.py), following tianweiy/DMD2 main/edm/*:
   samples (Sec. 4.3). Critic: softplus(D(fake)) + softplus(-D(real)) x 1e-2; generator:
   softplus(-D(G(z))) x 3e-3 (ImageNet-64 weights). The generator's GAN gradient flows through the
   frozen fake score to x_hat but never updates it;
-* multi-step students trained with backward simulation (Sec. 4.5): see ``student_sample``.
+* multi-step students trained with backward simulation (Sec. 4.5): see ``student_sample``. With
+  ``critic_per_stage`` (ours, not in the paper) each backward-simulation stage has its own fake score and
+  GAN head, fitted to that stage's outputs only, as Phased DMD's fresh fake score per phase is: one
+  shared critic fits the mixture of the stages' outputs and hands each stage the mixture's error
+  (docs/decisions.md).
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,11 +38,20 @@ class DMD2Config(DMDConfig):
     gan_gen_weight: float = 3e-3  # DMD2 ImageNet-64 gen_cls_loss_weight
     gan_disc_weight: float = 1e-2  # guidance_cls_loss_weight; larger collapses the fake score (DMD2 #73)
     gan_index_max: float = 1.0  # diffusion GAN: tau uniform over this fraction of the Karras grid
+    critic_per_stage: bool = False  # multi-step: one fake score + GAN head per backward-simulation stage, each
+    #                                 trained on (and scoring) that stage's outputs only; the stage is drawn
+    #                                 per iteration. False = DMD2's one critic for every stage
+    stage_critics_ok: ClassVar[bool] = True  # members whose critic is not one per student stage set False
 
     def __post_init__(self):
         super().__post_init__()
         if self.gan_gen_weight < 0 or self.gan_disc_weight < 0 or not 0 < self.gan_index_max <= 1:
             raise ValueError("GAN weights must be >= 0 and gan_index_max in (0, 1]")
+        if self.critic_per_stage and not self.stage_critics_ok:
+            raise ValueError(f"critic_per_stage is not supported by {type(self).__name__}'s method")
+        if self.critic_per_stage and (self.nfe < 2 or self.stage_draw != "batch"):
+            raise ValueError("critic_per_stage needs a multi-step student (nfe >= 2) with stage_draw='batch', got "
+                             f"nfe={self.nfe}, stage_draw={self.stage_draw!r}")
 
 
 class DiscriminatorHead(nn.Module):
@@ -72,6 +86,11 @@ def bottleneck_head(teacher: Denoiser, shape, num_classes: int) -> Discriminator
     return DiscriminatorHead(tuple(feats.shape[1:]))
 
 
+def critic_params(fake: Denoiser, head) -> list:
+    """The trainable parameters of one critic: a fake score and its discriminator head (if any)."""
+    return list(fake.net.parameters()) + (list(head.parameters()) if head is not None else [])
+
+
 class FakeScoreDiscriminator:
     """A discriminator head on the fake score's bottleneck, trained with it as the critic and frozen with it
     during student updates (DMD2's GAN, SiDA's discriminator). Mixed in before the family base."""
@@ -90,7 +109,7 @@ class FakeScoreDiscriminator:
         return {**super().networks(), **({"disc": self.head} if self.head is not None else {})}
 
     def critic_parameters(self):
-        return list(self.fake.net.parameters()) + (list(self.head.parameters()) if self.head is not None else [])
+        return critic_params(self.fake, self.head)
 
     def critic_networks(self) -> list:
         """The networks a student update reads without training them (frozen during it)."""
@@ -103,6 +122,48 @@ class DMD2(FakeScoreDiscriminator, DistributionMatchingBase):
     name = "dmd2"
     Config = DMD2Config
     presets = None  # set below (dm_presets needs the class's config)
+
+    def __init__(self, teacher: Denoiser, cfg=None, shape=(), num_classes: int = 0):
+        super().__init__(teacher, cfg, shape, num_classes)
+        self.stage = None  # the backward-simulation stage this iteration trains (set with critic_per_stage)
+        if self.cfg.critic_per_stage:
+            # attributes, not a list: device moves and DDP find a method's networks among its attributes
+            for s in range(self.cfg.nfe):
+                fresh = s > 0
+                setattr(self, f"stage_fake{s}", self.build_fake(self.teacher) if fresh else self.fake)
+                head = self.head if not fresh or self.head is None else bottleneck_head(self.teacher, shape, num_classes)
+                setattr(self, f"stage_head{s}", head)
+            self.opt_critic = self.cfg.critic_optim.build(self.critic_parameters())
+
+    # -- one critic, or one per stage ------------------------------------------------------------
+    def stage_critics(self) -> list[tuple]:
+        """(fake score, GAN head or None) pairs: one per stage with ``critic_per_stage``, else the one critic."""
+        if not hasattr(self, "stage_fake0"):
+            return [(self.fake, self.head)]
+        return [(getattr(self, f"stage_fake{s}"), getattr(self, f"stage_head{s}")) for s in range(self.cfg.nfe)]
+
+    def use_stage(self, s: int) -> None:
+        """Train stage s this iteration: its critic becomes ``self.fake`` / ``self.head``."""
+        self.stage = s
+        self.fake, self.head = self.stage_critics()[s]
+
+    def networks(self):
+        nets = {"student": self.student.net}
+        for s, (fake, head) in enumerate(self.stage_critics()):
+            nets["fake" if s == 0 else f"fake{s}"] = fake.net
+            if head is not None:
+                nets["disc" if s == 0 else f"disc{s}"] = head
+        return nets
+
+    def critic_parameters(self):
+        return [p for pair in self.stage_critics() for p in critic_params(*pair)]
+
+    def critic_networks(self) -> list:
+        return [m for pair in self.stage_critics() for m in pair if m is not None]
+
+    def student_sample(self, cond, rng, n, stage=None, shared_rng=None):
+        """Backward simulation from the iteration's stage when one critic per stage fixes it."""
+        return super().student_sample(cond, rng, n, self.stage if stage is None else stage, shared_rng)
 
     def gan_levels(self, n: int, rng) -> torch.Tensor:
         """Noise levels of the diffusion GAN: the cleaner ``gan_index_max`` fraction of the grid."""
@@ -161,6 +222,9 @@ class DMD2(FakeScoreDiscriminator, DistributionMatchingBase):
     def dm_step(self, batch, cond, n, it, ctx):
         logs = {}
         x_fake = None
+        if self.cfg.critic_per_stage:  # one stage for the student and critic updates of this iteration
+            self.use_stage(int(torch.randint(0, self.cfg.nfe, (1,), generator=ctx.shared_rng or ctx.rng)))
+            logs["stage"] = float(self.stage)
         gen_it = self.is_student_iteration(it)
         if gen_it:
             x_fake = self.student_update(cond, n, ctx, logs)

@@ -41,6 +41,7 @@ from .dmd2 import DMD2, DMD2Config, dm_presets
 
 @dataclass
 class PhasedDMDConfig(DMD2Config):
+    stage_critics_ok = False  # its fake score is renewed per phase instead
     nfe: int = 4  # K: phases = experts = student steps
     subinterval_fake: bool = True  # the fake score's subinterval objective (False: plain denoising of x0_hat)
 

@@ -12,6 +12,7 @@ from .dmd2 import DMD2, DMD2Config
 
 @dataclass
 class StepCountsConfig(DMD2Config):
+    stage_critics_ok = False  # its stages change with the step count drawn
     nfe: int = 4  # the default sampling's steps (one of step_counts)
     step_counts: tuple[int, ...] = (1, 2, 4)  # one model, sampled with each
     step_probs: tuple[float, ...] | None = None  # how often each is trained (None: equally often)
