@@ -16,7 +16,9 @@ source benchmarks/dmd2_runs.sh
 $F distill --teacher mnist --method dmd2 --nfe 4 --out $R/dmd2_nfe4_nogan --set real_cfg=1.25 --set gan_gen_weight=0 \
   --set gan_disc_weight=0 --max-iters 600 --ema-decay 0.99 --threads 2 --eval-every 100 --ckpt-every 100 --resume
 # the variants at 4 steps, side by side with dmd2_nfe4 (same CFG, GAN range, EMA and iterations)
+# flash_dmd's preset was then GAN weight 3e-3 with the reward at 0.05 (now DMD2's 1-step levers and 3e-3): pinned here
 $F distill --teacher mnist --method flash_dmd --nfe 4 --out $R/flash_nfe4 --set real_cfg=1.25 --set gan_index_max=0.1 \
+  --set gan_gen_weight=3e-3 --set reward_weight=0.05 \
   --max-iters 600 --ema-decay 0.99 --threads 2 --eval-every 100 --ckpt-every 100 --resume
 $F distill --teacher mnist --method phased_dmd --nfe 4 --out $R/phased_nfe4 --set real_cfg=1.25 --set gan_index_max=0.1 \
   --max-iters 600 --ema-decay 0.99 --threads 2 --eval-every 150 --ckpt-every 75 --resume

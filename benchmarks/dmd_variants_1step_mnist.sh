@@ -7,7 +7,8 @@
 # - decoupled_dmd: the real-CFG gradient split into its CA and DM terms, each re-noised on its own;
 # - disback: the real score walks a recorded degradation path back to the teacher (the first half of the run);
 # - flash_dmd: at one step its timestep-aware levels are DMD2's, so the row measures its reward stage (the
-#   mnist preset: -0.05 log p(class) from the shipped classifier over the second half of the run).
+#   mnist preset then: -0.05 log p(class) from the shipped classifier over the second half of the run, generator GAN
+#   weight 3e-3; pinned below, as the preset is now DMD2's 1-step levers with the reward at 3e-3).
 # And one change each after the first measurement (docs/notes.md): DisBack's path recorded at LR 1e-5 instead
 # of the critic's 3e-4 (at 3e-4 every path point had drifted to the initial student's blur), and Flash-DMD's
 # reward at weight 0.01 (0.05 cost 40% FD).
@@ -20,9 +21,9 @@ R=${R:-runs/variants1}
 source benchmarks/dm_1step.sh
 dm_1step $R/decoupled_nfe1 --method decoupled_dmd
 dm_1step $R/disback_nfe1 --method disback
-dm_1step $R/flash_nfe1 --method flash_dmd
+dm_1step $R/flash_nfe1 --method flash_dmd --set gan_gen_weight=3e-3 --set reward_weight=0.05
 dm_1step $R/disback_nfe1_rlr --method disback --set record_lr=1e-5
-dm_1step $R/flash_nfe1_rw01 --method flash_dmd --set reward_weight=0.01
+dm_1step $R/flash_nfe1_rw01 --method flash_dmd --set gan_gen_weight=3e-3 --set reward_weight=0.01
 $F bench --model $R/decoupled_nfe1,$R/disback_nfe1,$R/flash_nfe1,$R/disback_nfe1_rlr,$R/flash_nfe1_rw01 --name dmd_variants_1step_mnist --no-bf16 \
   --baseline benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json --threads 2
 # Decoupled DMD trained in fp32 (--no-bf16), against dmd2_precision_mnist.json's fp32 DMD2 (10.00 +- 0.37)

@@ -34,7 +34,9 @@ d() { local out=$R/$1; shift; [ -f "$out/model/config.json" ] || $F distill --te
         --eval-every 200 --ckpt-every 100 --ema-decay 0.99 --resume --no-progress --out "$out" "$@"; }
 for run in $RUNS; do
   case $run in
-    sid|sida|vsd|snoopi) d "$run" --method "$run" ;;
+    sid|sida|snoopi) d "$run" --method "$run" ;;
+    # vsd as first measured: CFG 1.25 for 1,200 it (the mnist preset then; now no guidance for 600 it, as vsd_1)
+    vsd) d "$run" --method vsd --set 'guidance_range=[1.25,1.25]' --max-iters 1200 ;;
     sid_cfg*) d "$run" --method sid --set "real_cfg=${run#sid_cfg}" ;;  # SiD-LSG's kappa4: CFG on the teacher only
     sid_lsg*) d "$run" --method sid --set "real_cfg=${run#sid_lsg}" --set "fake_cfg=${run#sid_lsg}" \
                 --set "fake_train_cfg=${run#sid_lsg}" ;;
