@@ -5,8 +5,8 @@
 # same levers (8.78 +- 0.51, 0.972, bf16-trained on another CPU; dmd_variants_levers_flash_mnist.json,
 # dmd2_gan_weight_mnist.json). At one step Flash-DMD's timestep-aware levels are DMD2's, so until the reward starts
 # (half-way) the run is DMD2's; DMD2 with the same levers and seed is trained here too, so that both arms share this
-# CPU's bf16 numerics. Then the same pair on training seed 1. -> flash_rw003_levers_mnist.json,
-# dmd2_levers_seed0_ref_mnist.json, flash_rw003_levers_seed1_mnist.json, dmd2_levers_seed1_ref_mnist.json
+# CPU's bf16 numerics. Then the same pair on training seeds 1 and 2. -> flash_rw003_levers_mnist.json,
+# dmd2_levers_seed0_ref_mnist.json, flash_rw003_levers_seed{1,2}_mnist.json, dmd2_levers_seed{1,2}_ref_mnist.json
 # Each run resumes if interrupted and is skipped once its results exist; ~0.5 s/it with bf16 autocast on 2 CPU threads
 # (1,200 it).
 set -euo pipefail
@@ -22,6 +22,8 @@ b() { local name=$1 out=$2; shift 2; [ -f "benchmarks/results/$name.json" ] && r
         --baseline benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json --threads 2; }
 b flash_rw003_levers_mnist $R/rw003 --method flash_dmd --set reward_weight=3e-3
 b dmd2_levers_seed0_ref_mnist $R/dmd2_ref --method dmd2
-b flash_rw003_levers_seed1_mnist $R/rw003_seed1 --method flash_dmd --set reward_weight=3e-3 --seed 1
-b dmd2_levers_seed1_ref_mnist $R/dmd2_ref_seed1 --method dmd2 --seed 1
+for s in 1 2; do
+  b flash_rw003_levers_seed${s}_mnist $R/rw003_seed$s --method flash_dmd --set reward_weight=3e-3 --seed $s
+  b dmd2_levers_seed${s}_ref_mnist $R/dmd2_ref_seed$s --method dmd2 --seed $s
+done
 .venv/bin/python benchmarks/make_tables.py

@@ -99,8 +99,8 @@ class FlashDMD(DMD2):
 
 
 # MNIST: DMD2's two 1-step levers (real-score CFG 1.15, generator GAN weight 3e-2) and the reward at 3e-3 from half-way.
-# Training seeds 0 / 1: FD 8.54 / 8.92 at class accuracy 0.978 / 0.977, against DMD2 with the same levers trained on the
-# same CPU 7.46 / 9.62 at 0.969 / 0.974 (flash_rw003_levers*_mnist.json, dmd2_levers_seed*_ref_mnist.json); the old
+# Training seeds 0 / 1 / 2: FD 8.54 / 8.92 / 8.83 at class accuracy 0.977-0.978, against DMD2 with the same levers trained on
+# the same CPU 7.46 / 9.62 / 8.26 at 0.963-0.974 (flash_rw003_levers*_mnist.json, dmd2_levers_seed*_ref_mnist.json); the old
 # preset (CFG 1.25, reward 0.05) read 15.29 (docs/notes.md)
 FlashDMD.presets["mnist"] = DistillConfig(
     FlashDMDConfig(optim=cpu_optim(3e-4), critic_optim=cpu_optim(3e-4), real_cfg=1.15, gan_index_max=0.4,
