@@ -8,3 +8,8 @@ dm_4step() { local out=$1; shift; [ -f "$out/model/config.json" ] || $F distill 
         --out "$out" --threads 2 --resume --no-progress; }
 dm_bench() { [ -f "benchmarks/results/$2.json" ] || $F bench --model "$1" --name "$2" --no-bf16 \
         --baseline benchmarks/results/teacher_mnist.json,benchmarks/results/teacher_mnist_flow.json --threads 2; }
+# dm_seeds PREFIX DIR ARGS... trains dm_4step DIR/seedS ARGS --seed S for each S in $SEEDS and benchmarks it as
+# PREFIX_seedS_mnist, skipping a seed whose results exist.
+dm_seeds() { local prefix=$1 dir=$2 s; shift 2; for s in $SEEDS; do
+        [ -f "benchmarks/results/${prefix}_seed${s}_mnist.json" ] && continue
+        dm_4step "$dir/seed$s" "$@" --seed "$s"; dm_bench "$dir/seed$s" "${prefix}_seed${s}_mnist"; done; }

@@ -10,10 +10,6 @@ cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
 R=${R:-runs/dmd2_nogan}
 source benchmarks/dm_4step.sh
-for s in ${SEEDS:-1 2}; do
-  name=dmd2_nfe4_nogan_seed${s}_mnist
-  [ -f "benchmarks/results/$name.json" ] && continue
-  dm_4step $R/seed$s --method dmd2 --set gan_gen_weight=0 --set gan_disc_weight=0 --seed $s
-  dm_bench $R/seed$s $name
-done
+SEEDS=${SEEDS:-1 2}
+dm_seeds dmd2_nfe4_nogan $R --method dmd2 --set gan_gen_weight=0 --set gan_disc_weight=0
 .venv/bin/python benchmarks/make_tables.py

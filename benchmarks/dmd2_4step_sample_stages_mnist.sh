@@ -12,10 +12,6 @@ cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
 R=${R:-runs/dmd2_sample}
 source benchmarks/dm_4step.sh
-for s in ${SEEDS:-1}; do
-  name=dmd2_nfe4_sample_seed${s}_mnist
-  [ -f "benchmarks/results/$name.json" ] && continue
-  dm_4step $R/seed$s --method dmd2 --set gan_index_max=0.4 --set gan_gen_weight=3e-3 --set stage_draw=sample --seed $s
-  dm_bench $R/seed$s $name
-done
+SEEDS=${SEEDS:-1}
+dm_seeds dmd2_nfe4_sample $R --method dmd2 --set gan_index_max=0.4 --set gan_gen_weight=3e-3 --set stage_draw=sample
 .venv/bin/python benchmarks/make_tables.py

@@ -11,10 +11,6 @@ cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
 R=${R:-runs/stage_critics}
 source benchmarks/dm_4step.sh
-for s in ${SEEDS:-0 1}; do
-  name=dmd2_nfe4_stagecritic_seed${s}_mnist
-  [ -f "benchmarks/results/$name.json" ] && continue
-  dm_4step $R/seed$s --method dmd2 --set gan_index_max=0.4 --set gan_gen_weight=3e-3 --set critic_per_stage=true --seed $s
-  dm_bench $R/seed$s $name
-done
+SEEDS=${SEEDS:-0 1}
+dm_seeds dmd2_nfe4_stagecritic $R --method dmd2 --set gan_index_max=0.4 --set gan_gen_weight=3e-3 --set critic_per_stage=true
 .venv/bin/python benchmarks/make_tables.py
