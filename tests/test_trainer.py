@@ -1,5 +1,7 @@
 import json
+import math
 
+import pytest
 import torch
 
 from helpers import state, toy_trainer
@@ -154,3 +156,45 @@ def test_ema_advances_once_per_update_of_its_network(tmp_path):
     tr.ema.update = update
     tr.train()
     assert seen == [0, 3, 6] and tr.ema.num_updates == 3
+
+
+def test_cosine_lr_decay_reaches_zero_and_survives_a_resume(tmp_path):
+    """--lr-decay cosine: the LR each update used follows half a cosine from the LR to 0 at max_iters (after the
+    warm-up), and a resumed run steps with the same LRs as an uninterrupted one."""
+    full = toy_trainer(tmp_path / "full", 20, lr_decay="cosine", warmup=4)
+    used = []
+    orig = full.ctx.update
+
+    def spy(loss, opt_name, **kw):
+        ok = orig(loss, opt_name, **kw)
+        used.append(full.method.opt.param_groups[0]["lr"])
+        return ok
+
+    full.ctx.update = spy
+    full.train()
+    lr = 2e-3
+    assert used[0] == pytest.approx(lr / 4) and used[3] == pytest.approx(lr)  # linear warm-up over 4 iterations
+    assert used[12] == pytest.approx(lr * 0.5)  # halfway through the 16 decaying iterations
+    assert used[-1] == pytest.approx(lr * 0.5 * (1 + math.cos(math.pi * 15 / 16)))  # the last update, near 0
+    assert all(a >= b for a, b in zip(used[3:], used[4:]))
+    part = toy_trainer(tmp_path / "part", 20, ckpt_every=5, lr_decay="cosine", warmup=4)
+    step = part.method.step
+
+    def dies_at_12(batch, it, ctx):  # a run of 20 cut after its checkpoint at 10
+        if it == 12:
+            raise InterruptedError("cut")
+        return step(batch, it, ctx)
+
+    part.method.step = dies_at_12
+    with pytest.raises(InterruptedError):
+        part.train()
+    resumed = toy_trainer(tmp_path / "part", 20, lr_decay="cosine", warmup=4)
+    resumed.train(resume=True)
+    sa, sb = state(full.method.den.net), state(resumed.method.den.net)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    const = toy_trainer(tmp_path / "const", 20, warmup=4)
+    const.train()
+    sc = state(const.method.den.net)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)  # the schedule changed the weights
+    with pytest.raises(ValueError, match="lr_decay"):
+        toy_trainer(tmp_path / "bad", 5, lr_decay="step")

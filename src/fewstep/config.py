@@ -19,6 +19,8 @@ from typing import Any
 
 from .errors import FewstepError
 
+LR_DECAYS = ("constant", "cosine")  # learning-rate schedules after the warm-up (train/guards.py StepContext.lr_factor)
+
 
 @dataclass
 class TrainSettings:
@@ -27,6 +29,7 @@ class TrainSettings:
     max_iters: int = 600  # training iterations
     batch_size: int = 64
     warmup: int = 0  # linear LR warm-up iterations
+    lr_decay: str = "constant"  # "constant" | "cosine": half a cosine from the LR to 0 over the run (train/guards.py)
     ema_decay: float = 0.99  # EMA of the evaluated network (0 = off); evaluate the EMA (docs/notes.md)
     bf16: bool = True  # bf16 autocast where the hardware has bf16 (fewstep.hardware): same FD, faster
     eval_every: int = 200  # periodic evaluation every N iterations (0 = at the end)
@@ -40,6 +43,8 @@ class TrainSettings:
             raise ValueError("warmup, eval_every and ckpt_every must be >= 0")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
 
 
 @dataclass

@@ -18,11 +18,11 @@ def toy_denoiser(seed=0, arch=TOY_ARCH):
     return build_denoiser({"arch": dict(arch), "process": {"family": "edm"}, "param": "edm"})
 
 
-def toy_trainer(out, max_iters, seed=0, ckpt_every=0, batch_size=256, lr=2e-3, **kw):
+def toy_trainer(out, max_iters, seed=0, ckpt_every=0, batch_size=256, lr=2e-3, warmup=10, **kw):
     den = toy_denoiser(seed)
     method = DenoisingTeacher(den, TeacherMethodConfig(OptimConfig(lr=lr, grad_clip=1.0), TOY_TIMES))
     cfg = TrainConfig(out=str(out), max_iters=max_iters, batch_size=batch_size, seed=seed, ckpt_every=ckpt_every,
-                      ema_decay=0.99, warmup=10, progress=False, **kw)
+                      ema_decay=0.99, warmup=warmup, progress=False, **kw)
     return Trainer(method, load_dataset("toy2d", "train"), cfg)
 
 

@@ -34,6 +34,7 @@ class DistillRequest:
     eval_every: int | None = None
     bf16: bool | None = None
     ema_decay: float | None = None
+    lr_decay: str | None = None  # None: the preset's ("constant" unless it says)
     keep: int = 2
     resume: bool = False
     progress: bool = True
@@ -48,7 +49,7 @@ def request_from_args(a) -> DistillRequest:
                           threads=a.threads, sets=a.set or [], lr=a.lr, lora_rank=a.lora_rank,
                           lora_alpha=a.lora_alpha, max_iters=a.max_iters, batch_size=a.batch_size,
                           ckpt_every=a.ckpt_every, eval_every=a.eval_every, bf16=a.bf16, ema_decay=a.ema_decay,
-                          keep=a.keep, resume=a.resume, progress=not a.no_progress, deterministic=a.deterministic,
+                          lr_decay=a.lr_decay, keep=a.keep, resume=a.resume, progress=not a.no_progress, deterministic=a.deterministic,
                           device=a.device, fsdp=a.fsdp, resolution=a.resolution)
 
 
@@ -74,7 +75,7 @@ def distill_config(cls, r: DistillRequest, data: str) -> DistillConfig:
     """Layers: the method's defaults, its preset for ``data``, then the request's flags."""
     preset = cls.preset(data)
     train = preset.train
-    for name in ("max_iters", "batch_size", "ckpt_every", "eval_every", "bf16", "ema_decay"):
+    for name in ("max_iters", "batch_size", "ckpt_every", "eval_every", "bf16", "ema_decay", "lr_decay"):
         if getattr(r, name) is not None:
             train = replace(train, **{name: getattr(r, name)})
     try:
@@ -186,8 +187,9 @@ def distill(r: DistillRequest) -> dict:
             evaluator = with_collapse_monitor(evaluator, CollapseMonitor(ref_x, ref_labels))
         tcfg = TrainConfig(out=str(out), max_iters=ts.max_iters, batch_size=ts.batch_size, seed=r.seed,
                            ckpt_every=ts.ckpt_every, keep=r.keep, eval_every=ts.eval_every, ema_decay=ts.ema_decay,
-                           warmup=ts.warmup, bf16=ts.bf16, progress=r.progress, threads=r.threads,
-                           deterministic=r.deterministic, device=r.device, grad_clip=0.0, fsdp=r.fsdp)
+                           warmup=ts.warmup, lr_decay=ts.lr_decay, bf16=ts.bf16, progress=r.progress,
+                           threads=r.threads, deterministic=r.deterministic, device=r.device, grad_clip=0.0,
+                           fsdp=r.fsdp)
         run = {"command": command_line(), "method": method.name, "nfe": nfe, "teacher": str(teacher_dir),
                "distill": dcfg.to_dict()}
         real_images = 0 if train.meta.get("image_free") else len(train)  # what the run could read

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ..config import LR_DECAYS
 from ..hardware import use_bf16
 from .distributed import full
 
@@ -20,12 +21,15 @@ class StepContext:
 
     def __init__(self, optimizers: dict[str, torch.optim.Optimizer], rng: torch.Generator, grad_clip: float = 0.0,
                  warmup: int = 0, bf16: bool = False, device: torch.device | str = "cpu",
-                 shared_rng: torch.Generator | None = None):
+                 shared_rng: torch.Generator | None = None, lr_decay: str = "constant", max_iters: int = 0):
         self.optimizers = optimizers  # name -> optimizer, as Method.optimizers() returns them
         self.rng = rng  # per-sample noise and choices; per process in a multi-process run
         self.shared_rng = shared_rng or rng  # choices every process must make alike (e.g. a DMD2 stage)
         self.grad_clip = grad_clip  # default max grad norm of update() (0 = none)
         self.warmup = warmup  # linear LR warm-up iterations
+        if lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {lr_decay!r}")
+        self.lr_decay, self.max_iters = lr_decay, max_iters  # the LR's decay over the run (after warm-up)
         self.device = torch.device(device)  # where randn() puts noise and batches live
         self.bf16 = use_bf16(bf16, self.device)  # bf16 autocast in autocast(), where the device is fast at it
         self.device_type = self.device.type
@@ -51,7 +55,13 @@ class StepContext:
         return torch.autocast(self.device_type, dtype=torch.bfloat16)
 
     def lr_factor(self) -> float:
-        return min(1.0, (self.it + 1) / self.warmup) if self.warmup > 0 else 1.0
+        """Linear warm-up over ``warmup`` iterations, then ``lr_decay``: "cosine" takes the LR from its value
+        at the end of the warm-up to 0 at ``max_iters`` along half a cosine (SGDR without restarts)."""
+        warm = min(1.0, (self.it + 1) / self.warmup) if self.warmup > 0 else 1.0
+        if self.lr_decay == "constant" or self.max_iters <= self.warmup:
+            return warm
+        progress = min(max(self.it - self.warmup, 0) / (self.max_iters - self.warmup), 1.0)
+        return warm * 0.5 * (1 + math.cos(math.pi * progress))
 
     def update(self, loss: torch.Tensor, opt_name: str, clip: float | None = None, retain_graph: bool = False,
                lr_scale: float = 1.0) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import LR_DECAYS
 from ..data.base import ArrayDataset, BatchSampler
 from ..errors import CheckpointError, FewstepError
 from ..io import hold_folder
@@ -40,6 +41,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # 0 disables the EMA
     grad_clip: float = 1.0  # max global grad norm per optimizer (0 = no clipping)
     warmup: int = 0  # linear LR warm-up iterations
+    lr_decay: str = "constant"  # "constant" | "cosine": half a cosine from the LR to 0 over the run (train/guards.py)
     bf16: bool = False  # bf16 autocast for forward passes (weights and optimizer stay fp32)
     max_skips: int = 20  # consecutive non-finite iterations before the run saves and stops
     progress: bool = True
@@ -57,6 +59,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.keep < 1:
             raise ValueError(f"keep must be >= 1, got {self.keep}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.log_every < 1 or self.max_skips < 1:
@@ -95,7 +99,7 @@ class Trainer:
         ema_name = method.ema_network()
         self.ema = EMA(self.nets[ema_name], cfg.ema_decay) if (ema_name and cfg.ema_decay > 0) else None
         self.ctx = StepContext(method.optimizers(), self.rng, cfg.grad_clip, cfg.warmup, cfg.bf16, self.device,
-                               self.shared_rng)
+                               self.shared_rng, cfg.lr_decay, cfg.max_iters)
         self.checkpoints = Checkpoints(self.out, cfg.keep)
         if cfg.fsdp:
             if self.world < 2:
