@@ -177,6 +177,29 @@ def test_per_sample_stages_roll_each_sample_out_to_its_own_level():
     assert m.input_level is None and m.output_level is None
 
 
+def test_curriculum_unlocks_one_backward_simulation_stage_per_share_of_the_run():
+    """stage_draw="curriculum": in the j-th of nfe equal shares of the run a batch's stage is one of 0..j, so
+    stage 0 trains alone first and the last stage joins for the last share; the draw comes from step's iteration."""
+    m = DMD2(toy_denoiser(0), config(DMD2Config, nfe=4, stage_draw="curriculum"), shape=(2,), num_classes=8)
+    m.plan(8)
+    sig = [float(v) for v in m.student_sigmas]
+    shared = torch.Generator().manual_seed(1)
+    for it in range(8):
+        m.it = it
+        drawn = set()
+        with torch.no_grad():
+            for _ in range(40):
+                _, level = m.student_sample_at(torch.arange(2), torch.Generator().manual_seed(0), 2, shared_rng=shared)
+                drawn.add(sig.index(level))
+        assert drawn == set(range(it * 4 // 8 + 1)), (it, drawn)
+    m.it = 0
+    m.step(_batch(), 7, _ctx(m))
+    assert m.it == 7  # step records the iteration the draw reads
+    plain = DMD2(toy_denoiser(0), config(DMD2Config, nfe=4), shape=(2,), num_classes=8)
+    plain.plan(8)
+    assert plain.stages_unlocked(4) == 4  # "batch" draws from every stage from the start
+
+
 def test_level_following_members_refuse_per_sample_stages():
     from fewstep.methods.distribution_matching.decoupled_dmd import DecoupledDMDConfig
     from fewstep.methods.distribution_matching.flash_dmd import FlashDMDConfig

@@ -26,6 +26,8 @@ from ...samplers.ode import coeffs, initial_noise, level_coeffs
 from ..base import LoRAConfig, OptimConfig, StudentMethod, cond_of, initial_weights, trainable_copy
 from ..losses import denoising_loss, pair_regression
 
+STAGE_DRAWS = ("batch", "sample", "curriculum")  # how a multi-step student's backward-simulation stage is drawn
+
 
 def _dmd2_imagenet_optim() -> OptimConfig:
     # DMD2 ImageNet-64: AdamW (0.9, 0.999), LR 2e-6, weight decay 0.01, max_grad_norm 10 (docs/methods.md)
@@ -43,7 +45,10 @@ class DMDConfig:
     stage_draw: str = "batch"  # multi-step backward simulation: "batch" = one stage for the whole batch (DMD2's
     #                            code, shared across processes) | "sample": a stage per sample, so each batch the
     #                            critic fits is the mixture of every stage's outputs (measured worse on
-    #                            MNIST at 4 steps: docs/notes.md)
+    #                            MNIST at 4 steps: docs/notes.md) | "curriculum": one stage per batch, drawn
+    #                            from the stages unlocked so far: in the j-th of nfe equal shares of the run,
+    #                            stages 0..j (one network trained phase by phase, as Phased DMD's experts are;
+    #                            measured worse on MNIST at 4 steps: docs/notes.md)
     real_cfg: float = 1.0  # CFG scale on the real score only (1 = none; DMD2 ImageNet uses none)
     dm_index_range: tuple[float, float] = (0.02, 0.98)  # DMD2 min/max_step_percent of a 1000-level Karras grid
     num_levels: int = 1000  # grid the critic, DM loss and GAN draw noise levels from (DMD2 num_train_timesteps)
@@ -80,9 +85,9 @@ class DMDConfig:
             raise ValueError(f"dm_index_range must satisfy 0 <= lo < hi <= 1, got {self.dm_index_range}")
         if self.level_grid not in ("auto", "karras", "uniform"):
             raise ValueError(f"level_grid must be 'auto', 'karras' or 'uniform', got {self.level_grid!r}")
-        if self.stage_draw not in ("batch", "sample"):
-            raise ValueError(f"stage_draw must be 'batch' or 'sample', got {self.stage_draw!r}")
-        if self.stage_draw != "batch" and self.levels_follow_stage:
+        if self.stage_draw not in STAGE_DRAWS:
+            raise ValueError(f"stage_draw must be one of {STAGE_DRAWS}, got {self.stage_draw!r}")
+        if self.stage_draw == "sample" and self.levels_follow_stage:
             raise ValueError(f"{type(self).__name__}'s noise levels follow the batch's one student level: stage_draw "
                              f"must be 'batch', got {self.stage_draw!r}")
         if self.student_grid not in ("karras", "flow"):
@@ -134,6 +139,7 @@ class DistributionMatchingBase(StudentMethod):
         self.student_sigmas = student_levels(self.process, self.cfg.nfe, self.cfg.student_sigma_min,
                                              self.cfg.student_sigmas, self.cfg.student_grid)
         self.input_level = self.output_level = None  # levels of the last student call (set by student_sample_at)
+        self.it = 0  # the iteration being trained (set by step; the curriculum's stage draw reads it)
         self.student = self.build_student(teacher)
         self.fake = self.build_fake(self.teacher)
         self.opt = self.cfg.optim.build(self.student.net.parameters())
@@ -207,7 +213,8 @@ class DistributionMatchingBase(StudentMethod):
         k = len(sig) - 1
         if stage is None and k > 1 and self.cfg.stage_draw == "sample":
             return self.mixed_stage_sample(cond, rng, n, sig)
-        s = int(torch.randint(0, k, (1,), generator=shared_rng or rng)) if stage is None and k > 1 else (stage or 0)
+        s = int(torch.randint(0, self.stages_unlocked(k), (1,), generator=shared_rng or rng)) \
+            if stage is None and k > 1 else (stage or 0)
         x = initial_noise(self.process, sig, (n, *self.shape), generator=rng, device=self.device)
         if s > 0:
             with torch.no_grad():
@@ -215,6 +222,13 @@ class DistributionMatchingBase(StudentMethod):
         t, _, _ = coeffs(self.process, float(sig[s]))
         self.input_level, self.output_level = float(sig[s]), float(sig[s + 1])
         return self.student(x, torch.full((n,), float(t)), cond), self.input_level
+
+    def stages_unlocked(self, k: int) -> int:
+        """How many of the k backward-simulation stages a batch may draw from: all of them, or under
+        ``stage_draw="curriculum"`` 1 + j in the j-th of k equal shares of the run (``self.it``, set per step)."""
+        if self.cfg.stage_draw != "curriculum":
+            return k
+        return min(k, 1 + self.it * k // max(self.max_iters or 1, 1))
 
     def mixed_stage_sample(self, cond, rng, n: int, sig):
         """Backward simulation with a stage s_i per sample: sample i takes s_i student steps without gradient
@@ -278,6 +292,7 @@ class DistributionMatchingBase(StudentMethod):
 
     def step(self, batch, it, ctx):
         """Regression-only warm-up iterations first (if any), then the method's own iteration."""
+        self.it = it
         if it < self.cfg.regression_warmup:
             return self.regression_warmup_step(ctx)
         return self.dm_step(batch, cond_of(batch), batch["x"].shape[0], it, ctx)
