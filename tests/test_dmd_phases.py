@@ -130,6 +130,9 @@ def test_phases_train_one_expert_each_and_restart_the_fake_score():
     assert _moved({0: experts1[0], 1: experts1[1]}, {0: experts2[0], 1: experts2[1]}) == {1}
     with pytest.raises(ValueError, match="nfe >= 2"):
         config(PhasedDMDConfig, nfe=1)
+    for draw in ("sample", "curriculum"):  # its phase, not a draw, picks the stage: another draw would be ignored
+        with pytest.raises(ValueError, match="stage_draw"):
+            config(PhasedDMDConfig, nfe=4, stage_draw=draw)
 
 
 # -- Flash-DMD -------------------------------------------------------------------------------------

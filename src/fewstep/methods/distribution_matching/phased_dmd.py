@@ -49,6 +49,9 @@ class PhasedDMDConfig(DMD2Config):
         super().__post_init__()
         if self.nfe < 2:
             raise ValueError("phased_dmd needs nfe >= 2 (one phase is DMD2)")
+        if self.stage_draw != "batch":
+            raise ValueError(f"phased_dmd trains the current phase's stage on every batch; stage_draw must be 'batch', "
+                             f"got {self.stage_draw!r}")
         if self.lora.rank:
             raise ValueError("phased_dmd trains full experts; a LoRA student is not supported")
 
