@@ -8,6 +8,7 @@ import importlib
 import os
 import sys
 
+from .config import LR_DECAYS
 from .errors import ArgError, FewstepError
 
 
@@ -174,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--nfe", type=_int_at_least(1), default=None,
                    help="student steps (1, 2, 4, ...; default: the method's, 1 for step distillation)")
     d.add_argument("--ema-decay", type=_float_range(0, 0.9999), help="generator EMA decay (0 = off)")
-    d.add_argument("--lr-decay", choices=("constant", "cosine"), default=None,
+    d.add_argument("--lr-decay", choices=LR_DECAYS, default=None,
                    help="learning-rate schedule after warm-up: constant, or cosine to 0 at --max-iters (default: the preset's)")
     d.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a method config field; GROUP.FIELD=VALUE for a nested one (optim.lr=1e-4)")

@@ -48,7 +48,7 @@ class DMDConfig:
     #                            MNIST at 4 steps: docs/notes.md) | "curriculum": one stage per batch, drawn
     #                            from the stages unlocked so far: in the j-th of nfe equal shares of the run,
     #                            stages 0..j (one network trained phase by phase, as Phased DMD's experts are;
-    #                            measured worse on MNIST at 4 steps: docs/notes.md)
+    #                            on MNIST at 4 steps it helped neither seed tried: docs/notes.md)
     real_cfg: float = 1.0  # CFG scale on the real score only (1 = none; DMD2 ImageNet uses none)
     dm_index_range: tuple[float, float] = (0.02, 0.98)  # DMD2 min/max_step_percent of a 1000-level Karras grid
     num_levels: int = 1000  # grid the critic, DM loss and GAN draw noise levels from (DMD2 num_train_timesteps)
@@ -223,12 +223,15 @@ class DistributionMatchingBase(StudentMethod):
         self.input_level, self.output_level = float(sig[s]), float(sig[s + 1])
         return self.student(x, torch.full((n,), float(t)), cond), self.input_level
 
+    def share_of_run(self, it: int, k: int) -> int:
+        """j such that iteration ``it`` lies in the j-th of k equal shares of the run (Phased DMD's phase, the
+        curriculum's last unlocked stage)."""
+        return min(it * k // max(self.max_iters or 1, 1), k - 1)
+
     def stages_unlocked(self, k: int) -> int:
         """How many of the k backward-simulation stages a batch may draw from: all of them, or under
         ``stage_draw="curriculum"`` 1 + j in the j-th of k equal shares of the run (``self.it``, set per step)."""
-        if self.cfg.stage_draw != "curriculum":
-            return k
-        return min(k, 1 + self.it * k // max(self.max_iters or 1, 1))
+        return 1 + self.share_of_run(self.it, k) if self.cfg.stage_draw == "curriculum" else k
 
     def mixed_stage_sample(self, cond, rng, n: int, sig):
         """Backward simulation with a stage s_i per sample: sample i takes s_i student steps without gradient

@@ -82,8 +82,7 @@ class PhasedDMD(DMD2):
 
     def phase_of(self, it: int) -> int:
         """Phases split the run into K equal shares."""
-        K = self.cfg.nfe
-        return min(it * K // max(self.max_iters or 1, 1), K - 1)
+        return self.share_of_run(it, self.cfg.nfe)
 
     def phase_output_level(self) -> float:
         """s = sigma_{k+1}: the level the phase's expert hands its output on at (0 for the last)."""
