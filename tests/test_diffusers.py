@@ -181,6 +181,66 @@ def test_export_loads_in_diffusers_and_reproduces_fewstep_sampling(sd, tmp_path,
 
 
 @pytest.mark.slow
+def test_a_phased_lora_student_exports_one_adapter_per_step_that_the_pipeline_switches(sd, tmp_path, capsys):
+    """Phased DMD with --lora-rank: one adapter per phase on the frozen UNet. Exported, each adapter is its own
+    file; loaded under its name and switched after each step (callback_on_step_end), the pipeline gives
+    fewstep's sample from the same noise, and switching matters (the first adapter alone gives another)."""
+    from fewstep.model_io import load_denoiser
+    from fewstep.samplers import SamplingSpec, initial_noise, sample
+
+    pipe_dir, data = sd
+    out = tmp_path / "phased"
+    assert main(["distill", "--teacher", f"diffusers:{pipe_dir}", "--method", "phased_dmd", "--nfe", "2", "--lora-rank",
+                 "4", "--data", f"folder:{data}", "--resolution", "16", "--max-iters", "4", "--batch-size", "2",
+                 "--set", "gen_every=1", "--lr", "1e-2", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    assert cfg["arch"]["arch"] == "phase_lora" and cfg["arch"]["base"]["arch"] == "diffusers_unet"
+    assert main(["export", "--model", str(out), "--format", "diffusers", "--out", str(tmp_path / "export")]) == 0
+    meta = json.loads((tmp_path / "export" / "fewstep_sampling.json").read_text())
+    adapters = meta["phase_adapters"]
+    assert [a["adapter_name"] for a in adapters] == ["phase0", "phase1"] and len(meta["timesteps"]) == 2
+
+    student, cfg = load_denoiser(str(out))
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(pipe_dir, local_files_only=True)
+    pipe.scheduler = diffusers.LCMScheduler.from_pretrained(tmp_path / "export", subfolder="scheduler")
+    for a in adapters:
+        pipe.load_lora_weights(tmp_path / "export", weight_name=a["weight_name"], adapter_name=a["adapter_name"])
+    prompt = "a picture number 3"
+    with torch.no_grad():
+        text = pipe.encode_prompt(prompt, "cpu", 1, False)[0]
+    sig = torch.tensor(SamplingSpec(**cfg["sampling"]).sigmas, dtype=torch.float64)
+    x = initial_noise(student.process, sig, (1, 4, 2, 2), generator=torch.Generator().manual_seed(0))
+
+    def next_phase(p, i, t, kw):
+        p.set_adapters(adapters[min(i + 1, len(adapters) - 1)]["adapter_name"])
+        return kw
+
+    def run(**kw):  # the re-noising between steps drawn from the same seed as fewstep's
+        with torch.no_grad():
+            return pipe(prompt, timesteps=meta["timesteps"], guidance_scale=1.0, latents=x.clone(),
+                        output_type="latent", generator=torch.Generator().manual_seed(1), **kw).images
+
+    with torch.no_grad():
+        ours = sample(student, x, sig, "multistep", cond=Cond(text=text), generator=torch.Generator().manual_seed(1))
+    pipe.set_adapters("phase0")
+    theirs = run(callback_on_step_end=next_phase)
+    assert torch.allclose(theirs, ours, atol=1e-4, rtol=1e-3), (theirs - ours).abs().max()
+    pipe.set_adapters("phase0")
+    assert not torch.allclose(run(), ours, atol=1e-4)  # the second step needs the second adapter
+
+
+def test_a_phased_student_of_full_experts_is_refused_by_export_with_the_way_out(sd, tmp_path, capsys):
+    pipe_dir, data = sd
+    out = tmp_path / "phased_full"
+    assert main(["distill", "--teacher", f"diffusers:{pipe_dir}", "--method", "phased_dmd", "--nfe", "2", "--data",
+                 f"folder:{data}", "--resolution", "16", "--max-iters", "1", "--batch-size", "2", "--out", str(out),
+                 "--no-progress", "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert main(["export", "--model", str(out), "--format", "diffusers", "--out", str(tmp_path / "export")]) != 0
+    assert "--lora-rank" in capsys.readouterr().err and not (tmp_path / "export").exists()
+
+
+@pytest.mark.slow
 def test_an_euler_sampled_student_exports_with_the_euler_scheduler_on_its_own_levels(sd, tmp_path, capsys):
     """Progressive distillation's student (deterministic Euler on its nested grid) exports as ``unet/`` with
     EulerDiscreteScheduler and its levels as ``sigmas``: the pipeline reproduces fewstep's sample."""

@@ -64,6 +64,101 @@ def test_phased_student_saves_and_loads_as_a_model_folder(tmp_path):
     assert torch.allclose(back(x, t, torch.arange(3)), m.student(x, t, torch.arange(3)))
 
 
+def _phase_lora(nfe=3, **kw):
+    from fewstep.methods.base import LoRAConfig
+
+    return PhasedDMD(toy_denoiser(0), config(PhasedDMDConfig, nfe=nfe, lora=LoRAConfig(rank=2), **kw), shape=(2,),
+                     num_classes=8)
+
+
+def _phase_levels(m, k):
+    return m.process.t_from_sigma_hat(m.student_sigmas[:k].to(torch.float64)).float()
+
+
+def _perturb_adapter(net, name, scale=0.3):
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if f"lora_B.{name}." in n:
+                p.normal_(0, scale)
+
+
+def test_phase_lora_routes_each_level_to_its_adapter_over_the_teachers_own_weights():
+    """One base (the teacher's very tensors, frozen) and one adapter per phase: only adapters train, the
+    untrained student is the teacher, and adapter k changes the output at level k alone."""
+    from fewstep.nets.experts import PhaseLoRA
+    from fewstep.nets.sharing import shares_storage
+
+    m = _phase_lora(3)
+    net = m.student.net
+    assert isinstance(net, PhaseLoRA)
+    trainable = [n for n, p in net.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert {n.split(".")[-2] for n in trainable} == {"phase0", "phase1", "phase2"}
+    base = {n.replace(".base_layer", ""): p for n, p in net.net.named_parameters() if "lora_" not in n}
+    teacher = dict(m.teacher.net.named_parameters())
+    assert base.keys() == teacher.keys() and all(shares_storage(base[k], teacher[k]) for k in teacher)
+    x, cond, t = torch.randn(4, 2), torch.arange(4) % 8, _phase_levels(m, 3)
+    for k in range(3):
+        assert torch.allclose(m.student(x, t[k].expand(4), cond), m.teacher(x, t[k].expand(4), cond))
+    _perturb_adapter(net, "phase1")
+    for k in range(3):
+        same = torch.allclose(m.student(x, t[k].expand(4), cond), m.teacher(x, t[k].expand(4), cond))
+        assert same == (k != 1), k
+    mixed = torch.stack([t[0], t[1], t[2], t[1]])  # a batch spanning phases is split per sample
+    got = m.student(x, mixed, cond)
+    for i in range(4):
+        assert torch.allclose(got[i], m.student(x[i:i + 1], mixed[i:i + 1], cond[i:i + 1])[0], atol=1e-5)
+    assert net.net.lora_config["lora"]["names"] == ["phase0", "phase1", "phase2"]
+
+
+def test_phase_lora_student_saves_its_base_once_and_loads_back(tmp_path):
+    from fewstep.io import load_tensors
+    from fewstep.model_io import load_denoiser, save_denoiser
+
+    m = _phase_lora(2)
+    _perturb_adapter(m.student.net, "phase0")
+    _perturb_adapter(m.student.net, "phase1", 0.1)
+    save_denoiser(m.generator(), tmp_path / "model")
+    keys = load_tensors(tmp_path / "model" / "model.safetensors").keys()
+    n_base = len(m.teacher.net.state_dict())
+    assert sum("lora_" not in k for k in keys) == n_base  # the base once, not once per phase
+    back, cfg = load_denoiser(str(tmp_path / "model"))
+    assert cfg["arch"]["arch"] == "phase_lora"
+    x, t, cond = torch.randn(4, 2), _phase_levels(m, 2), torch.arange(4)
+    for k in range(2):
+        assert torch.allclose(back(x, t[k].expand(4), cond), m.student(x, t[k].expand(4), cond))
+    bad = dict(cfg["arch"], bounds=[1.0, 0.5, 0.0])  # three phases but two adapters
+    from fewstep.nets import build_net
+
+    with pytest.raises(ValueError, match="one adapter per phase"):
+        build_net(bad)
+
+
+def test_phase_lora_trains_one_adapter_per_phase_and_leaves_the_teacher():
+    m = _phase_lora(2, lr=1e-2, gen_every=1)
+    m.plan(4)
+    ctx = _ctx(m)
+    g = torch.Generator().manual_seed(0)
+    batch = {"x": torch.randn(8, 2, generator=g), "labels": torch.randint(0, 8, (8,), generator=g)}
+    teacher = state(m.teacher.net)
+
+    def adapters():
+        return {k: {n: p.detach().clone() for n, p in m.student.net.named_parameters() if f".{k}." in n}
+                for k in ("phase0", "phase1")}
+
+    before = adapters()
+    for it in range(2):
+        ctx.begin(it)
+        m.step(batch, it, ctx)
+    mid = adapters()
+    assert _moved(before, mid) == {"phase0"}
+    for it in range(2, 4):
+        ctx.begin(it)
+        m.step(batch, it, ctx)
+    assert _moved(mid, adapters()) == {"phase1"}
+    assert _moved({"t": teacher}, {"t": state(m.teacher.net)}) == set()
+
+
 def test_subinterval_target_regresses_to_tweedie_of_the_marginal():
     """x0 ~ delta(c): p_t = N(c, t^2), Tweedie's estimate is c for every x_t. The subinterval target built
     from x_s (not x0) must regress on x_t to the constant c (slope 0), although each target is noisy."""
@@ -254,18 +349,23 @@ def test_disback_backtracks_the_path_then_uses_the_teacher(tmp_path):
 
 # -- end to end on toy2d -----------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("name,nfe,iters", [("phased_dmd", 2, 600), ("flash_dmd", 2, 400), ("disback", 1, 300)])
-def test_variant_learns_on_toy2d(name, nfe, iters, toy_teacher, tmp_path):
+@pytest.mark.parametrize("name,nfe,iters,lora", [("phased_dmd", 2, 600, 0), ("phased_dmd", 2, 600, 8), ("flash_dmd", 2, 400, 0),
+                                                ("disback", 1, 300, 0)])
+def test_variant_learns_on_toy2d(name, nfe, iters, lora, toy_teacher, tmp_path):
     """Bar: 0.1 x the teacher's own FD at the student's NFE on the Karras grid (1 step ~64, 2 steps ~63)
     and 3 x its 40-step Heun (~6.4), the DMD2 toy bar; the untrained student (the teacher's single step,
     ~64; at 2 student levels ~20) and the data-matched Gaussian (~12.3) fail it. The 2-step runs leave
     DMD2's GAN out: on this toy a 2-step DMD2 with the GAN ended at FD ~20 (400 and 800 it) against ~5.1
-    without it, and Flash-DMD swung between 5.4 and 17.7; without the GAN both reach ~5.0-5.5."""
+    without it, and Flash-DMD swung between 5.4 and 17.7; without the GAN both reach ~5.0-5.5. ``lora``: Phased
+    DMD with one LoRA adapter of that rank per phase on the frozen teacher instead of full experts."""
+    from fewstep.methods.base import LoRAConfig
     from fewstep.methods.registry import get_method
     from fewstep.samplers import SamplingSpec
 
     cls = get_method(name)
     extra = {"record_iters": 100} if name == "disback" else {"gan_gen_weight": 0.0, "gan_disc_weight": 0.0}
+    if lora:
+        extra["lora"] = LoRAConfig(rank=lora)
     m = cls(toy_teacher, config(cls.Config, lr=1e-3, optim=ADAM0, critic_optim=ADAM0, nfe=nfe, **extra), shape=(2,),
             num_classes=0)
     untrained = _toy_fd(m.generator(), m.default_sampling())

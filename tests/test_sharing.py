@@ -114,3 +114,23 @@ def test_frozen_restores_each_parameters_own_flag():
     with pytest.raises(RuntimeError), frozen(net):
         raise RuntimeError("restored on errors too")
     assert [p.requires_grad for p in params] == [False] + [True] * (len(params) - 1)
+
+
+def test_default_lora_targets_of_the_unet_are_its_block_convolutions_and_linears_as_in_sd():
+    """On fewstep's UNet the default adapters cover what SD's do: the residual blocks' convolutions and
+    time projections, the attention projections (1x1 convolutions here) and the time embedding, not the
+    input, output or resampling convolutions; adapters at zero leave the output unchanged."""
+    from fewstep.model_io import load_denoiser
+    from fewstep.nets.lora import add_lora, default_targets
+
+    den, _ = load_denoiser("mnist")
+    targets = set(default_targets(den.net))
+    assert {"mid1.c1", "mid1.c2", "mid1.emb", "up.0.0.skip", "mid_attn.qkv", "mid_attn.out", "embed.time_mlp.0"} <= targets
+    assert not targets & {"inp", "down.1", "down.3", "out.2"}
+    x, t, y = torch.randn(2, 1, 28, 28), torch.tensor([0.5, 2.0]), torch.tensor([3, 7])
+    with torch.no_grad():
+        ref = den(x, t, y)
+        add_lora(den.net, 4)
+        assert torch.allclose(den(x, t, y), ref, atol=1e-6)
+    adapted = {n.rsplit(".lora_A", 1)[0] for n, _ in den.net.named_parameters() if ".lora_A." in n}
+    assert adapted == targets

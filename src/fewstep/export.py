@@ -35,10 +35,17 @@ def export_diffusers(model: str, out: Path) -> Path:
 
     den, cfg = load_denoiser(model)
     arch = cfg["arch"]
+    kind = arch.get("arch")
+    phased = kind in ("phase_lora", "phase_experts")  # Phased DMD: the base network, or an expert's
+    if phased:
+        arch = arch["base"] if kind == "phase_lora" else arch["expert"]
     component = DENOISER_COMPONENT.get(arch.get("arch"))
     if component is None or "diffusers" not in cfg:
         raise FewstepError("only students of a diffusers teacher (--teacher diffusers:PATH: a UNet, SD3 or Flux "
                            "pipeline) export to diffusers")
+    if kind == "phase_experts":
+        raise FewstepError("a Phased DMD student of full experts has no diffusers form (one UNet per phase); train it "
+                           "with --lora-rank N for one LoRA adapter per phase, which exports")
     import diffusers
 
     info = cfg["diffusers"]
@@ -55,18 +62,15 @@ def export_diffusers(model: str, out: Path) -> Path:
     flow = component == "transformer"
     levels = flow_sigmas(den, sampling.get("sigmas") or []) if flow else student_timesteps(den, sampling)
 
+    names = lora.get("names") if phased else None
+    net = den.net.net if phased else den.net  # a phased student's base network, which carries the adapters
+
     def write(tmp: Path):
         if lora:
-            from .nets.lora import lora_state_dict
-
-            sd = {k: v.detach().clone() for k, v in lora_state_dict(den.net).items()}
-            scale = lora["alpha"] / lora["rank"]
-            for k in sd:
-                if "lora_B" in k:
-                    sd[k] = sd[k] * scale
-            # peft key names as they are: diffusers loads them natively, while its old-format conversion
-            # rewrites only the attention projections and leaves a mixed file it then half-loads
-            pipe_cls.save_lora_weights(tmp, **{f"{component}_lora_layers": sd}, safe_serialization=True)
+            for name in names or [None]:  # one file per phase adapter: the pipeline switches them by step
+                weight_name = f"pytorch_lora_weights_{name}.safetensors" if name else "pytorch_lora_weights.safetensors"
+                pipe_cls.save_lora_weights(tmp, **{f"{component}_lora_layers": _scaled_lora(net, lora, name)},
+                                           weight_name=weight_name, safe_serialization=True)
         else:
             getattr(den.net, component).save_pretrained(tmp / component, safe_serialization=True)
         _multistep_scheduler(info["scheduler"], flow).save_pretrained(tmp / "scheduler")
@@ -75,11 +79,39 @@ def export_diffusers(model: str, out: Path) -> Path:
                     "base_pipeline": info["pipeline"], "lora": bool(lora),
                     "timesteps": None if flow else levels, "sigmas": levels if flow else None,
                     "num_inference_steps": len(levels), "guidance_scale": _guidance_scale(den, sampling),
-                    "usage": f"pipe.scheduler = {_multistep_scheduler_name(flow)}.from_pretrained(DIR, subfolder='scheduler'); "
-                             f"pipe.load_lora_weights(DIR); pipe(prompt, {call}, guidance_scale=G)"},
+                    "phase_adapters": _phase_adapters(names), "usage": _usage(flow, call, names)},
                    tmp / "fewstep_sampling.json")
 
     return atomic_dir(Path(out), write)
+
+
+def _scaled_lora(net, lora: dict, name: str | None) -> dict:
+    """One adapter's weights in peft's key names, the LoRA scale alpha/rank folded into the up-projection.
+    The names stay peft's: diffusers loads them natively, while its old-format conversion rewrites only the
+    attention projections and leaves a mixed file it then half-loads."""
+    from .nets.lora import lora_state_dict
+
+    sd = {k: v.detach().clone() for k, v in lora_state_dict(net, name or "default").items()}
+    scale = lora["alpha"] / lora["rank"]
+    return {k: v * scale if "lora_B" in k else v for k, v in sd.items()}
+
+
+def _phase_adapters(names: list[str] | None) -> list[dict] | None:
+    """A phased student's adapters, in step order: adapter k serves step k (Phased DMD, one phase per step)."""
+    if not names:
+        return None
+    return [{"adapter_name": n, "weight_name": f"pytorch_lora_weights_{n}.safetensors", "step": k}
+            for k, n in enumerate(names)]
+
+
+def _usage(flow: bool, call: str, names: list[str] | None) -> str:
+    sched = f"pipe.scheduler = {_multistep_scheduler_name(flow)}.from_pretrained(DIR, subfolder='scheduler'); "
+    if not names:
+        return sched + f"pipe.load_lora_weights(DIR); pipe(prompt, {call}, guidance_scale=G)"
+    return (sched + "for a in PHASE_ADAPTERS: pipe.load_lora_weights(DIR, weight_name=a['weight_name'], "
+            "adapter_name=a['adapter_name']); pipe.set_adapters(PHASE_ADAPTERS[0]['adapter_name']); "
+            "pipe(prompt, " + call + ", guidance_scale=G, callback_on_step_end=lambda p, i, t, kw: "
+            "(p.set_adapters(PHASE_ADAPTERS[min(i + 1, len(PHASE_ADAPTERS) - 1)]['adapter_name']), kw)[1])")
 
 
 def flow_sigmas(den, levels) -> list[float]:

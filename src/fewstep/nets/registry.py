@@ -19,6 +19,10 @@ def build_net(cfg: dict) -> nn.Module:
         from .experts import PhaseExperts
 
         return PhaseExperts.from_config(cfg, build_net)
+    if cfg.get("arch") == "phase_lora":  # one base network, one LoRA adapter per phase
+        from .experts import PhaseLoRA
+
+        return PhaseLoRA.from_config(cfg, build_net)
     if cfg.get("arch") == "arc":  # ArcFlow's mixture-of-velocities policy around an architecture
         from .arc import ArcNet
 

@@ -18,10 +18,12 @@ x at sigma_k to the phase's output x_s = alpha_s x0_hat + sigma_s eps at s = sig
   output distribution (score identity: grad log p_t(x_t) = E[grad log p(x_t | x_s) | x_t]). Its
   variance grows as t -> s, so the loss weight is EDM's lambda(t) times sigma_ts^2 / sigma_t^2. The last
   phase (s = 0) is DMD2's fake-score loss exactly.
-The student is ``nets/experts.py``'s PhaseExperts: K copies of the teacher routed by level, sampled
-in K steps. Left open by the paper (ours): equal phase lengths, experts initialised from the teacher,
-the loss weight above, the GAN kept over phases with its levels restricted like the DM loss. A LoRA
-student (one adapter per phase) is not built.
+The student is one of ``nets/experts.py``'s phased networks, routed by level and sampled in K steps:
+K full copies of the teacher (PhaseExperts), or with ``lora.rank > 0`` one frozen copy of the teacher
+carrying K LoRA adapters, adapter k trained in phase k (PhaseLoRA; the paper's LoRA experts at image-model
+scale, where K full UNets plus their EMA would not fit). Left open by the paper (ours): equal phase
+lengths, experts initialised from the teacher (adapters at zero), the loss weight above, the GAN kept over
+phases with its levels restricted like the DM loss.
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ from dataclasses import dataclass
 import torch
 
 from ...config import DistillConfig, TrainSettings
-from ...nets.experts import PhaseExperts
+from ...nets.experts import PhaseExperts, PhaseLoRA
+from ...nets.sharing import copy_sharing
 from ...noise.base import bcast
 from ...noise.precond import Denoiser
 from ...samplers.ode import coeffs
@@ -52,8 +55,6 @@ class PhasedDMDConfig(DMD2Config):
         if self.stage_draw != "batch":
             raise ValueError(f"phased_dmd trains the current phase's stage on every batch; stage_draw must be 'batch', "
                              f"got {self.stage_draw!r}")
-        if self.lora.rank:
-            raise ValueError("phased_dmd trains full experts; a LoRA student is not supported")
 
 
 def subinterval_target(x_t, x_s, alpha_t, sigma_t, a_ts, sigma_ts):
@@ -73,12 +74,18 @@ class PhasedDMD(DMD2):
         self.phase = 0
 
     def build_student(self, teacher: Denoiser) -> Denoiser:
-        """K teacher copies routed by level: expert k serves the phase starting at the student's level k."""
+        """Experts routed by level, expert k serving the phase that starts at the student's level k: K teacher
+        copies, or (``lora.rank``) K adapters on the teacher's own frozen weights."""
         K = self.cfg.nfe
-        teacher = initial_weights(teacher, self.cfg.init)  # every expert starts from it
+        start = initial_weights(teacher, self.cfg.init)  # every expert starts from it
         times = self.process.t_from_sigma_hat(self.student_sigmas[:K].to(torch.float64)).float()
-        experts = PhaseExperts([trainable_copy(teacher).net for _ in range(K)], self.process.c_noise(times).tolist())
-        return teacher.like(experts).train().requires_grad_(True)
+        bounds = self.process.c_noise(times).tolist()
+        if self.cfg.lora.rank:
+            base = copy_sharing(start.net, start.net.parameters())  # frozen: the same tensors, not a copy
+            lora = self.cfg.lora
+            return start.like(PhaseLoRA(base, bounds, lora.rank, lora.alpha, lora.targets)).train()
+        experts = PhaseExperts([trainable_copy(start).net for _ in range(K)], bounds)
+        return start.like(experts).train().requires_grad_(True)
 
     def phase_of(self, it: int) -> int:
         """Phases split the run into K equal shares."""
