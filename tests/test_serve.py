@@ -82,6 +82,35 @@ def test_lora_students_share_one_base_and_switch_exactly(pool, students):
         torch.testing.assert_close(got, alone(path, spec=spec), rtol=0, atol=1e-5)
 
 
+def test_a_phased_lora_student_is_served_with_its_own_adapter_per_step(tmp_path, students):
+    """Phased DMD's LoRA student (one adapter per step on the teacher's weights) is not a pooled LoRA student:
+    the pool leaves its adapters on and it samples as it does alone, next to the pooled ones."""
+    from fewstep.methods.base import LoRAConfig
+    from fewstep.methods.distribution_matching.phased_dmd import PhasedDMD, PhasedDMDConfig
+
+    den, cfg = load_denoiser("mnist")
+    m = PhasedDMD(den, PhasedDMDConfig(nfe=2, lora=LoRAConfig(rank=2)), shape=(1, 28, 28), num_classes=10)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in m.student.net.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    spec = m.default_sampling()
+    sampling = {"sampler": spec.sampler, "grid": spec.grid, "steps": spec.steps, "cfg": 1.0, "sigmas": spec.sigmas}
+    path = save_denoiser(m.student, tmp_path / "phased", {"data": cfg["data"], "method": {"method": "phased_dmd"},
+                                                         "teacher": "mnist", "sampling": sampling})
+    p = ModelPool()
+    p.load("s1", students[0])
+    p.load("phased", str(path))
+    model = p.models["phased"]
+    assert model.adapter is None and model.group != p.models["s1"].group
+    for name in ("phased", "s1", "phased"):
+        got = generate(p.activate(p.models[name]), 2, p.models[name].spec, (1, 28, 28), torch.arange(2), seed=5)
+        torch.testing.assert_close(got, alone(p.models[name].path), rtol=0, atol=1e-5)
+    teacher = generate(den, 2, model.spec, (1, 28, 28), torch.arange(2), seed=5)
+    assert not torch.allclose(alone(str(path)), teacher, atol=1e-3)  # its adapters matter
+
+
 def test_distinct_bases_do_not_share(tmp_path, students):
     den, cfg = load_denoiser("mnist")
     with torch.no_grad():

@@ -113,12 +113,17 @@ class ModelPool:
         den.eval().requires_grad_(False)
         group = fingerprint(den, cfg)
         adapter = None
+        # a LoRA student whose one adapter the pool switches on and off; a phased LoRA student (Phased DMD,
+        # nets/experts.py) picks its own adapter per step and is served as a network of its own
+        pooled = has_adapters(den.net) and "lora" in cfg.get("arch", {})
         if group not in self.bases:
             self.bases[group] = den
-            if has_adapters(den.net):
+            if pooled:
                 adapter = "default"  # the name peft gave this student's adapter when it was trained
-            self.switch(group, None)  # a known state: adapters off until a request asks for one
-        elif has_adapters(den.net):
+                self.switch(group, None)  # a known state: adapters off until a request asks for one
+            else:
+                self.active[group] = None
+        elif pooled:
             adapter = self._attach(group, name, den, cfg)
         shape = sample_shape(cfg)
         k = cfg.get("data", {}).get("num_classes", 0) or cfg.get("arch", {}).get("num_classes", 0)
