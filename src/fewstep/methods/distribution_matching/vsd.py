@@ -107,9 +107,10 @@ class VSD(DistributionMatchingBase):
     uses_images = False  # image-free: distill never loads a training set for it
     # The adapters learn 10x faster than the student (SwiftBrush: LoRA 1e-3, student 1e-6): at equal LRs
     # the fake score lags the student and VSD stalls (toy2d FD ~57 after 400 it against ~3.4; docs/notes.md).
-    # MNIST: no guidance, 600 it. Three training seeds read 12.81 / 13.73 / 11.95 (mean 12.83, under 1.5x the teacher's
-    # best row, 13.14), where CFG 1.25 for 1,200 it read 14.76 with ~0.01 more class accuracy (score_family_vsd1_mnist.json,
-    # vsd_1_seed{1,2}_mnist.json, score_family_mnist.json; docs/notes.md)
+    # MNIST: no guidance, 600 it. Three training seeds read 9.73 / 10.00 / 9.45 (mean 9.73, 1.11x the teacher's best row)
+    # with the fake score's adapters on the UNet's block convolutions (vsd_blocklora_seed{0,1,2}_mnist.json); with adapters
+    # on the time embedding alone, as LoRA's default targets were, 12.81 / 13.73 / 11.95, and CFG 1.25 for 1,200 it read
+    # 14.76 with ~0.01 more class accuracy (score_family_vsd1_mnist.json, vsd_1_seed{1,2}_mnist.json; docs/notes.md)
     presets = {
         "mnist": DistillConfig(VSDConfig(guidance_range=(1.0, 1.0), optim=cpu_optim(1e-4),
                                          critic_optim=cpu_optim(1e-3), fake_lora=LoRAConfig(rank=32, alpha=32.0)),
