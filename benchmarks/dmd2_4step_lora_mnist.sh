@@ -10,11 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
 R=${R:-runs/dmd2_4step_lora}
+SEEDS=${SEEDS:-"0 1 2"}
 source benchmarks/dm_4step.sh
-for s in ${SEEDS:-0 1 2}; do
-  name=dmd2_nfe4_lora_r8_seed${s}_mnist out=$R/r8_seed$s
-  [ -f "benchmarks/results/$name.json" ] && continue
-  dm_4step "$out" --method dmd2 --set gan_gen_weight=3e-3 --set gan_index_max=0.4 --lora-rank 8 --set optim.lr=1e-3 \
-      --seed "$s"
-  dm_bench "$out" "$name"
-done
+dm_seeds dmd2_nfe4_lora_r8 "$R/r8" --method dmd2 --set gan_gen_weight=3e-3 --set gan_index_max=0.4 --lora-rank 8 \
+  --set optim.lr=1e-3
+.venv/bin/python benchmarks/make_tables.py

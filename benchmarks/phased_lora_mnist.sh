@@ -10,11 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 F=.venv/bin/fewstep
 R=${R:-runs/phased_lora}
+SEEDS=${SEEDS:-"0 1 2"}
 source benchmarks/dm_4step.sh
-for s in ${SEEDS:-0 1 2}; do
-  name=phased_lora_r8_seed${s}_mnist out=$R/r8_seed$s
-  [ -f "benchmarks/results/$name.json" ] && continue
-  dm_4step "$out" --method phased_dmd --set gan_gen_weight=3e-3 --lora-rank 8 --set optim.lr=1e-3 --eval-every 150 \
-      --ckpt-every 75 --seed "$s"
-  dm_bench "$out" "$name"
-done
+dm_seeds phased_lora_r8 "$R/r8" --method phased_dmd --set gan_gen_weight=3e-3 --lora-rank 8 --set optim.lr=1e-3 \
+  --eval-every 150 --ckpt-every 75
+.venv/bin/python benchmarks/make_tables.py

@@ -36,8 +36,7 @@ def export_diffusers(model: str, out: Path) -> Path:
     den, cfg = load_denoiser(model)
     arch = cfg["arch"]
     kind = arch.get("arch")
-    phased = kind in ("phase_lora", "phase_experts")  # Phased DMD: the base network, or an expert's
-    if phased:
+    if kind in ("phase_lora", "phase_experts"):  # Phased DMD: the base network, or an expert's
         arch = arch["base"] if kind == "phase_lora" else arch["expert"]
     component = DENOISER_COMPONENT.get(arch.get("arch"))
     if component is None or "diffusers" not in cfg:
@@ -62,8 +61,8 @@ def export_diffusers(model: str, out: Path) -> Path:
     flow = component == "transformer"
     levels = flow_sigmas(den, sampling.get("sigmas") or []) if flow else student_timesteps(den, sampling)
 
-    names = lora.get("names") if phased else None
-    net = den.net.net if phased else den.net  # a phased student's base network, which carries the adapters
+    names = (lora or {}).get("names")  # a phased student's adapters, one per step (else the one default adapter)
+    net = den.net.net if kind == "phase_lora" else den.net  # the network that carries the adapters
 
     def write(tmp: Path):
         if lora:
