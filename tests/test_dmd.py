@@ -423,6 +423,39 @@ def test_asd_updates_touch_the_right_networks():
     assert moved == {"fake", "disc", "self_disc"} and "loss_self_disc" in logs
 
 
+def test_asd_trained_target_pairs_each_count_with_the_next_trained_one():
+    """self_target="trained": 1 -> 2 -> 4, and the largest count (4) gets no self term, so its updates
+    leave the self head alone; with the paper's "next" every count has one (4 -> 5)."""
+    from fewstep.methods.distribution_matching.asd import ASD, ASDConfig
+    from fewstep.samplers import multistep
+    from fewstep.samplers.ode import initial_noise
+
+    paper = ASD(toy_denoiser(0), config(ASDConfig, step_counts=(1, 2, 4), nfe=4), shape=(2,), num_classes=8)
+    assert [paper.more_steps(k) for k in (1, 2, 4)] == [2, 3, 5]
+    m = ASD(toy_denoiser(0), config(ASDConfig, step_counts=(1, 2, 4), nfe=4, self_target="trained", lr=1e-2,
+                                    gen_every=1), shape=(2,), num_classes=8)
+    assert [m.more_steps(k) for k in (1, 2, 4)] == [2, 4, None] and sorted(m.levels_for) == [1, 2, 4]
+    m.steps = 2
+    cond = torch.arange(5) % 8
+    _, x_more = m.n_and_n_plus_1(cond, torch.Generator().manual_seed(4), 5, grad=False)
+    g = torch.Generator().manual_seed(4)
+    z = initial_noise(m.process, m.levels_for[2], (5, 2), generator=g)
+    with torch.no_grad():
+        assert torch.allclose(x_more, multistep(m.student, z, m.levels_for[4], cond=cond, generator=g))
+    m.steps = 4
+    ctx = _ctx(m)
+    ctx.begin(0)
+    logs = {}
+    m.student_update(_batch()["labels"], 16, ctx, logs)
+    head = state(m.self_head)
+    b = _batch()
+    m.critic_update(torch.randn(16, 2), b["x"], b["labels"], ctx, logs)
+    assert "loss_gen_self" not in logs and "loss_self_disc" not in logs
+    assert all(torch.equal(head[k], v) for k, v in state(m.self_head).items())
+    with pytest.raises(ValueError, match="self_target"):
+        config(ASDConfig, self_target="n+1")
+
+
 # -- SC-DMD ----------------------------------------------------------------------------------------
 def test_sc_dmd_semigroup_defect_is_by_hand_and_trains_the_direct_step_only():
     from fewstep.methods.distribution_matching.sc_dmd import SCDMD, SCDMDConfig
