@@ -59,7 +59,7 @@ T="--teacher mnist"
   done
 ) &
 train lcm 0 $T --method lcm --nfe 2 --ckpt-every 100 &
-train twinflow 0 $T --method twinflow --nfe 1 --max-iters 600 --eval-every 200 --ckpt-every 100 &
+train twinflow 0 $T --method twinflow --nfe 1 --set enhance=0.25 --set rectify=0.5 --set optim.lr=1e-4 --max-iters 600 --eval-every 200 --ckpt-every 100 &
 train arcflow 0 $T --method arcflow --nfe 2 --max-iters 600 --eval-every 200 --ckpt-every 100 &
 # The distribution-matching family (dmd_family_mnist.sh), and DMD2 trained 2.5-5x longer than on a CPU
 train dmd2_A_long 0 $T --method dmd2 --nfe 1 --set real_cfg=1.25 --set gan_index_max=0.4 --max-iters 6000 \
