@@ -66,6 +66,27 @@ def test_sid_step_moves_generator_and_fake_and_never_reads_images():
     assert all(torch.equal(a[n][k], b[n][k]) for n in a for k in a[n])
 
 
+def test_sid_with_a_lora_fake_score_trains_only_the_adapters_and_keeps_the_teacher():
+    """fake_lora.rank > 0: the fake score is adapters on the teacher's own module (no second copy); a step
+    moves the generator and the adapters, and the teacher (adapters off) computes what it did."""
+    torch.manual_seed(0)
+    ref = toy_denoiser(0)
+    m = SiD(toy_denoiser(0), config(SiDConfig, lr=1e-2, fake_lora={"rank": 4, "alpha": 4.0}), shape=(2,), num_classes=8)
+    assert m.fake.net is m.teacher.net
+    adapters = {id(p) for p in m.critic_parameters()}
+    assert adapters and adapters == {id(p) for n, p in m.fake.net.named_parameters() if "lora_" in n}
+    ctx = StepContext(m.optimizers(), torch.Generator().manual_seed(0), 0.0, 0, False)
+    student_before = state(m.student.net)
+    for it in range(3):
+        ctx.begin(it)
+        m.step({"x": torch.randn(16, 2), "labels": torch.arange(16) % 8}, it, ctx)
+    assert any(not torch.equal(student_before[k], v) for k, v in state(m.student.net).items())
+    x, t, y = torch.randn(8, 2), torch.full((8,), 0.7), torch.arange(8)
+    with torch.no_grad():
+        assert torch.equal(m.teacher(x, t, y), ref(x, t, y))
+        assert not torch.allclose(m.fake(x, t, y), ref(x, t, y))
+
+
 def test_sid_config_and_generator_level():
     m = SiD(toy_denoiser(0), config(SiDConfig), shape=(2,), num_classes=8)
     assert [round(float(s), 6) for s in m.student_sigmas] == [2.5, 0.0]  # one step from 2.5 z

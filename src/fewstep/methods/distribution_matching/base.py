@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 
 from ...nets.cond import index_cond
+from ...nets.lora import adapters, add_lora, has_adapters, set_adapters
 from ...noise.guidance import guided
 from ...noise.precond import Denoiser
 from ...samplers import make_grid, multistep
@@ -126,6 +127,37 @@ def level_grid_for(kind: str, process) -> str:
     return "karras" if process.config()["family"] == "edm" else "uniform"
 
 
+class AdapterSwitch(Denoiser):
+    """The teacher's module with its LoRA adapters on (the fake score) or off (the teacher). Off, it
+    also evaluates in eval mode: the trainer puts the module in train mode for the adapters' updates."""
+
+    def __init__(self, den: Denoiser, enabled: bool):
+        super().__init__(den.net, den.process, den.param, den.sigma_data, den.boundary)
+        self.enabled = enabled
+
+    def raw(self, x, t, cond=None):
+        was_training = self.net.training
+        if not self.enabled:
+            self.net.eval()
+        try:
+            with adapters(self.net, self.enabled):
+                return super().raw(x, t, cond)
+        finally:
+            self.net.train(was_training)
+
+
+def lora_fake_score(teacher: Denoiser, lora: LoRAConfig, method: str) -> tuple[Denoiser, Denoiser]:
+    """(teacher, fake score) as one module: LoRA adapters injected into the teacher's own net, off by default.
+    The returned teacher switches them off (whoever else holds the teacher keeps computing it), the fake
+    score on; no second copy of the teacher's weights exists (SwiftBrush's fake score, vsd.py)."""
+    if has_adapters(teacher.net):
+        raise ValueError(f"{method} puts its fake score's LoRA adapters on the teacher's own module, and this teacher "
+                         "already carries adapters (from an earlier run in this process?): load a fresh teacher")
+    add_lora(teacher.net, lora.rank, lora.alpha, lora.targets)
+    set_adapters(teacher.net, False)
+    return AdapterSwitch(teacher, enabled=False), AdapterSwitch(teacher, enabled=True)
+
+
 class DistributionMatchingBase(StudentMethod):
     """Networks, noise-level grid, student sampling, DM and critic losses of the family."""
 
@@ -161,7 +193,7 @@ class DistributionMatchingBase(StudentMethod):
         return {"student": self.student.net, "fake": self.fake.net}
 
     def critic_parameters(self):
-        return list(self.fake.net.parameters())
+        return [p for p in self.fake.net.parameters() if p.requires_grad]  # a LoRA fake score: its adapters alone
 
     def optimizers(self):
         return {"student": self.opt, "critic": self.opt_critic}

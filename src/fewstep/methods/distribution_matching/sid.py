@@ -23,9 +23,9 @@ import torch
 from ...config import DistillConfig, TrainSettings
 from ...noise.guidance import guided
 from ...noise.timesteps import TimeSampler
-from ..base import OptimConfig, frozen
+from ..base import LoRAConfig, OptimConfig, frozen
 from ..losses import denoising_loss
-from .base import DistributionMatchingBase, DMDConfig
+from .base import DistributionMatchingBase, DMDConfig, lora_fake_score
 from .dmd import cpu_optim
 
 
@@ -43,6 +43,8 @@ class SiDConfig(DMDConfig):
     fake_train_cfg: float = 1.0  # SiD-LSG kappa1: the fake score is trained through its CFG-guided output
     fake_cfg: float = 1.0  # SiD-LSG kappa2 = kappa3: CFG on the fake score in the generator loss
     #                        (kappa4 is real_cfg, on the teacher there); SiD-LSG on SD: 4.5 / 4.5 / 4.5 or 1.5
+    fake_lora: LoRAConfig = field(default_factory=LoRAConfig)  # rank > 0: the fake score is LoRA adapters on the
+    #                        teacher's own module (as SwiftBrush's, vsd.py) instead of SiD's full copy; not in the paper
     regression_weight: float = 0.0  # SiD has no regression loss
     optim: OptimConfig = field(default_factory=_sid_optim)
     critic_optim: OptimConfig = field(default_factory=_sid_optim)
@@ -84,6 +86,13 @@ class SiD(DistributionMatchingBase):
         "toy2d": DistillConfig(SiDConfig(optim=cpu_optim(1e-3), critic_optim=cpu_optim(1e-3)),
                                TrainSettings(max_iters=600, batch_size=256, bf16=False, eval_n=2000)),
     }
+
+    def build_fake(self, teacher):
+        """SiD's fake score: a full trainable copy of the teacher, or (``fake_lora.rank > 0``) adapters on it."""
+        if not self.cfg.fake_lora.rank:
+            return super().build_fake(teacher)
+        self.teacher, fake = lora_fake_score(teacher, self.cfg.fake_lora, self.name)
+        return fake
 
     def fake_levels_and_noise(self, x, rng):
         """(t, n) of a fake-score step: EDM's log-normal levels and fresh noise."""

@@ -29,13 +29,12 @@ import torch
 
 from ...config import DistillConfig, TrainSettings
 from ...nets.cond import drop_cond
-from ...nets.lora import adapters, add_lora, has_adapters, set_adapters
 from ...noise.base import bcast
 from ...noise.guidance import guided
 from ...noise.precond import Denoiser
 from ..base import LoRAConfig, OptimConfig
 from ..losses import denoising_loss
-from .base import DistributionMatchingBase, DMDConfig, dm_loss
+from .base import DistributionMatchingBase, DMDConfig, dm_loss, lora_fake_score
 from .dmd import cpu_optim
 
 
@@ -80,25 +79,6 @@ def vsd_gradient(mu_fake, mu_real, sigma_hat):
     return bcast(w.to(mu_fake.dtype), mu_fake) * (mu_fake - mu_real)
 
 
-class AdapterSwitch(Denoiser):
-    """The teacher's module with its LoRA adapters on (the fake score) or off (the teacher). Off, it
-    also evaluates in eval mode: the trainer puts the module in train mode for the adapters' updates."""
-
-    def __init__(self, den: Denoiser, enabled: bool):
-        super().__init__(den.net, den.process, den.param, den.sigma_data, den.boundary)
-        self.enabled = enabled
-
-    def raw(self, x, t, cond=None):
-        was_training = self.net.training
-        if not self.enabled:
-            self.net.eval()
-        try:
-            with adapters(self.net, self.enabled):
-                return super().raw(x, t, cond)
-        finally:
-            self.net.train(was_training)
-
-
 class VSD(DistributionMatchingBase):
     """SwiftBrush VSD: one-step student, LoRA-on-teacher fake score, student and LoRA updated 1:1."""
 
@@ -124,19 +104,9 @@ class VSD(DistributionMatchingBase):
     }
 
     def build_fake(self, teacher: Denoiser) -> Denoiser:
-        """LoRA adapters injected into the teacher's own module, off by default: ``self.teacher`` (and
-        whoever else holds it) keeps computing the teacher; ``self.fake`` switches them on."""
-        c = self.cfg.fake_lora
-        if has_adapters(teacher.net):
-            raise ValueError("vsd puts its LoRA adapters on the teacher's own module, and this teacher already "
-                             "carries adapters (from an earlier vsd/snoopi run in this process?): load a fresh teacher")
-        add_lora(teacher.net, c.rank, c.alpha, c.targets)
-        set_adapters(teacher.net, False)
-        self.teacher = AdapterSwitch(teacher, enabled=False)
-        return AdapterSwitch(teacher, enabled=True)
-
-    def critic_parameters(self):
-        return [p for p in self.fake.net.parameters() if p.requires_grad]  # the adapters alone
+        """LoRA adapters on the teacher's own module (family base: ``lora_fake_score``)."""
+        self.teacher, fake = lora_fake_score(teacher, self.cfg.fake_lora, self.name)
+        return fake
 
     def guidance_scale(self, rng) -> float:
         lo, hi = self.cfg.guidance_range
