@@ -133,8 +133,8 @@ class TwinFlow(StudentMethod):
     architectures = ("unet", "mlp")  # rebuilt with a target-time input
     presets = {
         # MNIST: guidance 1.1 baked into the target (enhance 0.1), the rectification at 0.1 and the official
-        # tutorial's LR 2e-4 for 2,400 it: 16.17 / 14.30 / 13.54 and 12.64 / 11.05 / 10.63 at 1 / 2 / 4 steps on two
-        # training seeds (twinflow_long*_mnist.json)
+        # tutorial's LR 2e-4 for 2,400 it: 16.17 / 14.30 / 13.54, 12.64 / 11.05 / 10.63 and 13.12 / 11.48 / 11.02 at
+        # 1 / 2 / 4 steps on three training seeds (twinflow_long*_mnist.json)
         # against 36.46 / 30.82 / 30.19 with the official src weight 0.5, guidance 1.25 and 600 it. Through the
         # per-sample normalised loss the rectification pulls as hard however small the twin gap gets; at 0.5 the
         # 1-step FD rose after 100 it as precision fell (docs/notes.md, "TwinFlow's rectification weight and length")
