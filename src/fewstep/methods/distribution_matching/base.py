@@ -146,18 +146,6 @@ class AdapterSwitch(Denoiser):
             self.net.train(was_training)
 
 
-def lora_fake_score(teacher: Denoiser, lora: LoRAConfig, method: str) -> tuple[Denoiser, Denoiser]:
-    """(teacher, fake score) as one module: LoRA adapters injected into the teacher's own net, off by default.
-    The returned teacher switches them off (whoever else holds the teacher keeps computing it), the fake
-    score on; no second copy of the teacher's weights exists (SwiftBrush's fake score, vsd.py)."""
-    if has_adapters(teacher.net):
-        raise ValueError(f"{method} puts its fake score's LoRA adapters on the teacher's own module, and this teacher "
-                         "already carries adapters (from an earlier run in this process?): load a fresh teacher")
-    add_lora(teacher.net, lora.rank, lora.alpha, lora.targets)
-    set_adapters(teacher.net, False)
-    return AdapterSwitch(teacher, enabled=False), AdapterSwitch(teacher, enabled=True)
-
-
 class DistributionMatchingBase(StudentMethod):
     """Networks, noise-level grid, student sampling, DM and critic losses of the family."""
 
@@ -187,6 +175,18 @@ class DistributionMatchingBase(StudentMethod):
         """The fake score: a full trainable copy of the teacher (VSD instead puts LoRA adapters on the
         teacher itself)."""
         return trainable_copy(teacher)
+
+    def adapter_fake_score(self, teacher: Denoiser, lora: LoRAConfig) -> Denoiser:
+        """A fake score that is LoRA adapters injected into the teacher's own module, off by default:
+        ``self.teacher`` (and whoever else holds the teacher) keeps computing it, the returned fake score
+        switches them on; no second copy of the teacher's weights exists (SwiftBrush's fake score, vsd.py)."""
+        if has_adapters(teacher.net):
+            raise ValueError(f"{self.name} puts its fake score's LoRA adapters on the teacher's own module, and this "
+                             "teacher already carries adapters (from an earlier run in this process?): load a fresh teacher")
+        add_lora(teacher.net, lora.rank, lora.alpha, lora.targets)
+        set_adapters(teacher.net, False)
+        self.teacher = AdapterSwitch(teacher, enabled=False)
+        return AdapterSwitch(teacher, enabled=True)
 
     # -- contract --------------------------------------------------------------------------------
     def networks(self):

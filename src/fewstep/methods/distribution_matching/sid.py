@@ -25,7 +25,7 @@ from ...noise.guidance import guided
 from ...noise.timesteps import TimeSampler
 from ..base import LoRAConfig, OptimConfig, frozen
 from ..losses import denoising_loss
-from .base import DistributionMatchingBase, DMDConfig, lora_fake_score
+from .base import DistributionMatchingBase, DMDConfig
 from .dmd import cpu_optim
 
 
@@ -91,8 +91,7 @@ class SiD(DistributionMatchingBase):
         """SiD's fake score: a full trainable copy of the teacher, or (``fake_lora.rank > 0``) adapters on it."""
         if not self.cfg.fake_lora.rank:
             return super().build_fake(teacher)
-        self.teacher, fake = lora_fake_score(teacher, self.cfg.fake_lora, self.name)
-        return fake
+        return self.adapter_fake_score(teacher, self.cfg.fake_lora)
 
     def fake_levels_and_noise(self, x, rng):
         """(t, n) of a fake-score step: EDM's log-normal levels and fresh noise."""

@@ -34,7 +34,7 @@ from ...noise.guidance import guided
 from ...noise.precond import Denoiser
 from ..base import LoRAConfig, OptimConfig
 from ..losses import denoising_loss
-from .base import DistributionMatchingBase, DMDConfig, dm_loss, lora_fake_score
+from .base import DistributionMatchingBase, DMDConfig, dm_loss
 from .dmd import cpu_optim
 
 
@@ -104,9 +104,8 @@ class VSD(DistributionMatchingBase):
     }
 
     def build_fake(self, teacher: Denoiser) -> Denoiser:
-        """LoRA adapters on the teacher's own module (family base: ``lora_fake_score``)."""
-        self.teacher, fake = lora_fake_score(teacher, self.cfg.fake_lora, self.name)
-        return fake
+        """LoRA adapters on the teacher's own module (family base: ``adapter_fake_score``)."""
+        return self.adapter_fake_score(teacher, self.cfg.fake_lora)
 
     def guidance_scale(self, rng) -> float:
         lo, hi = self.cfg.guidance_range
