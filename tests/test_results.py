@@ -58,3 +58,43 @@ def test_provenance_ignores_only_the_results_file_being_written(monkeypatch, tmp
     assert benchmark.provenance(exclude=out)["git_dirty"] is False
     status["value"] = " M benchmarks/results/t.json\n M src/fewstep/cli.py"
     assert benchmark.provenance(exclude=out)["git_dirty"] is True
+
+
+def _seed_means():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_means.py"
+    spec = importlib.util.spec_from_file_location("seed_means", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_seed_means_averages_the_students_own_rows_and_counts_the_runs_under_a_bar(tmp_path, capsys):
+    """benchmarks/seed_means.py: teacher rows carried as a baseline and other NFEs are not runs of the recipe."""
+    mod = _seed_means()
+
+    def student(fd, acc, nfe=1, run="r"):
+        return {"method": "dmd2", "nfe": nfe, "fd": fd, "fd_std": 0.5, "class_acc": acc, "run": run}
+
+    teacher = {"method": "teacher", "nfe": 1, "fd": 400.0, "fd_std": 1.0, "class_acc": 0.1}
+    carried = dict(student(1.0, 1.0), from_baseline="t.json")
+    files = []
+    for i, rows in enumerate([[student(8.0, 0.975), teacher, carried, student(3.0, 0.99, nfe=4)],
+                              [student(9.0, 0.965, run="a"), student(10.0, 0.971, run="b")]]):
+        files.append(tmp_path / f"run{i}.json")
+        files[-1].write_text(json.dumps({"complete": True, "rows": rows}))
+    mod.main(["--nfe", "1", "--fd-bar", "9.0", "--acc-bar", "0.97", *map(str, files)])
+    out = capsys.readouterr().out
+    assert "run1: a" in out and "run1: b" in out  # a multi-model file names each row by its run folder
+    assert "mean of 3 runs (std over runs)" in out and " 9.00 ± 1.00" in out and "0.970" in out
+    assert "runs holding FD <= 9.0 with class acc >= 0.97: 1 of 3" in out  # 9.0 at 0.965 misses the accuracy
+    mod.main(["--nfe", "1", "--fd-bar", "9.5", "--method", "dmd2", str(files[1])])  # one bar alone; a method's rows
+    assert "runs holding FD <= 9.5: 1 of 2" in capsys.readouterr().out
+    mod.main(["--run", "b", str(files[0]), str(files[1])])  # rows picked by run folder
+    assert "mean of 1 run (std over runs)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no student rows at 1 NFE of sid"):
+        mod.main(["--method", "sid", str(files[1])])
+    files[0].write_text(json.dumps({"complete": False, "rows": [student(8.0, 0.975)]}))
+    with pytest.raises(SystemExit, match="incomplete"):
+        mod.main([str(files[0])])
