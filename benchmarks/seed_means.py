@@ -21,15 +21,20 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 
-def student_rows(path: Path, nfe: int, method: str | None = None, runs: list[str] | None = None) -> list[dict]:
+def student_rows(path: Path, nfe: int, method: str | None = None, run_globs: list[str] | None = None) -> list[dict]:
     """The rows of ``path`` that are its own students (not carried teacher rows) at ``nfe``, of ``method`` and
-    with a run folder matching one of the glob patterns ``runs`` where those are given."""
+    with a run folder matching one of ``run_globs`` where those are given."""
     res = json.loads(path.read_text())
     if not res.get("complete", False):
         raise SystemExit(f"{path}: results are incomplete (an interrupted bench); rerun its command")
     return [r for r in res["rows"] if not r.get("from_baseline") and r.get("method") != "teacher"
             and int(r.get("nfe", -1)) == nfe and (method is None or r.get("method") == method)
-            and (not runs or any(fnmatch(str(r.get("run", "")), pat) for pat in runs))]
+            and (not run_globs or any(fnmatch(str(r.get("run", "")), pat) for pat in run_globs))]
+
+
+def spread(values: list[float]) -> float:
+    """The sample std over runs (0 for a single run)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summarise(runs: list[tuple[str, dict]], fd_bar: float | None, acc_bar: float | None) -> str:
@@ -38,10 +43,9 @@ def summarise(runs: list[tuple[str, dict]], fd_bar: float | None, acc_bar: float
     for name, r in runs:
         lines.append(f"{name:<{w}} {r['fd']:>7.2f} ± {r['fd_std']:<4.2f} {r['class_acc']:>9.3f}")
     fds, accs = [r["fd"] for _, r in runs], [r["class_acc"] for _, r in runs]
-    sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
     label = f"mean of {len(runs)} run{'s' * (len(runs) != 1)} (std over runs)"
     lines.append(f"{label:<{w}} {statistics.mean(fds):>7.2f} ± "
-                 f"{sd(fds):<4.2f} {statistics.mean(accs):>9.3f} (std {sd(accs):.3f})")
+                 f"{spread(fds):<4.2f} {statistics.mean(accs):>9.3f} (std {spread(accs):.3f})")
     if fd_bar is not None or acc_bar is not None:
         held = sum((fd_bar is None or r["fd"] <= fd_bar) and (acc_bar is None or r["class_acc"] >= acc_bar)
                    for _, r in runs)

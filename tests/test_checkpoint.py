@@ -8,7 +8,7 @@ from fewstep.errors import CheckpointError
 from fewstep.io import atomic_dir, load_state_strict, load_tensors, save_tensors
 from fewstep.model_io import load_denoiser, save_denoiser
 
-from helpers import toy_denoiser
+from helpers import benchmark_script, toy_denoiser
 
 
 def _saved(tmp_path):
@@ -126,13 +126,7 @@ def test_weight_average_probe_writes_the_mean_of_a_windows_student_checkpoints(t
     """benchmarks/weight_average_probe.py: the model folder holds the mean of the raw student weights of the
     checkpoints inside the window (integer tensors from the last), the run's config, and nothing when no checkpoint
     lies in the window."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "weight_average_probe.py"
-    spec = importlib.util.spec_from_file_location("weight_average_probe", script)
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = benchmark_script("weight_average_probe")
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)
     (run / "model" / "config.json").write_text('{"kind": "test"}')

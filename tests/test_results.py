@@ -6,6 +6,8 @@ import pytest
 
 from fewstep.report import results_table, table_for
 
+from helpers import benchmark_script
+
 RESULTS = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "results").glob("*.json"))
 
 
@@ -60,19 +62,9 @@ def test_provenance_ignores_only_the_results_file_being_written(monkeypatch, tmp
     assert benchmark.provenance(exclude=out)["git_dirty"] is True
 
 
-def _seed_means():
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_means.py"
-    spec = importlib.util.spec_from_file_location("seed_means", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_seed_means_averages_the_students_own_rows_and_counts_the_runs_under_a_bar(tmp_path, capsys):
     """benchmarks/seed_means.py: teacher rows carried as a baseline and other NFEs are not runs of the recipe."""
-    mod = _seed_means()
+    mod = benchmark_script("seed_means")
 
     def student(fd, acc, nfe=1, run="r"):
         return {"method": "dmd2", "nfe": nfe, "fd": fd, "fd_std": 0.5, "class_acc": acc, "run": run}

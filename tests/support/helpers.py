@@ -1,4 +1,7 @@
 """Small builders shared by tests."""
+import importlib.util
+from pathlib import Path
+
 import torch
 
 from fewstep.config import build_config, fields_of_type
@@ -8,6 +11,17 @@ from fewstep.methods.teacher import DenoisingTeacher, TeacherMethodConfig
 from fewstep.model_io import build_denoiser
 from fewstep.noise import TimeSampler
 from fewstep.train.loop import TrainConfig, Trainer
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def benchmark_script(name: str):
+    """benchmarks/NAME.py imported as a module (the benchmark helpers are scripts, not package modules)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
 
 TOY_TIMES = TimeSampler("lognormal", -0.5, 1.5)  # the toy2d teacher preset's sigma sampling
 TOY_ARCH = {"arch": "mlp", "dim": 2, "hidden": 64, "depth": 2, "num_classes": 8, "time_scale": 1000.0}
